@@ -1,0 +1,99 @@
+package iocom
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+)
+
+// Defaults of PROTOCOL.md 3.2 and the config file's limits.
+const (
+	DefaultKeepaliveInterval = time.Second
+	DefaultKeepaliveTimeout  = 10 * time.Second
+	DefaultQueueBytes        = 16 << 20
+)
+
+// Config configures one Conn. The zero value is usable apart from Handler,
+// which defaults to refusing every transaction.
+type Config struct {
+	// ID names the link in logs and dumps, e.g. "L3".
+	ID string
+
+	// Remote names the peer in logs; the stream's remote address when
+	// empty (unix socket peers have none worth printing).
+	Remote string
+
+	// KeepaliveInterval is how long the link may stay silent before a
+	// LNK_PING is sent: 0 means the default, negative disables pings.
+	KeepaliveInterval time.Duration
+
+	// KeepaliveTimeout closes a link that received nothing for this long:
+	// 0 means the default, negative disables the check (for peers that
+	// never ping).
+	KeepaliveTimeout time.Duration
+
+	// QueueBytes bounds the outbound queue for senders that wait for room
+	// (WaitRoom). Control messages are never refused or delayed: their
+	// number is bounded by the state they represent.
+	QueueBytes int
+
+	// Handler receives new transactions and one-way messages.
+	Handler Handler
+
+	// Forward, if set, is offered every message whose circuit is not 0
+	// before the state machine sees it; returning true consumes it. A
+	// router relays circuits this way.
+	Forward func(c *Conn, m *dmsg.Msg) bool
+
+	// Logger receives link events; nil means no logging.
+	Logger *zap.Logger
+}
+
+func (cfg *Config) keepaliveInterval() time.Duration {
+	if cfg.KeepaliveInterval == 0 {
+		return DefaultKeepaliveInterval
+	}
+	return cfg.KeepaliveInterval
+}
+
+func (cfg *Config) keepaliveTimeout() time.Duration {
+	if cfg.KeepaliveTimeout == 0 {
+		return DefaultKeepaliveTimeout
+	}
+	return cfg.KeepaliveTimeout
+}
+
+func (cfg *Config) queueBytes() int {
+	if cfg.QueueBytes <= 0 {
+		return DefaultQueueBytes
+	}
+	return cfg.QueueBytes
+}
+
+// TxHandler receives the messages of one transaction after its opening
+// message: in-stream messages, and exactly one terminating message (the
+// peer's DELETE, or a synthesized ABORT|DELETE with LOSTLINK when the link
+// or circuit dies). It runs on the Conn's reader goroutine.
+type TxHandler func(tx *Tx, m *dmsg.Msg)
+
+// Handler receives what arrives on a Conn outside existing transactions.
+type Handler interface {
+	// Accept is called with each transaction the peer opens and its
+	// CREATE message (which may also carry DELETE). It returns the
+	// handler for the transaction's later messages, or nil to refuse it:
+	// the Conn then answers LNK_ERROR|REPLY|CREATE|DELETE with NOSUPP
+	// unless Accept already replied.
+	Accept(tx *Tx, m *dmsg.Msg) TxHandler
+
+	// OneWay is called with each one-way message except LNK_PAD and the
+	// LNK_PINGs the Conn answers itself (their replies are passed on).
+	OneWay(c *Conn, m *dmsg.Msg)
+}
+
+// refuseAll is the Handler of a Conn configured without one.
+type refuseAll struct{}
+
+func (refuseAll) Accept(*Tx, *dmsg.Msg) TxHandler { return nil }
+func (refuseAll) OneWay(*Conn, *dmsg.Msg)         {}

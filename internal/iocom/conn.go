@@ -1,0 +1,184 @@
+package iocom
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+)
+
+// Conn is one DMSG link over a byte stream.
+type Conn struct {
+	cfg    Config
+	nc     net.Conn
+	log    *zap.Logger
+	remote string
+	since  time.Time
+
+	mu        sync.Mutex
+	dead      bool // no new states or messages: the link is going down
+	root      *Scope
+	scopes    map[circuitKey]*Scope
+	nextMsgID uint64
+	q         []*dmsg.Msg // outbound queue, in send order
+	qBytes    int         // queued plus being written
+	room      chan struct{}
+	drained   chan struct{} // closed when the queue is empty and flushed
+
+	wake       chan struct{} // cap 1: the queue has new messages
+	closing    chan struct{} // closed by Close
+	closeOnce  sync.Once
+	writerDone chan struct{}
+	done       chan struct{}
+	err        atomic.Pointer[error]
+
+	rxMsgs, txMsgs   atomic.Uint64
+	rxBytes, txBytes atomic.Uint64
+}
+
+// NewConn wraps an established stream. Call Start to run it.
+func NewConn(nc net.Conn, cfg Config) *Conn {
+	if cfg.Handler == nil {
+		cfg.Handler = refuseAll{}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	remote := cfg.Remote
+	if a := nc.RemoteAddr(); remote == "" && a != nil && a.String() != "" && a.String() != "@" {
+		remote = a.String()
+	}
+	if remote == "" {
+		remote = "?"
+	}
+	c := &Conn{
+		cfg: cfg, nc: nc, remote: remote, since: time.Now(),
+		log:        log.With(zap.String("link", cfg.ID), zap.String("peer", remote)),
+		scopes:     make(map[circuitKey]*Scope),
+		wake:       make(chan struct{}, 1),
+		closing:    make(chan struct{}),
+		writerDone: make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	c.root = newScope(c, rootKey, cfg.Handler)
+	c.scopes[rootKey] = c.root
+	return c
+}
+
+// Start runs the link's reader and writer goroutines.
+func (c *Conn) Start() {
+	go c.writeLoop()
+	go c.readLoop()
+}
+
+// ID returns the link's id.
+func (c *Conn) ID() string { return c.cfg.ID }
+
+// RemoteAddr returns the peer's address as text.
+func (c *Conn) RemoteAddr() string { return c.remote }
+
+// Since returns when the link was set up.
+func (c *Conn) Since() time.Time { return c.since }
+
+// Logger returns the link's logger, which names the link and the peer.
+func (c *Conn) Logger() *zap.Logger { return c.log }
+
+// Root returns the scope of circuit 0, the link itself.
+func (c *Conn) Root() *Scope { return c.root }
+
+// Done is closed once the link is down: both goroutines have exited and
+// every state on it has been terminated.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns why the link went down (nil for a clean end of stream or a
+// local Close), valid once Done is closed.
+func (c *Conn) Err() error {
+	if p := c.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Stats counts the link's traffic.
+type Stats struct {
+	RxMsgs, TxMsgs, RxBytes, TxBytes uint64
+	OpenTx                           int
+}
+
+// Stats returns the link's counters.
+func (c *Conn) Stats() Stats {
+	c.mu.Lock()
+	n := 0
+	for _, s := range c.scopes {
+		n += len(s.local) + len(s.remote)
+	}
+	c.mu.Unlock()
+	return Stats{RxMsgs: c.rxMsgs.Load(), TxMsgs: c.txMsgs.Load(),
+		RxBytes: c.rxBytes.Load(), TxBytes: c.txBytes.Load(), OpenTx: n}
+}
+
+// Close takes the link down at once: queued messages are dropped. It is
+// safe to call from any goroutine, any number of times; the states on the
+// link are terminated by the reader before Done is closed.
+func (c *Conn) Close() error {
+	c.fail(nil)
+	return nil
+}
+
+// Shutdown waits until everything queued so far has been written (or ctx
+// ends), then closes the link.
+func (c *Conn) Shutdown(ctx context.Context) error {
+	c.mu.Lock()
+	if c.drained == nil {
+		c.drained = make(chan struct{})
+		if len(c.q) == 0 && c.qBytes == 0 {
+			close(c.drained)
+		}
+	}
+	ch := c.drained
+	c.mu.Unlock()
+	c.kick()
+	var err error
+	select {
+	case <-ch:
+	case <-c.closing:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	c.Close()
+	return err
+}
+
+// fail records the first reason the link goes down and closes the stream,
+// which ends both goroutines.
+func (c *Conn) fail(err error) {
+	c.closeOnce.Do(func() {
+		if err != nil {
+			c.err.Store(&err)
+		}
+		c.mu.Lock()
+		c.dead = true
+		c.mu.Unlock()
+		close(c.closing)
+		c.nc.Close()
+	})
+}
+
+// panics counts recovered panics in link code, so tests can fail on them.
+var panics atomic.Int64
+
+// Panics returns how many panics links have recovered from since start.
+func Panics() int64 { return panics.Load() }
+
+// errPanic marks a link closed because its code panicked.
+var errPanic = errors.New("internal error (panic) in link code")
+
+// Closing reports whether the link is going down or down.
+func (c *Conn) Closing() bool { return c.isClosing() }

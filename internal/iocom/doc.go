@@ -1,0 +1,19 @@
+// Package iocom owns one DMSG link: the framing I/O over a byte stream, the
+// outbound queue and its batching writer, the transaction state machine
+// (PROTOCOL.md section 3) scoped per circuit, keepalive, and link loss.
+//
+// A Conn runs exactly two goroutines: a reader that decodes frames, runs the
+// state machine and calls handlers, and a writer that drains the outbound
+// queue into the socket, flushing only when the queue is empty. Nothing else
+// touches the socket. Every handler of a Conn runs on its reader goroutine,
+// one message at a time, and never with an iocom lock held, so handlers may
+// send on any Conn.
+//
+// A protocol violation, a framing error, a keepalive timeout or a panic in
+// a handler closes only that Conn: every transaction still open on it is
+// then terminated exactly once, children first and LNK_CONN last, with a
+// synthesized ABORT|DELETE carrying LOSTLINK.
+//
+// iocom knows nothing of spans or routing; it must not import the span or
+// circuit packages.
+package iocom

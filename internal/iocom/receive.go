@@ -1,0 +1,225 @@
+package iocom
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+)
+
+// readLoop is the reader goroutine: decode, run the state machine, call
+// handlers; on any error take the link down and terminate its states.
+func (c *Conn) readLoop() {
+	defer c.finish()
+	defer c.recoverPanic("reader")
+	dec := dmsg.NewDecoder(&rxStream{c: c, timeout: c.cfg.keepaliveTimeout()})
+	for {
+		m, err := dec.Decode()
+		if err != nil {
+			c.fail(readError(err))
+			return
+		}
+		c.rxMsgs.Add(1)
+		c.rxBytes.Add(uint64(m.EncodedSize()))
+		if err := c.receive(m); err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+// rxStream is what the reader decodes from. With a keepalive timeout it
+// implements the dead-link check of PROTOCOL.md 3.2: every read of the
+// socket carries a deadline at least the timeout ahead, so a link that
+// receives nothing for that long fails with a *DeadLinkError. The check
+// lives on the reader because only it knows when bytes arrive; the writer
+// can sit blocked in a write for as long as a stuck peer does not read.
+type rxStream struct {
+	c        *Conn
+	timeout  time.Duration // <= 0: no dead-link check
+	deadline time.Time     // the read deadline currently set
+	lastRx   time.Time     // when bytes last arrived (or the reader started)
+}
+
+func (r *rxStream) Read(p []byte) (int, error) {
+	if r.timeout <= 0 {
+		return r.c.nc.Read(p)
+	}
+	now := time.Now()
+	if r.lastRx.IsZero() {
+		r.lastRx = now
+	}
+	// Re-arm only when less than a full timeout is left, so the deadline
+	// is not reset on every read of a busy link; arming an eighth further
+	// keeps the silence needed to trip it at least one timeout.
+	if r.deadline.Sub(now) < r.timeout {
+		r.deadline = now.Add(r.timeout + r.timeout/8)
+		if err := r.c.nc.SetReadDeadline(r.deadline); err != nil {
+			r.c.log.Warn("read deadline not supported; dead-link check disabled", zap.Error(err))
+			r.timeout = 0
+		}
+	}
+	n, err := r.c.nc.Read(p)
+	if n > 0 {
+		r.lastRx = time.Now()
+	}
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		err = &DeadLinkError{Silent: time.Since(r.lastRx).Round(time.Millisecond)}
+	}
+	return n, err
+}
+
+// readError classifies the error that ended the read loop; nil means an
+// orderly end (EOF at a message boundary, or our own Close).
+func readError(err error) error {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		return nil
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("stream ended inside a message: %w", err)
+	}
+	return err
+}
+
+func (c *Conn) recoverPanic(where string) {
+	if r := recover(); r != nil {
+		panics.Add(1)
+		c.log.Error("panic in link code; closing the link",
+			zap.String("goroutine", where), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		c.fail(errPanic)
+	}
+}
+
+// receive handles one decoded message.
+func (c *Conn) receive(m *dmsg.Msg) error {
+	if ce := c.log.Check(zapcore.DebugLevel, "rx"); ce != nil {
+		ce.Write(msgFields(m)...)
+	}
+	if m.Circuit != 0 && c.cfg.Forward != nil && c.cfg.Forward(c, m) {
+		return nil
+	}
+	c.mu.Lock()
+	kind, tx, err := c.classify(m)
+	var s *Scope
+	if kind == rxOneWay {
+		s = c.scopes[keyOf(m)]
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	switch kind {
+	case rxOneWay:
+		c.oneWay(s, m)
+	case rxAccept:
+		c.accept(tx, m)
+	case rxDeliver:
+		c.deliver(tx, m)
+	case rxDrop:
+		c.log.Debug("dropped message for no open state", msgFields(m)...)
+	}
+	return nil
+}
+
+func (c *Conn) oneWay(s *Scope, m *dmsg.Msg) {
+	switch dmsg.Base(m.Cmd) {
+	case dmsg.LnkPad:
+		return
+	case dmsg.LnkPing:
+		if m.Cmd&dmsg.FlagReply == 0 {
+			c.sendOneWay(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing | dmsg.FlagReply, Circuit: m.Circuit}})
+			return
+		}
+	}
+	if s == nil {
+		c.log.Debug("dropped one-way message on an unknown circuit", msgFields(m)...)
+		return
+	}
+	s.handler.OneWay(c, m)
+}
+
+func (c *Conn) accept(tx *Tx, m *dmsg.Msg) {
+	h := tx.scope.handler.Accept(tx, m)
+	tx.handler = h
+	if h == nil {
+		c.refuse(tx)
+	}
+}
+
+// refuse answers a transaction nobody accepted with NOSUPP, unless the
+// handler already answered it.
+func (c *Conn) refuse(tx *Tx) {
+	c.mu.Lock()
+	answered := tx.txCreate
+	c.mu.Unlock()
+	if !answered {
+		tx.CloseError(dmsg.ErrNoSupp)
+	}
+}
+
+func (c *Conn) deliver(tx *Tx, m *dmsg.Msg) {
+	if tx.handler == nil {
+		c.log.Debug("dropped message of a refused transaction", msgFields(m)...)
+		return
+	}
+	tx.handler(tx, m)
+}
+
+// finish runs when the reader stops: it terminates every open state exactly
+// once, waits for the writer and reports the link down.
+func (c *Conn) finish() {
+	c.fail(nil)
+	c.mu.Lock()
+	scopes := make([]*Scope, 0, len(c.scopes))
+	for _, s := range c.scopes {
+		scopes = append(scopes, s)
+	}
+	txs := drainScopes(scopes)
+	c.mu.Unlock()
+	for _, tx := range txs {
+		c.terminate(tx, dmsg.ErrLostLink)
+	}
+	<-c.writerDone
+	c.logDown()
+	close(c.done)
+}
+
+// terminate delivers the synthesized end of tx to its handler, shielding
+// the other terminations from a panicking handler.
+func (c *Conn) terminate(tx *Tx, code uint32) {
+	defer c.recoverPanic("terminate")
+	if tx.handler != nil {
+		tx.handler(tx, lostLink(tx, code))
+	}
+}
+
+func (c *Conn) logDown() {
+	err := c.Err()
+	var pe *ProtocolError
+	switch {
+	case err == nil:
+		c.log.Info("link down")
+	case errors.As(err, &pe):
+		c.log.Warn("link closed: peer violated the protocol", zap.Error(err))
+	default:
+		c.log.Warn("link down", zap.Error(err))
+	}
+}
+
+func msgFields(m *dmsg.Msg) []zap.Field {
+	return []zap.Field{
+		zap.String("cmd", dmsg.CmdString(m.Cmd)),
+		zap.String("msgid", fmt.Sprintf("%016x", m.MsgID)),
+		zap.Uint64("circuit", m.Circuit),
+		zap.Uint32("error", m.Error),
+		zap.Uint32("aux", m.AuxBytes),
+	}
+}
