@@ -1,10 +1,11 @@
 package dep
+
 import (
- _ "github.com/spf13/cobra"
- _ "github.com/spf13/viper"
- _ "go.uber.org/zap"
- _ "github.com/google/uuid"
- _ "github.com/coreos/go-systemd/v22/daemon"
- _ "github.com/coreos/go-systemd/v22/activation"
- _ "go.uber.org/goleak"
+	_ "github.com/coreos/go-systemd/v22/activation"
+	_ "github.com/coreos/go-systemd/v22/daemon"
+	_ "github.com/google/uuid"
+	_ "github.com/spf13/cobra"
+	_ "github.com/spf13/viper"
+	_ "go.uber.org/goleak"
+	_ "go.uber.org/zap"
 )

@@ -1,0 +1,65 @@
+# dmsgd — build, run, test and install.
+
+GO        ?= go
+PREFIX    ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR   ?= /lib/systemd/system
+DESTDIR   ?=
+FUZZTIME  ?= 30s
+
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+BIN := bin/dmsgd
+
+.PHONY: all build run test bench lint vet fmt-check install fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/dmsgd
+
+# Run a development router in the foreground (Ctrl-C stops it).
+run: build
+	mkdir -p run
+	./$(BIN) serve --config configs/dev.yaml
+
+test: vet fmt-check
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+lint: vet fmt-check
+
+vet:
+	$(GO) vet ./...
+
+# Fails listing the files gofmt would change.
+fmt-check:
+	@unformatted="$$(gofmt -l .)"; \
+	if [ -n "$$unformatted" ]; then \
+		echo "gofmt needed on:"; echo "$$unformatted"; exit 1; \
+	fi
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/dmsgd
+	install -d $(DESTDIR)$(SYSCONFDIR)/dmsgd
+	test -e $(DESTDIR)$(SYSCONFDIR)/dmsgd/dmsgd.yaml || \
+		install -m 0644 configs/dmsgd.yaml $(DESTDIR)$(SYSCONFDIR)/dmsgd/dmsgd.yaml
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/local/bin/dmsgd|$(PREFIX)/bin/dmsgd|' -e 's|/etc/dmsgd/|$(SYSCONFDIR)/dmsgd/|' \
+		deploy/systemd/dmsgd.service > $(DESTDIR)$(UNITDIR)/dmsgd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/dmsgd.service
+	install -m 0644 deploy/systemd/dmsgd.socket $(DESTDIR)$(UNITDIR)/dmsgd.socket
+
+# Short fuzz runs of the frame decoder and the link state machine.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/dmsg
+	$(GO) test -run '^$$' -fuzz '^FuzzLink$$' -fuzztime $(FUZZTIME) ./internal/iocom
+
+clean:
+	rm -rf bin run
+	$(GO) clean -testcache

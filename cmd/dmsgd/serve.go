@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/dmsgd/dmsgd/internal/router"
+)
+
+func init() { rootCmd.AddCommand(newServeCmd()) }
+
+func newServeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the daemon in the foreground until SIGTERM or SIGINT",
+		Long: "serve binds the configured listeners and the shell socket, keeps the " +
+			"configured outbound links and routes spans until SIGTERM or SIGINT, " +
+			"then shuts down gracefully and exits 0. SIGHUP reloads the configuration.",
+		Args: cobra.NoArgs,
+		RunE: runServe,
+	}
+}
+
+func runServe(cmd *cobra.Command, _ []string) error {
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return err
+	}
+	log, level, err := newLogger(cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	inherited, err := activation.Listeners()
+	if err != nil {
+		return fmt.Errorf("socket activation: %w", err)
+	}
+	r := router.New(cfg, log)
+	if err := r.Listen(inherited); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log.Info("dmsgd started", zap.String("version", version), zap.String("node", cfg.Node.Label),
+		zap.String("node_id", cfg.Node.ID.String()), zap.Uint32("rnss", r.Engine().Rnss()))
+	notify(log, daemon.SdNotifyReady)
+	go watchdog(ctx, log)
+	go reloadOnHangup(ctx, cmd, r, log, func(lvl string) {
+		if l, err := parseLogLevel(lvl); err == nil {
+			level.SetLevel(l)
+		}
+	})
+	err = r.Serve(ctx)
+	notify(log, daemon.SdNotifyStopping)
+	return err
+}
+
+// notify tells systemd about a state change when running under it.
+func notify(log *zap.Logger, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		log.Warn("systemd notify failed", zap.Error(err))
+	}
+}
+
+// watchdog pings systemd's watchdog at half its interval, when enabled.
+func watchdog(ctx context.Context, log *zap.Logger) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			notify(log, daemon.SdNotifyWatchdog)
+		}
+	}
+}
+
+// reloadOnHangup reloads the configuration on SIGHUP (systemctl reload),
+// telling systemd RELOADING=1 with MONOTONIC_USEC, then READY=1.
+func reloadOnHangup(ctx context.Context, cmd *cobra.Command, r *router.Router, log *zap.Logger, setLevel func(string)) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		notify(log, "RELOADING=1\nMONOTONIC_USEC="+strconv.FormatInt(monotonicMicros(), 10))
+		if err := reload(cmd, r, setLevel); err != nil {
+			log.Error("configuration reload failed; running configuration kept", zap.Error(err))
+		} else {
+			log.Info("configuration reloaded")
+		}
+		notify(log, daemon.SdNotifyReady)
+	}
+}
+
+func reload(cmd *cobra.Command, r *router.Router, setLevel func(string)) error {
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return err
+	}
+	if _, err := r.Reload(cfg); err != nil {
+		return err
+	}
+	setLevel(cfg.Log.Level)
+	return nil
+}
+
+// monotonicMicros reads CLOCK_MONOTONIC, the clock systemd's
+// MONOTONIC_USEC refers to.
+func monotonicMicros() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1e3
+}

@@ -1,0 +1,244 @@
+package config
+
+import (
+	"crypto/ed25519"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// DefaultPath is the configuration file `dmsgd` reads when --config is not
+// given.
+const DefaultPath = "/etc/dmsgd/dmsgd.yaml"
+
+// DefaultShellSocket is the shell socket path when neither a flag, the
+// DMSGD_SHELL_SOCKET environment variable nor the config file names one.
+const DefaultShellSocket = "/run/dmsgd/shell.sock"
+
+// EnvPrefix starts every environment override: DMSGD_<SECTION>_<KEY>.
+const EnvPrefix = "DMSGD"
+
+// Shell TCP policies (shell.tcp).
+const (
+	ShellTCPOff      = "off"
+	ShellTCPLoopback = "loopback"
+	ShellTCPAll      = "all"
+)
+
+// Log levels (log.level) and formats (log.format).
+const (
+	LogDebug = "debug"
+	LogInfo  = "info"
+	LogWarn  = "warn"
+	LogError = "error"
+
+	LogJSON    = "json"
+	LogConsole = "console"
+)
+
+// MaxLabelLen is the longest node or cluster label: the wire field is 128
+// bytes and always NUL terminated.
+const MaxLabelLen = 127
+
+// Config is the whole dmsgd configuration. The mapstructure tags name the
+// YAML keys; fields tagged "-" are derived by Load and never read from the
+// file.
+type Config struct {
+	// Listen lists where peers connect: tcp://HOST:PORT, tls://HOST:PORT,
+	// unix://PATH.
+	Listen    []string  `mapstructure:"listen"`
+	Shell     Shell     `mapstructure:"shell"`
+	Node      Node      `mapstructure:"node"`
+	Span      Span      `mapstructure:"span"`
+	Keepalive Keepalive `mapstructure:"keepalive"`
+	// Media are static volume copies; their span paths are outbound links.
+	Media   []Media `mapstructure:"media"`
+	TLS     TLS     `mapstructure:"tls"`
+	Limits  Limits  `mapstructure:"limits"`
+	Log     Log     `mapstructure:"log"`
+	Metrics Metrics `mapstructure:"metrics"`
+
+	// File is the file the configuration was loaded from, "" if none.
+	File string `mapstructure:"-"`
+	// Listeners are the parsed Listen entries, in order.
+	Listeners []Listener `mapstructure:"-"`
+
+	// explicit holds the keys set by the file, the environment or an
+	// override rather than by a default.
+	explicit map[string]bool
+}
+
+// Shell configures the debug shell.
+type Shell struct {
+	// Socket is the unix socket `dmsgd tree` and `dmsgd shell` connect
+	// to; empty disables it.
+	Socket string `mapstructure:"socket"`
+	// TCP says which TCP peers may run shell commands: ShellTCPOff,
+	// ShellTCPLoopback or ShellTCPAll.
+	TCP string `mapstructure:"tcp"`
+	// Remote allows `@node` shell commands arriving over circuits.
+	Remote bool `mapstructure:"remote"`
+}
+
+// Node is this router's own advertisement.
+type Node struct {
+	// Advertise sends a dist-0 LNK_SPAN for this router on every link.
+	Advertise bool `mapstructure:"advertise"`
+	// Label is fs_label; the host name by default.
+	Label string `mapstructure:"label"`
+	// ID is pfs_fsid; uuid.NewSHA1(uuid.NameSpaceOID, Label) by default.
+	ID uuid.UUID `mapstructure:"id"`
+	// ClusterLabel is cl_label.
+	ClusterLabel string `mapstructure:"cluster_label"`
+	// ClusterID is pfs_clid; uuid.NewSHA1(uuid.NameSpaceOID, ClusterLabel)
+	// by default.
+	ClusterID uuid.UUID `mapstructure:"cluster_id"`
+	// PeerType is the peer type of the self advertisement.
+	PeerType PeerType `mapstructure:"peer_type"`
+}
+
+// Span configures the span engine.
+type Span struct {
+	// MaxRelays is how many relays a router keeps per node (>= 1).
+	MaxRelays int  `mapstructure:"max_relays"`
+	Symmetric bool `mapstructure:"symmetric"`
+}
+
+// Keepalive configures link liveness.
+type Keepalive struct {
+	// Interval between keepalives on an idle link.
+	Interval time.Duration `mapstructure:"interval"`
+	// Timeout after which a silent link is closed; 0 disables it.
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// Media is one static volume: a name and its copies.
+type Media struct {
+	Name   string `mapstructure:"name"`
+	Copies []Copy `mapstructure:"copies"`
+}
+
+// Copy is one copy of a Media.
+type Copy struct {
+	// CopyID is 1..255.
+	CopyID int `mapstructure:"copyid"`
+	// Path is a span path, span:HOST[:PORT] or span+tls:HOST[:PORT].
+	Path string `mapstructure:"path"`
+	// Target is Path parsed, with Name set to the media name.
+	Target Target `mapstructure:"-"`
+}
+
+// TLS configures TLS 1.3 with pinned peer keys.
+type TLS struct {
+	Cert  string `mapstructure:"cert"`
+	Key   string `mapstructure:"key"`
+	Peers []Peer `mapstructure:"peers"`
+	// InsecurePlainTCP allows tcp:// listeners and span: targets on
+	// non-loopback addresses.
+	InsecurePlainTCP bool `mapstructure:"insecure_plain_tcp"`
+}
+
+// Peer is a pinned peer public key.
+type Peer struct {
+	Name string `mapstructure:"name"`
+	// PubKey is "ed25519:<base64 of 32 bytes>".
+	PubKey string `mapstructure:"pubkey"`
+	// Key is PubKey parsed.
+	Key ed25519.PublicKey `mapstructure:"-"`
+}
+
+// Limits bound the resources peers can make the router commit.
+type Limits struct {
+	MaxLinks          int      `mapstructure:"max_links"`
+	MaxSpansPerLink   int      `mapstructure:"max_spans_per_link"`
+	MaxCircuits       int      `mapstructure:"max_circuits"`
+	QueueBytesPerLink ByteSize `mapstructure:"queue_bytes_per_link"`
+	// CircuitQueueBytes is per circuit, per router.
+	CircuitQueueBytes ByteSize `mapstructure:"circuit_queue_bytes"`
+	// CircuitStall is how long a circuit may stay full before it is
+	// aborted.
+	CircuitStall time.Duration `mapstructure:"circuit_stall"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `mapstructure:"level"`
+	Format string `mapstructure:"format"`
+}
+
+// Metrics configures the metrics HTTP endpoint.
+type Metrics struct {
+	// Listen is host:port serving /metrics and /healthz; empty is off.
+	Listen string `mapstructure:"listen"`
+}
+
+// Defaults returns the configuration used for every key not set
+// elsewhere. Node.ID and Node.ClusterID are zero here: Load derives them
+// from the final labels.
+func Defaults() *Config {
+	return &Config{
+		Shell: Shell{
+			Socket: DefaultShellSocket,
+			TCP:    ShellTCPLoopback,
+			Remote: true,
+		},
+		Node: Node{
+			Advertise:    true,
+			Label:        defaultLabel(),
+			ClusterLabel: "default",
+			PeerType:     PeerRouter,
+		},
+		Span:      Span{MaxRelays: 2},
+		Keepalive: Keepalive{Interval: time.Second, Timeout: 10 * time.Second},
+		Limits: Limits{
+			MaxLinks:          1024,
+			MaxSpansPerLink:   65536,
+			MaxCircuits:       65536,
+			QueueBytesPerLink: 16 << 20,
+			CircuitQueueBytes: 4 << 20,
+			CircuitStall:      30 * time.Second,
+		},
+		Log: Log{Level: LogInfo, Format: LogJSON},
+	}
+}
+
+// defaultLabel is the host name, truncated to a valid label.
+func defaultLabel() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "dmsgd"
+	}
+	if len(h) > MaxLabelLen {
+		h = h[:MaxLabelLen]
+	}
+	return h
+}
+
+// NodeIDFor returns the default node id for a label.
+func NodeIDFor(label string) uuid.UUID {
+	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(label))
+}
+
+// IsSet reports whether key (such as "log.format") was set by the config
+// file, the environment or an override rather than left at its default.
+func (c *Config) IsSet(key string) bool { return c.explicit[key] }
+
+// Targets returns the distinct outbound targets of all media copies, in
+// file order; each carries the name of the first media that named it.
+func (c *Config) Targets() []Target {
+	var out []Target
+	seen := make(map[Target]bool)
+	for _, m := range c.Media {
+		for _, cp := range m.Copies {
+			key := cp.Target
+			key.Name = ""
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			out = append(out, cp.Target)
+		}
+	}
+	return out
+}

@@ -1,0 +1,218 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"strings"
+)
+
+// validate checks the rules that span keys and fills the derived fields
+// (Listeners, Copy.Target, Peer.Key). Every problem is reported.
+func validate(c *Config, ps *problems) {
+	validateListen(c, ps)
+	validateShell(c, ps)
+	validateNode(c, ps)
+	if c.Span.MaxRelays < 1 {
+		ps.add("span.max_relays", "must be at least 1, not %d", c.Span.MaxRelays)
+	}
+	validateKeepalive(c, ps)
+	validateMedia(c, ps)
+	validateTLS(c, ps)
+	validateLimits(c, ps)
+	validateLog(c, ps)
+	if c.Metrics.Listen != "" {
+		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			ps.add("metrics.listen", "%q must be HOST:PORT, as in 127.0.0.1:9871", c.Metrics.Listen)
+		} else if _, err := parsePort(port); err != nil {
+			ps.add("metrics.listen", "%v", err)
+		}
+	}
+}
+
+func hasTLSKeys(c *Config) bool { return c.TLS.Cert != "" && c.TLS.Key != "" }
+
+func validateListen(c *Config, ps *problems) {
+	c.Listeners = nil
+	first := make(map[Listener]int)
+	for i, s := range c.Listen {
+		key := fmt.Sprintf("listen[%d]", i)
+		l, err := ParseListen(s)
+		if err != nil {
+			ps.add(key, "%v", err)
+			continue
+		}
+		if j, dup := first[l]; dup {
+			ps.add(key, "%s is already listed as listen[%d]", s, j)
+			continue
+		}
+		first[l] = i
+		switch l.Network {
+		case NetworkTCP:
+			if !l.IsLoopback() && !c.TLS.InsecurePlainTCP {
+				ps.add(key, "%s is plain TCP on a non-loopback address; use tls:// or set tls.insecure_plain_tcp: true", s)
+			}
+		case NetworkTLS:
+			if !hasTLSKeys(c) {
+				ps.add(key, "%s needs tls.cert and tls.key", s)
+			}
+		}
+		c.Listeners = append(c.Listeners, l)
+	}
+}
+
+func validateShell(c *Config, ps *problems) {
+	switch c.Shell.TCP {
+	case ShellTCPOff, ShellTCPLoopback, ShellTCPAll:
+	default:
+		ps.add("shell.tcp", "must be off, loopback or all, not %q", c.Shell.TCP)
+	}
+	if strings.ContainsRune(c.Shell.Socket, 0) {
+		ps.add("shell.socket", "contains a NUL byte")
+	}
+}
+
+func validateLabel(ps *problems, key, label string, required bool) {
+	switch {
+	case label == "" && required:
+		ps.add(key, "must not be empty")
+	case len(label) > MaxLabelLen:
+		ps.add(key, "is %d bytes long; at most %d fit the wire format", len(label), MaxLabelLen)
+	case strings.ContainsRune(label, 0):
+		ps.add(key, "contains a NUL byte")
+	}
+}
+
+func validateNode(c *Config, ps *problems) {
+	validateLabel(ps, "node.label", c.Node.Label, true)
+	validateLabel(ps, "node.cluster_label", c.Node.ClusterLabel, false)
+}
+
+func validateKeepalive(c *Config, ps *problems) {
+	k := c.Keepalive
+	if k.Interval <= 0 {
+		ps.add("keepalive.interval", "must be positive, not %s", k.Interval)
+	}
+	switch {
+	case k.Timeout < 0:
+		ps.add("keepalive.timeout", "must not be negative (0 disables it)")
+	case k.Timeout > 0 && k.Interval > 0 && k.Timeout <= k.Interval:
+		ps.add("keepalive.timeout", "%s must be longer than keepalive.interval (%s), or 0 to disable it", k.Timeout, k.Interval)
+	}
+}
+
+// checkTarget applies the plain-TCP and TLS rules to a span target.
+func checkTarget(c *Config, ps *problems, key string, t Target) {
+	switch {
+	case t.TLS && !hasTLSKeys(c):
+		ps.add(key, "%s needs tls.cert and tls.key", t)
+	case !t.TLS && !t.IsLoopback() && !c.TLS.InsecurePlainTCP:
+		ps.add(key, "%s is plain TCP to a non-loopback address; use span+tls: or set tls.insecure_plain_tcp: true", t)
+	}
+}
+
+func validateMedia(c *Config, ps *problems) {
+	names := make(map[string]int)
+	for i := range c.Media {
+		m := &c.Media[i]
+		key := fmt.Sprintf("media[%d]", i)
+		switch j, dup := names[m.Name]; {
+		case m.Name == "":
+			ps.add(key+".name", "must not be empty")
+		case dup:
+			ps.add(key+".name", "%q is already the name of media[%d]", m.Name, j)
+		default:
+			names[m.Name] = i
+		}
+		if len(m.Copies) == 0 {
+			ps.add(key+".copies", "must list at least one copy")
+		}
+		ids := make(map[int]int)
+		for k := range m.Copies {
+			cp := &m.Copies[k]
+			ckey := fmt.Sprintf("%s.copies[%d]", key, k)
+			if cp.CopyID < 1 || cp.CopyID > 255 {
+				ps.add(ckey+".copyid", "must be 1..255, not %d", cp.CopyID)
+			} else if j, dup := ids[cp.CopyID]; dup {
+				ps.add(ckey+".copyid", "%d is already used by copies[%d]", cp.CopyID, j)
+			} else {
+				ids[cp.CopyID] = k
+			}
+			t, err := ParseSpanPath(cp.Path)
+			if err != nil {
+				ps.add(ckey+".path", "%v", err)
+				continue
+			}
+			t.Name = m.Name
+			cp.Target = t
+			checkTarget(c, ps, ckey+".path", t)
+		}
+	}
+}
+
+func validateTLS(c *Config, ps *problems) {
+	if c.TLS.Cert != "" && c.TLS.Key == "" {
+		ps.add("tls.key", "must be set when tls.cert is")
+	}
+	if c.TLS.Key != "" && c.TLS.Cert == "" {
+		ps.add("tls.cert", "must be set when tls.key is")
+	}
+	names := make(map[string]int)
+	keys := make(map[string]int)
+	for i := range c.TLS.Peers {
+		p := &c.TLS.Peers[i]
+		key := fmt.Sprintf("tls.peers[%d]", i)
+		switch j, dup := names[p.Name]; {
+		case p.Name == "":
+			ps.add(key+".name", "must not be empty")
+		case dup:
+			ps.add(key+".name", "%q is already the name of tls.peers[%d]", p.Name, j)
+		default:
+			names[p.Name] = i
+		}
+		k, err := ParsePubKey(p.PubKey)
+		if err != nil {
+			ps.add(key+".pubkey", "%v", err)
+			continue
+		}
+		if j, dup := keys[string(k)]; dup {
+			ps.add(key+".pubkey", "is already the key of tls.peers[%d]", j)
+			continue
+		}
+		keys[string(k)] = i
+		p.Key = k
+	}
+}
+
+func validateLimits(c *Config, ps *problems) {
+	l := c.Limits
+	for _, f := range []struct {
+		key string
+		n   int64
+	}{
+		{"limits.max_links", int64(l.MaxLinks)},
+		{"limits.max_spans_per_link", int64(l.MaxSpansPerLink)},
+		{"limits.max_circuits", int64(l.MaxCircuits)},
+		{"limits.queue_bytes_per_link", int64(l.QueueBytesPerLink)},
+		{"limits.circuit_queue_bytes", int64(l.CircuitQueueBytes)},
+	} {
+		if f.n < 1 {
+			ps.add(f.key, "must be at least 1, not %d", f.n)
+		}
+	}
+	if l.CircuitStall <= 0 {
+		ps.add("limits.circuit_stall", "must be positive, not %s", l.CircuitStall)
+	}
+}
+
+func validateLog(c *Config, ps *problems) {
+	switch c.Log.Level {
+	case LogDebug, LogInfo, LogWarn, LogError:
+	default:
+		ps.add("log.level", "must be debug, info, warn or error, not %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case LogJSON, LogConsole:
+	default:
+		ps.add("log.format", "must be json or console, not %q", c.Log.Format)
+	}
+}
