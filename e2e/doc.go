@@ -1,0 +1,4 @@
+// Package e2e holds dmsgd's end-to-end tests: they build the dmsgd binary,
+// start real daemons on loopback from config files, as an operator would,
+// and look at them with `dmsgd tree`. The package has no code of its own.
+package e2e

@@ -1,0 +1,143 @@
+package router
+
+import (
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/iocom"
+	"github.com/dmsgd/dmsgd/internal/shell"
+)
+
+// ourConn is the LNK_CONN this router sends: its identity, and filters
+// that ask for every span.
+func (r *Router) ourConn() dmsg.Conn {
+	cfg := r.Config()
+	return dmsg.Conn{
+		PfsFsid:      r.nodeID,
+		PeerMask:     ^uint64(0),
+		PeerType:     dmsg.PeerRouter,
+		ProtoVersion: 1,
+		Rnss:         r.engine.Rnss(),
+		PfsMask:      ^uint64(0),
+		FsLabel:      cfg.Node.Label,
+	}
+}
+
+// sendConn opens our LNK_CONN, in the dmsgd form first or in the libdmsg
+// 2014+ form after a fallback (PROTOCOL.md section 10).
+func (l *link) sendConn(v2 bool) {
+	c := l.r.ourConn()
+	tx, err := l.conn.Open(dmsg.NewConnMsg(0, &c, v2), l.ourConnMsg)
+	if err != nil {
+		return // the link is already going down
+	}
+	l.mu.Lock()
+	l.ourTx, l.ourV2 = tx, v2
+	l.mu.Unlock()
+}
+
+// ourConnMsg handles the peer's answers to our LNK_CONN.
+func (l *link) ourConnMsg(tx *iocom.Tx, m *dmsg.Msg) {
+	if m.Cmd&dmsg.FlagDelete == 0 {
+		return // the acknowledgement: our LNK_CONN stays open
+	}
+	tx.Close()
+	if m.Error == dmsg.ErrLostLink {
+		return
+	}
+	l.mu.Lock()
+	retry := m.Error == dmsg.ErrNoSupp && !l.ourV2 && l.ourTx == tx
+	l.mu.Unlock()
+	if retry {
+		l.conn.Logger().Debug("peer refused our LNK_CONN; sending the libdmsg form")
+		l.sendConn(true)
+	}
+}
+
+// fallbackToV2 replaces our dmsgd-form LNK_CONN with the libdmsg form when
+// the peer shows it speaks only that generation.
+func (l *link) fallbackToV2() {
+	l.mu.Lock()
+	old, v2 := l.ourTx, l.ourV2
+	l.mu.Unlock()
+	if v2 || old == nil {
+		return
+	}
+	l.mu.Lock()
+	l.ourV2 = true // ourConnMsg must not retry again on the refusal to come
+	l.mu.Unlock()
+	old.Close()
+	l.sendConn(true)
+}
+
+// acceptConn handles the peer's LNK_CONN: acknowledge it, keep it open and
+// register the peer's filters with the span engine, which starts relaying.
+func (l *link) acceptConn(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+	info, err := m.Conn()
+	if err != nil {
+		return nil
+	}
+	log := l.conn.Logger()
+	if info.PfsFsid == l.r.nodeID {
+		log.Warn("link refused: the peer is this router itself", zap.String("node_id", info.PfsFsid.String()))
+		tx.CloseError(dmsg.ErrParam)
+		l.conn.Close()
+		return nil
+	}
+	l.mu.Lock()
+	dup := l.peerTx != nil
+	l.mu.Unlock()
+	if dup {
+		log.Warn("second LNK_CONN on one link refused")
+		tx.CloseError(dmsg.ErrParam)
+		return nil
+	}
+	tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
+	if m.Cmd&dmsg.FlagDelete != 0 {
+		tx.Close()
+		return nil
+	}
+	if dmsg.Base(m.Cmd) == dmsg.LnkConnV2 {
+		l.fallbackToV2()
+	}
+	sc := l.r.engine.ConnUp(l, info)
+	l.mu.Lock()
+	l.peer, l.peerTx, l.spanConn = &info, tx, sc
+	l.mu.Unlock()
+	log.Info("peer connected", zap.String("peer_label", info.FsLabel),
+		zap.String("peer_type", shell.PeerTypeName(info.PeerType)), zap.String("node_id", info.PfsFsid.String()),
+		zap.Bool("libdmsg_form", dmsg.Base(m.Cmd) == dmsg.LnkConnV2))
+	return l.peerConnMsg
+}
+
+// peerConnMsg handles the rest of the peer's LNK_CONN: VOLCONF messages
+// while it is open, then its end, which withdraws everything relayed to the
+// peer.
+func (l *link) peerConnMsg(tx *iocom.Tx, m *dmsg.Msg) {
+	if m.Cmd&dmsg.FlagDelete == 0 {
+		if dmsg.Base(m.Cmd) == dmsg.LnkVolConf {
+			l.volconf(m)
+		}
+		return
+	}
+	l.connDown()
+	tx.Close()
+	if m.Error != dmsg.ErrLostLink {
+		l.conn.Logger().Info("peer closed its LNK_CONN")
+	}
+}
+
+// connDown unregisters the peer's LNK_CONN from the engine once.
+func (l *link) connDown() {
+	l.mu.Lock()
+	sc := l.spanConn
+	l.spanConn = nil
+	peer := l.peer
+	l.mu.Unlock()
+	if sc != nil {
+		l.r.engine.ConnDown(sc)
+	}
+	if peer != nil {
+		l.r.mediaConnClosed(l, peer.MediaID)
+	}
+}

@@ -1,0 +1,12 @@
+// Package router is the dmsgd daemon: it binds listeners, turns every
+// accepted or dialled stream into an iocom link, runs the LNK_CONN and
+// LNK_SPAN transactions of each link against the span engine, serves the
+// debug shell on links allowed to use it, keeps outbound links through
+// volconf, and shuts all of it down in order.
+//
+// It exists as its own package because this wiring is a responsibility
+// none of the others may take: iocom must not know about spans, the span
+// engine must not know about sockets, and the shell only renders what it
+// is handed. The router owns no protocol logic of its own beyond that
+// wiring and the LNK_CONN exchange (PROTOCOL.md 4.1 and 10).
+package router

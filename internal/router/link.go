@@ -1,0 +1,173 @@
+package router
+
+import (
+	"context"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/iocom"
+	"github.com/dmsgd/dmsgd/internal/shell"
+	"github.com/dmsgd/dmsgd/internal/span"
+)
+
+// link is the router's side of one iocom link: the LNK_CONN exchange, the
+// spans received on it, and its shell session. It is the span engine's
+// Peer for the link.
+type link struct {
+	r       *Router
+	id      string
+	conn    *iocom.Conn
+	opts    linkOptions
+	shellOK bool
+
+	mu       sync.Mutex
+	peer     *dmsg.Conn // the peer's LNK_CONN, once received
+	peerTx   *iocom.Tx  // its transaction
+	spanConn *span.Conn // its registration with the engine
+	ourTx    *iocom.Tx  // our LNK_CONN
+	ourV2    bool       // ourTx is the libdmsg 2014+ form
+	session  *shell.Session
+}
+
+// linkOptions say how a link came to be.
+type linkOptions struct {
+	via         string        // listener address or outbound target
+	outbound    bool          // we dialled it
+	target      config.Target // for outbound links
+	shellSocket bool          // accepted on the shell socket
+}
+
+// startLink runs a new link over nc, or refuses it when the router is at
+// its link limit or shutting down. It returns nil when refused.
+func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
+	cfg := r.Config()
+	r.mu.Lock()
+	if r.closing || len(r.links) >= cfg.Limits.MaxLinks {
+		full := !r.closing
+		r.mu.Unlock()
+		if full {
+			r.log.Warn("link refused: limits.max_links reached",
+				zap.String("peer", nc.RemoteAddr().String()), zap.Int("max_links", cfg.Limits.MaxLinks))
+		}
+		nc.Close()
+		return nil
+	}
+	l := &link{r: r, id: r.newLinkID(), opts: opts}
+	l.shellOK = opts.shellSocket || shellAllowed(cfg.Shell.TCP, nc)
+	l.conn = iocom.NewConn(nc, iocom.Config{
+		ID:                l.id,
+		Remote:            remoteName(nc, opts),
+		KeepaliveInterval: orDisabled(cfg.Keepalive.Interval),
+		KeepaliveTimeout:  orDisabled(cfg.Keepalive.Timeout),
+		QueueBytes:        int(cfg.Limits.QueueBytesPerLink),
+		Handler:           l,
+		Logger:            r.log,
+	})
+	r.links[l.id] = l
+	r.wg.Add(1)
+	r.mu.Unlock()
+
+	l.conn.Logger().Info("link up", zap.String("via", opts.via), zap.Bool("outbound", opts.outbound))
+	l.conn.Start()
+	l.sendConn(false)
+	go l.reap()
+	return l
+}
+
+// orDisabled maps the config's "0 disables" to iocom's "negative disables".
+func orDisabled(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+// remoteName names the peer for logs and `links`: its address, or for
+// unix sockets (whose peers have none) the socket it came in on.
+func remoteName(nc net.Conn, opts linkOptions) string {
+	if opts.outbound {
+		return opts.target.Addr()
+	}
+	if a := nc.RemoteAddr(); a != nil && a.Network() != "unix" && a.String() != "" {
+		return a.String()
+	}
+	return opts.via
+}
+
+// reap forgets the link once it is down.
+func (l *link) reap() {
+	defer l.r.wg.Done()
+	<-l.conn.Done()
+	l.r.mu.Lock()
+	delete(l.r.links, l.id)
+	l.r.mu.Unlock()
+}
+
+// shellAllowed applies shell.tcp to a link: unix peers are authorised by
+// the socket's permissions, TCP peers by policy.
+func shellAllowed(policy string, nc net.Conn) bool {
+	addr, ok := nc.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return true
+	}
+	switch policy {
+	case config.ShellTCPAll:
+		return true
+	case config.ShellTCPLoopback:
+		return addr.IP.IsLoopback()
+	}
+	return false
+}
+
+// ID is the link id, for the engine and the tree.
+func (l *link) ID() string { return l.id }
+
+// Accept dispatches the transactions the peer opens.
+func (l *link) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+	switch dmsg.Base(m.Cmd) {
+	case dmsg.LnkConn, dmsg.LnkConnV2:
+		return l.acceptConn(tx, m)
+	case dmsg.LnkSpan:
+		return l.acceptSpan(tx, m)
+	}
+	return nil // iocom refuses it with NOSUPP
+}
+
+// OneWay handles shell commands and ping answers.
+func (l *link) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+	switch {
+	case dmsg.Base(m.Cmd) == dmsg.DbgShell && m.Cmd&dmsg.FlagReply == 0:
+		l.shellCommand(m)
+	case dmsg.Base(m.Cmd) == dmsg.LnkPing && m.Cmd&dmsg.FlagReply != 0:
+		l.mu.Lock()
+		s := l.session
+		l.mu.Unlock()
+		if s != nil {
+			s.PingReply()
+		}
+	default:
+		l.conn.Logger().Debug("one-way message ignored", zap.String("cmd", dmsg.CmdString(m.Cmd)))
+	}
+}
+
+// shutdown closes our LNK_CONN and the peer's, which withdraws every span
+// relayed over the link, then drains and closes it.
+func (l *link) shutdown(ctx context.Context) {
+	l.mu.Lock()
+	our, peer := l.ourTx, l.peerTx
+	l.mu.Unlock()
+	if our != nil {
+		our.Close()
+	}
+	if peer != nil {
+		l.connDown()
+		peer.Close()
+	}
+	l.conn.Shutdown(ctx)
+	<-l.conn.Done()
+}

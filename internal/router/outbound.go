@@ -1,0 +1,134 @@
+package router
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/iocom"
+)
+
+// checkTarget applies the transport policy to an outbound target.
+func (r *Router) checkTarget(t config.Target) error {
+	if t.TLS {
+		return fmt.Errorf("%s: span+tls targets are not supported by this build", t)
+	}
+	if !t.IsLoopback() && !r.Config().TLS.InsecurePlainTCP {
+		return fmt.Errorf("%s: plain TCP off loopback needs tls.insecure_plain_tcp", t)
+	}
+	return nil
+}
+
+// dial opens an outbound link to t.
+func (r *Router) dial(ctx context.Context, t config.Target) (*link, error) {
+	if err := r.checkTarget(t); err != nil {
+		return nil, err
+	}
+	nc, err := iocom.Dial(ctx, "tcp://"+t.Addr())
+	if err != nil {
+		return nil, err
+	}
+	l := r.startLink(nc, linkOptions{via: t.String(), outbound: true, target: t})
+	if l == nil {
+		return nil, fmt.Errorf("%s: link refused (shutting down or limits.max_links)", t)
+	}
+	return l, nil
+}
+
+// connectTarget is volconf's Connect: dial t and tie the link's life to
+// ctx.
+func (r *Router) connectTarget(ctx context.Context, t config.Target) (<-chan struct{}, error) {
+	l, err := r.dial(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			l.conn.Close()
+		case <-l.conn.Done():
+		}
+	}()
+	return l.conn.Done(), nil
+}
+
+// mediaState tracks one media's VOLCONF slots and the LNK_CONNs naming it
+// (PROTOCOL.md section 6).
+type mediaState struct {
+	conns map[*link]bool
+	slots map[uint32]config.Target
+}
+
+// volconf applies a LNK_VOLCONF received inside the peer's LNK_CONN.
+func (l *link) volconf(m *dmsg.Msg) {
+	v, err := m.VolConf()
+	log := l.conn.Logger()
+	if err != nil {
+		return
+	}
+	if v.Index > 255 {
+		log.Warn("LNK_VOLCONF ignored: slot index out of range", zap.Uint32("index", v.Index))
+		return
+	}
+	var t config.Target
+	if v.Copy.CopyID != 0 {
+		if t, err = config.ParseSpanPath(v.Copy.Path); err != nil {
+			log.Warn("LNK_VOLCONF ignored: bad path", zap.String("path", v.Copy.Path), zap.Error(err))
+			return
+		}
+		t.Name = "volconf:" + v.MediaID.String()
+	}
+	l.r.setSlot(l, v.MediaID, v.Index, t, v.Copy.CopyID != 0)
+}
+
+func (r *Router) setSlot(l *link, media uuid.UUID, index uint32, t config.Target, used bool) {
+	r.mu.Lock()
+	ms := r.volconf[media]
+	if ms == nil {
+		ms = &mediaState{conns: make(map[*link]bool), slots: make(map[uint32]config.Target)}
+		r.volconf[media] = ms
+	}
+	ms.conns[l] = true
+	if used {
+		ms.slots[index] = t
+	} else {
+		delete(ms.slots, index)
+	}
+	targets := ms.targets()
+	r.mu.Unlock()
+	r.media.Set("volconf:"+media.String(), targets)
+}
+
+func (ms *mediaState) targets() []config.Target {
+	out := make([]config.Target, 0, len(ms.slots))
+	for i := range uint32(256) {
+		if t, ok := ms.slots[i]; ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// mediaConnClosed drops a closed LNK_CONN from its media; the media's
+// outbound links close with the last one.
+func (r *Router) mediaConnClosed(l *link, media uuid.UUID) {
+	r.mu.Lock()
+	ms := r.volconf[media]
+	if ms == nil || !ms.conns[l] {
+		r.mu.Unlock()
+		return
+	}
+	delete(ms.conns, l)
+	last := len(ms.conns) == 0
+	if last {
+		delete(r.volconf, media)
+	}
+	r.mu.Unlock()
+	if last {
+		r.media.Set("volconf:"+media.String(), nil)
+	}
+}

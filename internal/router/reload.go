@@ -1,0 +1,35 @@
+package router
+
+import (
+	"fmt"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+)
+
+// Reload applies a new, validated configuration. Options that cannot change
+// in a running daemon refuse the whole reload, naming them, and leave the
+// running configuration intact. It returns the changes applied. Keepalive
+// and queue limits apply to links set up from now on.
+func (r *Router) Reload(newer *config.Config) ([]string, error) {
+	old := r.Config()
+	changes, restart := old.Diff(newer)
+	if len(restart) > 0 {
+		return nil, fmt.Errorf("reload refused: %s cannot change without a restart", strings.Join(restart, ", "))
+	}
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	if err := r.engine.Reconfigure(spanConfig(newer, r.engine.Rnss(), r.log)); err != nil {
+		return nil, fmt.Errorf("reload refused: %w", err)
+	}
+	r.cfg.Store(newer)
+	r.media.Set("config", newer.Targets())
+	r.media.KickAll()
+	for _, c := range changes {
+		r.log.Info("configuration changed", zap.String("change", c))
+	}
+	return changes, nil
+}

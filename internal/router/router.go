@@ -1,0 +1,240 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/iocom"
+	"github.com/dmsgd/dmsgd/internal/span"
+	"github.com/dmsgd/dmsgd/internal/volconf"
+)
+
+// Router is one running dmsgd.
+type Router struct {
+	log    *zap.Logger
+	engine *span.Engine
+	media  *volconf.Manager
+	nodeID uuid.UUID
+	label  string
+
+	cfg atomic.Pointer[config.Config]
+
+	mu        sync.Mutex
+	links     map[string]*link
+	listeners []*listener
+	volconf   map[uuid.UUID]*mediaState
+	closing   bool
+
+	nextLink atomic.Uint64
+	wg       sync.WaitGroup // accept loops, links, shell tasks
+}
+
+// listener is one bound listening socket.
+type listener struct {
+	net.Listener
+	addr  string
+	shell bool // the shell socket: every peer may use the shell
+}
+
+// New builds a router from a validated configuration. It binds nothing
+// until Listen.
+func New(cfg *config.Config, log *zap.Logger) *Router {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	r := &Router{
+		log:     log,
+		nodeID:  cfg.Node.ID,
+		label:   cfg.Node.Label,
+		links:   make(map[string]*link),
+		volconf: make(map[uuid.UUID]*mediaState),
+	}
+	r.cfg.Store(cfg)
+	r.engine = span.New(spanConfig(cfg, 0, log))
+	r.media = volconf.New(volconf.Options{Connect: r.connectTarget, Logger: log})
+	return r
+}
+
+// spanConfig derives the engine's configuration from the file.
+func spanConfig(cfg *config.Config, rnss uint32, log *zap.Logger) span.Config {
+	sc := span.Config{
+		MaxRelays:       cfg.Span.MaxRelays,
+		Symmetric:       cfg.Span.Symmetric,
+		Rnss:            rnss,
+		MaxSpansPerConn: cfg.Limits.MaxSpansPerLink,
+		Logger:          log,
+	}
+	if cfg.Node.Advertise {
+		sc.Self = &dmsg.Span{
+			PfsClid:      cfg.Node.ClusterID,
+			PfsFsid:      cfg.Node.ID,
+			PeerType:     uint8(cfg.Node.PeerType),
+			ProtoVersion: 1,
+			ClLabel:      cfg.Node.ClusterLabel,
+			FsLabel:      cfg.Node.Label,
+		}
+	}
+	return sc
+}
+
+// Config returns the configuration in force.
+func (r *Router) Config() *config.Config { return r.cfg.Load() }
+
+// Engine returns the router's span engine.
+func (r *Router) Engine() *span.Engine { return r.engine }
+
+// Listen binds every configured listener and the shell socket, and adopts
+// already-bound listeners (socket activation). On error nothing stays
+// bound.
+func (r *Router) Listen(inherited []net.Listener) error {
+	cfg := r.Config()
+	var ls []*listener
+	fail := func(err error) error {
+		for _, l := range ls {
+			l.Close()
+		}
+		return err
+	}
+	for _, l := range inherited {
+		ls = append(ls, &listener{Listener: l, addr: l.Addr().Network() + "://" + l.Addr().String()})
+	}
+	for _, addr := range cfg.Listen {
+		if pl, err := config.ParseListen(addr); err == nil && pl.Network == config.NetworkTLS {
+			return fail(fmt.Errorf("listen %s: tls:// listeners are not supported by this build", addr))
+		}
+		nl, err := iocom.Listen(addr)
+		if err != nil {
+			return fail(err)
+		}
+		ls = append(ls, &listener{Listener: nl, addr: addr})
+	}
+	if cfg.Shell.Socket != "" {
+		nl, err := iocom.Listen("unix://" + cfg.Shell.Socket)
+		if err != nil {
+			return fail(fmt.Errorf("shell socket: %w", err))
+		}
+		ls = append(ls, &listener{Listener: nl, addr: "unix://" + cfg.Shell.Socket, shell: true})
+	}
+	r.mu.Lock()
+	r.listeners = ls
+	r.mu.Unlock()
+	return nil
+}
+
+// Addrs returns the bound listener addresses, for logs and tests.
+func (r *Router) Addrs() []net.Addr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]net.Addr, 0, len(r.listeners))
+	for _, l := range r.listeners {
+		out = append(out, l.Addr())
+	}
+	return out
+}
+
+// Serve accepts links on every listener and keeps the configured outbound
+// links until ctx ends, then shuts down gracefully (bounded by
+// shutdownGrace) and returns.
+func (r *Router) Serve(ctx context.Context) error {
+	r.mu.Lock()
+	ls := r.listeners
+	r.mu.Unlock()
+	if len(ls) == 0 {
+		return errors.New("serve: no listeners bound")
+	}
+	for _, l := range ls {
+		r.log.Info("listening", zap.String("addr", l.addr), zap.Bool("shell", l.shell))
+		r.wg.Add(1)
+		go r.acceptLoop(l)
+	}
+	r.media.Set("config", r.Config().Targets())
+	<-ctx.Done()
+	r.shutdown()
+	return nil
+}
+
+// shutdownGrace bounds how long shutdown waits for links to drain.
+const shutdownGrace = 5 * time.Second
+
+// shutdown stops accepting, closes outbound targets, withdraws our
+// LNK_CONNs, drains every link and waits for everything started to end.
+func (r *Router) shutdown() {
+	r.mu.Lock()
+	r.closing = true
+	ls := r.listeners
+	links := r.linkList()
+	r.mu.Unlock()
+	for _, l := range ls {
+		l.Close()
+	}
+	r.media.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, l := range links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.shutdown(ctx)
+		}()
+	}
+	wg.Wait()
+	r.wg.Wait()
+	r.log.Info("shutdown complete")
+}
+
+func (r *Router) acceptLoop(l *listener) {
+	defer r.wg.Done()
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				r.log.Warn("accept failed; retrying", zap.String("addr", l.addr), zap.Error(err), zap.Duration("in", delay))
+				time.Sleep(delay)
+				continue
+			}
+			r.log.Error("accept failed; listener stopped", zap.String("addr", l.addr), zap.Error(err))
+			return
+		}
+		delay = 0
+		r.startLink(nc, linkOptions{shellSocket: l.shell, via: l.addr})
+	}
+}
+
+// isTemporary reports accept errors worth retrying (descriptor exhaustion
+// and the like) rather than giving up on the listener.
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// newLinkID returns the next link id, "L1", "L2", ...
+func (r *Router) newLinkID() string {
+	return "L" + strconv.FormatUint(r.nextLink.Add(1), 10)
+}
+
+// linkList returns the open links. Called with r.mu held.
+func (r *Router) linkList() []*link {
+	out := make([]*link, 0, len(r.links))
+	for _, l := range r.links {
+		out = append(out, l)
+	}
+	return out
+}

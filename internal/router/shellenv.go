@@ -1,0 +1,148 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/shell"
+	"github.com/dmsgd/dmsgd/internal/span"
+)
+
+// shellCommand runs one DBG_SHELL command line from the peer, if the link
+// may use the shell.
+func (l *link) shellCommand(m *dmsg.Msg) {
+	if !l.shellOK {
+		l.conn.Logger().Warn("shell command refused: shell.tcp does not allow this peer")
+		l.shellOut("shell not available on this link (shell.tcp)\n")
+		return
+	}
+	l.mu.Lock()
+	if l.session == nil {
+		l.session = shell.NewSession(l.r, l.shellOut, l.ping, l.r.spawn)
+	}
+	s := l.session
+	l.mu.Unlock()
+	line := strings.TrimRight(string(m.Aux), "\x00")
+	if line != "" {
+		l.conn.Logger().Info("shell command", zap.String("command", line))
+	}
+	s.Exec(line)
+}
+
+// shellOut sends one piece of shell output as a DBG_SHELL|REPLY.
+func (l *link) shellOut(text string) {
+	m := dmsg.NewMsg(dmsg.DbgShell | dmsg.FlagReply)
+	m.SetAux(append([]byte(text), 0))
+	l.conn.SendOneWay(m)
+}
+
+func (l *link) ping() error {
+	return l.conn.SendOneWay(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing}})
+}
+
+// spawn runs a shell task in the background; shutdown waits for it.
+func (r *Router) spawn(f func()) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f()
+	}()
+}
+
+// Tree returns the router's view for the shell and `dmsgd tree`.
+func (r *Router) Tree() *shell.Tree {
+	snap := r.engine.Snapshot()
+	cfg := r.Config()
+	t := &shell.Tree{Node: shell.Self{Label: cfg.Node.Label, ID: r.nodeID.String(), Rnss: snap.Rnss}}
+	t.Links = r.linkInfos()
+	for _, c := range snap.Clusters {
+		t.Clusters = append(t.Clusters, clusterView(c))
+	}
+	return t
+}
+
+func clusterView(c span.ClusterInfo) shell.Cluster {
+	out := shell.Cluster{PeerType: shell.PeerTypeName(c.PeerType), ID: c.PfsClid.String(), Label: c.ClLabel}
+	for _, n := range c.Nodes {
+		nv := shell.Node{PfsType: n.PfsType, ID: n.PfsFsid.String(), Label: n.FsLabel}
+		for _, l := range n.Links {
+			lv := shell.SpanLink{MsgID: shell.MsgID(l.MsgID), Dist: l.Dist, Rnss: l.Rnss, Via: l.Via}
+			for _, rl := range l.Relays {
+				lv.Relays = append(lv.Relays, shell.Relay{MsgID: shell.MsgID(rl.MsgID), Via: rl.Via})
+			}
+			nv.Links = append(nv.Links, lv)
+		}
+		out.Nodes = append(out.Nodes, nv)
+	}
+	return out
+}
+
+// linkInfos lists every open link by id number.
+func (r *Router) linkInfos() []shell.Link {
+	r.mu.Lock()
+	links := r.linkList()
+	r.mu.Unlock()
+	slices.SortFunc(links, func(a, b *link) int {
+		return compareLinkIDs(a.id, b.id)
+	})
+	out := make([]shell.Link, 0, len(links))
+	for _, l := range links {
+		out = append(out, l.info())
+	}
+	return out
+}
+
+func compareLinkIDs(a, b string) int {
+	if len(a) != len(b) {
+		return len(a) - len(b)
+	}
+	return strings.Compare(a, b)
+}
+
+func (l *link) info() shell.Link {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v := shell.Link{ID: l.id, Remote: l.conn.RemoteAddr(), State: "connecting", Since: shell.Time(l.conn.Since())}
+	if l.peer != nil {
+		v.PeerLabel = l.peer.FsLabel
+		v.PeerType = shell.PeerTypeName(l.peer.PeerType)
+		v.State = "up"
+	}
+	return v
+}
+
+// spanDialTimeout bounds the shell's `span <host>`.
+const spanDialTimeout = 10 * time.Second
+
+// Span opens a link to target for the shell's `span <host>`. A configured
+// target waiting to redial is kicked instead.
+func (r *Router) Span(target string) string {
+	if !strings.HasPrefix(target, "span:") && !strings.HasPrefix(target, "span+tls:") {
+		target = "span:" + target
+	}
+	t, err := config.ParseSpanPath(target)
+	if err != nil {
+		return fmt.Sprintf("Bad target: %v", err)
+	}
+	if r.media.Kick(t) {
+		return "Redialling " + t.Addr()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), spanDialTimeout)
+	defer cancel()
+	if _, err := r.dial(ctx, t); err != nil {
+		return fmt.Sprintf("Connection to %s failed: %v", t.Addr(), err)
+	}
+	return "Connected to " + t.Addr()
+}
+
+// Remote runs a shell command on another router over a circuit.
+func (r *Router) Remote(label, line string) []string {
+	return []string{"remote shell (@" + label + ") needs virtual circuits, which this build does not relay\n"}
+}

@@ -1,0 +1,80 @@
+package router
+
+import (
+	"errors"
+
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/iocom"
+	"github.com/dmsgd/dmsgd/internal/span"
+)
+
+// acceptSpan handles a LNK_SPAN the peer opens: hand it to the engine and
+// acknowledge it, or refuse it.
+func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+	l.mu.Lock()
+	sc := l.spanConn
+	l.mu.Unlock()
+	log := l.conn.Logger()
+	if sc == nil {
+		log.Warn("LNK_SPAN before the peer's LNK_CONN refused")
+		tx.CloseError(dmsg.ErrParam)
+		return nil
+	}
+	s, _ := m.Span()
+	sl, err := l.r.engine.SpanReceived(sc, tx.MsgID(), s)
+	if err != nil {
+		if errors.Is(err, span.ErrTooManySpans) {
+			log.Warn("LNK_SPAN refused: limits.max_spans_per_link reached", zap.String("fs_label", s.FsLabel))
+		} else {
+			log.Warn("LNK_SPAN refused", zap.Error(err))
+		}
+		tx.CloseError(dmsg.ErrParam)
+		return nil
+	}
+	if m.Cmd&dmsg.FlagDelete != 0 { // a span withdrawn in its own CREATE
+		l.r.engine.SpanWithdrawn(sl)
+		tx.Close()
+		return nil
+	}
+	tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
+	return func(tx *iocom.Tx, m *dmsg.Msg) {
+		if m.Cmd&dmsg.FlagDelete == 0 {
+			log.Debug("in-stream message of a received span ignored", zap.String("cmd", dmsg.CmdString(m.Cmd)))
+			return
+		}
+		l.r.engine.SpanWithdrawn(sl)
+		tx.Close()
+	}
+}
+
+// relayTx is the engine's handle on a relay transaction.
+type relayTx struct{ tx *iocom.Tx }
+
+func (t relayTx) MsgID() uint64 { return t.tx.MsgID() }
+func (t relayTx) Close()        { t.tx.Close() }
+
+// OpenSpan sends a relay of a span on this link (span.Peer). It runs under
+// the engine's mutex and only queues.
+func (l *link) OpenSpan(s *dmsg.Span, rel *span.Relay) (span.SpanTx, error) {
+	tx, err := l.conn.Open(dmsg.NewSpanMsg(0, s), func(tx *iocom.Tx, m *dmsg.Msg) {
+		l.relayMsg(tx, m, rel)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return relayTx{tx}, nil
+}
+
+// relayMsg handles the peer's answers to one of our relays. A DELETE from
+// the peer means it dropped the relay; the engine answers and picks
+// another path. Relays of a link that is going down are cleaned up by the
+// engine when the peer's LNK_CONN terminates.
+func (l *link) relayMsg(tx *iocom.Tx, m *dmsg.Msg, rel *span.Relay) {
+	if m.Cmd&dmsg.FlagDelete == 0 || m.Error == dmsg.ErrLostLink && l.conn.Closing() {
+		return
+	}
+	l.r.engine.RelayClosed(rel)
+	tx.Close()
+}

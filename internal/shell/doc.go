@@ -1,0 +1,11 @@
+// Package shell owns the debug shell of PROTOCOL.md section 7: the command
+// interpreter a router runs for each shell peer (help, tree, ping, span,
+// links) and the three renderings of a router's view of the cluster — the
+// section 7 text dump, the JSON document of INTERFACE.md and a Graphviz
+// DOT graph. It also holds the client side used by `dmsgd tree` and
+// `dmsgd shell`.
+//
+// The package does not read router state itself: the router hands it a
+// Tree, and carries its output over DBG_SHELL messages. It must not import
+// the span engine or the router.
+package shell

@@ -1,0 +1,117 @@
+package shell
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+)
+
+// Tree is one router's view of the cluster, in the shape of the JSON
+// document of INTERFACE.md. Every list is already sorted by its producer,
+// so two renderings of the same state are byte-identical.
+type Tree struct {
+	Node     Self      `json:"node"`
+	Links    []Link    `json:"links"`
+	Clusters []Cluster `json:"clusters"`
+	Circuits []Circuit `json:"circuits"`
+}
+
+// Self is the router's own identity.
+type Self struct {
+	Label string `json:"label"`
+	ID    string `json:"id"`
+	Rnss  uint32 `json:"rnss"`
+}
+
+// Link is one open link of the router.
+type Link struct {
+	ID        string `json:"id"`
+	Remote    string `json:"remote"`
+	PeerLabel string `json:"peer_label"`
+	PeerType  string `json:"peer_type"`
+	State     string `json:"state"`
+	Since     string `json:"since"`
+}
+
+// Cluster is one cluster of received advertisements.
+type Cluster struct {
+	PeerType string `json:"peer_type"`
+	ID       string `json:"id"`
+	Label    string `json:"label"`
+	Nodes    []Node `json:"nodes"`
+}
+
+// Node is one node of a cluster.
+type Node struct {
+	PfsType uint8      `json:"pfs_type"`
+	ID      string     `json:"id"`
+	Label   string     `json:"label"`
+	Links   []SpanLink `json:"links"`
+}
+
+// SpanLink is one held advertisement of a node (an "SLink").
+type SpanLink struct {
+	MsgID  string  `json:"msgid"`
+	Dist   uint32  `json:"dist"`
+	Rnss   uint32  `json:"rnss"`
+	Via    string  `json:"via"`
+	Relays []Relay `json:"relays"`
+}
+
+// Relay is one re-advertisement of a SpanLink on another link.
+type Relay struct {
+	MsgID string `json:"msgid"`
+	Via   string `json:"via"`
+}
+
+// Circuit is one virtual circuit relayed or ended by the router.
+type Circuit struct {
+	ID     uint64     `json:"id"`
+	A      CircuitEnd `json:"a"`
+	B      CircuitEnd `json:"b"`
+	Target string     `json:"target"`
+	State  string     `json:"state"`
+	Since  string     `json:"since"`
+	Msgs   uint64     `json:"msgs"`
+	Bytes  uint64     `json:"bytes"`
+}
+
+// CircuitEnd is one side of a circuit: a link and the circuit id there.
+type CircuitEnd struct {
+	Link    string `json:"link"`
+	Circuit string `json:"circuit"`
+}
+
+// MsgID formats a msgid as the tree and JSON print it.
+func MsgID(id uint64) string { return fmt.Sprintf("%016x", id) }
+
+// Time formats a timestamp as the JSON prints it.
+func Time(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+var peerTypeNames = map[uint8]string{
+	dmsg.PeerNone:    "none",
+	dmsg.PeerRouter:  "router",
+	dmsg.PeerBlock:   "block",
+	dmsg.PeerHammer2: "hammer2",
+	dmsg.PeerClient:  "client",
+}
+
+// PeerTypeName is the JSON name of a peer type: the lower-case name of
+// PROTOCOL.md 2.5, or the decimal number of any other type.
+func PeerTypeName(t uint8) string {
+	if s, ok := peerTypeNames[t]; ok {
+		return s
+	}
+	return strconv.Itoa(int(t))
+}
+
+// textPeerType is the section 7 text name: upper case, or ?PEERTYPE?.
+func textPeerType(name string) string {
+	if _, err := strconv.Atoi(name); err == nil {
+		return "?PEERTYPE?"
+	}
+	return strings.ToUpper(name)
+}

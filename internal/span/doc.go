@@ -1,0 +1,26 @@
+// Package span owns the span engine of PROTOCOL.md section 4: the
+// router's model of the cluster (clusters, nodes, received links, relays),
+// relay selection (best K per node and connection, with the LNK_CONN
+// filters), withdrawal cascades, and the router's own advertisement.
+//
+// It does not own sockets, framing or the transaction state machine. The
+// daemon tells the Engine what happened on a link (a peer's LNK_CONN
+// arrived or closed, a LNK_SPAN was received or withdrawn, the peer
+// DELETEd one of our relays) and the Engine answers by opening and closing
+// LNK_SPAN transactions through the Peer and SpanTx interfaces. That keeps
+// the engine deterministic and lets tests drive hundreds of routers in one
+// process over an in-memory network.
+//
+// Concurrency: one mutex per Engine (the "cluster mutex") guards all of its
+// state. Every exported method takes it, so the methods may be called from
+// any goroutine. Peer and SpanTx methods are called with the mutex held;
+// they must only enqueue and return, and must never call back into the
+// Engine (that would deadlock) or block on a socket (that would stall every
+// link of the router).
+//
+// Cost: every event recomputes only the (node, connection) pairs it can
+// affect. A span add or withdrawal touches one node on every connection; a
+// connection coming up touches every node on that one connection. Nothing
+// rescans the whole tree, so the cost of one span event does not grow with
+// the number of nodes a router holds.
+package span

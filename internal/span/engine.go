@@ -1,0 +1,196 @@
+package span
+
+import (
+	"errors"
+	"math/rand/v2"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+)
+
+// DefaultMaxRelays is K when Config.MaxRelays is 0 (PROTOCOL.md 4.3).
+const DefaultMaxRelays = 2
+
+// MaxDist is the largest dist a relay may carry. A link is relayed only
+// while its dist is below it, which is what bounds every loop.
+const MaxDist = 16
+
+// Config configures an Engine.
+type Config struct {
+	MaxRelays int  // K, DefaultMaxRelays when 0
+	Symmetric bool // also relay links beyond K while (dist,rnss) equal the K-th's
+	// Rnss is this router's random non-zero rnss; New picks one when 0.
+	Rnss uint32
+	// Self is the router's own advertisement (nil = none). It is sent with
+	// Dist 0 and Rnss = Config.Rnss whatever the span holds.
+	Self *dmsg.Span
+	// MaxSpansPerConn bounds the spans one connection may hold open with
+	// us; SpanReceived beyond it fails with ErrTooManySpans. 0 = unlimited.
+	MaxSpansPerConn int
+	// Logger receives topology events: connections at info, spans at
+	// debug. nil = nop. The daemon must not sample it.
+	Logger *zap.Logger
+}
+
+// Stats counts what an Engine holds. A router that has lost every
+// connection and advertises nothing is all zero.
+type Stats struct {
+	Clusters int
+	Nodes    int
+	Links    int // received links plus our own advertisement
+	Relays   int // open relays (LNK_SPAN transactions we opened)
+	Conns    int // connections with an open LNK_CONN
+}
+
+// Errors returned by SpanReceived. Each one means the daemon must refuse
+// the span (REPLY|DELETE); ErrDuplicate is also a protocol violation that
+// closes the link.
+var (
+	ErrDuplicate    = errors.New("span: LNK_SPAN CREATE for a msgid already open on this connection")
+	ErrTooManySpans = errors.New("span: too many spans on this connection")
+	ErrConnDown     = errors.New("span: connection is down")
+	ErrZeroMsgID    = errors.New("span: LNK_SPAN with msgid 0")
+	ErrRnssChange   = errors.New("span: rnss cannot change while running")
+)
+
+// Engine is the span engine of one router. The zero value is not usable;
+// call New.
+type Engine struct {
+	mu  sync.Mutex // the cluster mutex: guards everything below
+	log *zap.Logger
+
+	rnss      uint32
+	maxRelays int
+	symmetric bool
+	maxSpans  int
+
+	clusters map[clusterKey]*cluster
+	nodes    []*node // every node, so ConnUp can walk them without the maps
+	conns    []*Conn // open connections; order is arrival order until one leaves
+	byPeer   map[Peer]*Conn
+	self     *Link
+
+	seq     uint64  // tie-breaker for links and arrival order of conns
+	links   int     // received links + self
+	relays  int     // open relays
+	scratch []*Link // selection buffer, reused under mu to avoid allocating per event
+}
+
+// New returns an Engine configured by cfg. If cfg.Self is set, the
+// advertisement exists immediately and is offered to every connection that
+// comes up.
+func New(cfg Config) *Engine {
+	e := &Engine{
+		log:      cfg.Logger,
+		rnss:     cfg.Rnss,
+		clusters: make(map[clusterKey]*cluster),
+		byPeer:   make(map[Peer]*Conn),
+	}
+	if e.log == nil {
+		e.log = zap.NewNop()
+	}
+	for e.rnss == 0 {
+		e.rnss = rand.Uint32()
+	}
+	e.setLimits(cfg)
+	if cfg.Self != nil {
+		e.addSelf(*cfg.Self)
+	}
+	return e
+}
+
+func (e *Engine) setLimits(cfg Config) {
+	e.maxRelays = cfg.MaxRelays
+	if e.maxRelays <= 0 {
+		e.maxRelays = DefaultMaxRelays
+	}
+	e.symmetric = cfg.Symmetric
+	e.maxSpans = cfg.MaxSpansPerConn
+}
+
+// Rnss returns this router's rnss (the one to put in our LNK_CONN).
+func (e *Engine) Rnss() uint32 { return e.rnss }
+
+// Reconfigure applies a reloaded configuration: MaxRelays, Symmetric,
+// MaxSpansPerConn and Self. Rnss cannot change (every relay would have to
+// be re-sent), so a different non-zero Rnss is refused with ErrRnssChange
+// and nothing changes. The Logger is kept.
+//
+// Changing K or Symmetric re-selects every node on every connection: it is
+// an operator action, so the full pass is acceptable here and nowhere else.
+// A lower MaxSpansPerConn does not evict spans already held.
+func (e *Engine) Reconfigure(cfg Config) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cfg.Rnss != 0 && cfg.Rnss != e.rnss {
+		return ErrRnssChange
+	}
+	k, sym := e.maxRelays, e.symmetric
+	e.setLimits(cfg)
+	e.replaceSelf(cfg.Self)
+	if k != e.maxRelays || sym != e.symmetric {
+		for _, n := range append([]*node(nil), e.nodes...) {
+			e.updateNode(n)
+		}
+	}
+	return nil
+}
+
+// SetSelf replaces the router's own advertisement (nil withdraws it).
+func (e *Engine) SetSelf(s *dmsg.Span) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.replaceSelf(s)
+}
+
+func (e *Engine) replaceSelf(s *dmsg.Span) {
+	if e.self != nil && s != nil && e.self.span == selfSpan(*s, e.rnss) {
+		return // unchanged: keep the relays (a reload must not flap them)
+	}
+	if old := e.self; old != nil {
+		e.self = nil
+		e.detachLink(old)
+		e.nodeChanged(old.node)
+		e.log.Info("span: self advertisement withdrawn", zap.String("fs_label", old.span.FsLabel))
+	}
+	if s != nil {
+		e.addSelf(*s)
+	}
+}
+
+func (e *Engine) addSelf(s dmsg.Span) {
+	l := &Link{span: selfSpan(s, e.rnss), seq: e.nextSeq()}
+	e.self = l
+	e.attachLink(l)
+	e.nodeChanged(l.node)
+	e.log.Info("span: self advertisement", zap.String("fs_label", s.FsLabel),
+		zap.Stringer("pfs_fsid", s.PfsFsid), zap.Uint32("rnss", e.rnss))
+}
+
+// selfSpan is our advertisement as it is held and sent: dist 0 and our
+// rnss, never accumulated (PROTOCOL.md 4.3).
+func selfSpan(s dmsg.Span, rnss uint32) dmsg.Span {
+	s.Dist = 0
+	s.Rnss = rnss
+	return s
+}
+
+// Stats returns counts of what the engine holds.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return Stats{
+		Clusters: len(e.clusters),
+		Nodes:    len(e.nodes),
+		Links:    e.links,
+		Relays:   e.relays,
+		Conns:    len(e.conns),
+	}
+}
+
+func (e *Engine) nextSeq() uint64 {
+	e.seq++
+	return e.seq
+}

@@ -1,0 +1,141 @@
+package span
+
+import (
+	"sort"
+
+	"github.com/google/uuid"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+)
+
+// clusterKey identifies a cluster (PROTOCOL.md 4.2).
+type clusterKey struct {
+	peerType uint8
+	clid     uuid.UUID
+	label    string
+}
+
+type cluster struct {
+	key   clusterKey
+	nodes map[nodeKey]*node
+}
+
+// nodeKey identifies a node within its cluster.
+type nodeKey struct {
+	label string
+	fsid  uuid.UUID
+}
+
+// node holds every link received for one node, best first. It exists
+// while it holds at least one link.
+type node struct {
+	cluster *cluster
+	key     nodeKey
+	links   []*Link // sorted by Link.before
+	idx     int     // position in Engine.nodes, for O(1) removal
+}
+
+// Link is one advertisement of a node that we hold: a LNK_SPAN received on
+// a connection, or our own advertisement (Conn() == nil, "via local").
+// Its span never changes, so MsgID, Span and Conn may be read without the
+// engine's mutex.
+type Link struct {
+	node  *node
+	conn  *Conn // nil: our own advertisement
+	msgid uint64
+	span  dmsg.Span
+	seq   uint64 // arrival order: the stable tie-breaker
+	dead  bool   // withdrawn; later calls naming it are no-ops
+}
+
+// MsgID is the msgid of the LNK_SPAN transaction on its connection (0 for
+// our own advertisement).
+func (l *Link) MsgID() uint64 { return l.msgid }
+
+// Span is the span as received (dist and rnss as the sender sent them).
+func (l *Link) Span() dmsg.Span { return l.span }
+
+// Conn is the connection the span arrived on, nil for our own.
+func (l *Link) Conn() *Conn { return l.conn }
+
+// before is the node's sort order: our own advertisement first (it always
+// counts as best), then (dist, rnss) as unsigned integers, then arrival.
+func (l *Link) before(o *Link) bool {
+	if (l.conn == nil) != (o.conn == nil) {
+		return o.conn == nil
+	}
+	if l.span.Dist != o.span.Dist {
+		return l.span.Dist < o.span.Dist
+	}
+	if l.span.Rnss != o.span.Rnss {
+		return l.span.Rnss < o.span.Rnss
+	}
+	return l.seq < o.seq
+}
+
+// sameRank reports whether two links tie on (dist, rnss), which is what the
+// symmetric option relays beyond K.
+func sameRank(a, b *Link) bool {
+	return a.span.Dist == b.span.Dist && a.span.Rnss == b.span.Rnss
+}
+
+// attachLink files l under its cluster and node, creating them as needed.
+// The caller re-selects the node afterwards (nodeChanged).
+func (e *Engine) attachLink(l *Link) {
+	ck := clusterKey{l.span.PeerType, l.span.PfsClid, l.span.ClLabel}
+	cl := e.clusters[ck]
+	if cl == nil {
+		cl = &cluster{key: ck, nodes: make(map[nodeKey]*node)}
+		e.clusters[ck] = cl
+	}
+	nk := nodeKey{l.span.FsLabel, l.span.PfsFsid}
+	n := cl.nodes[nk]
+	if n == nil {
+		n = &node{cluster: cl, key: nk, idx: len(e.nodes)}
+		cl.nodes[nk] = n
+		e.nodes = append(e.nodes, n)
+	}
+	i := sort.Search(len(n.links), func(i int) bool { return l.before(n.links[i]) })
+	n.links = append(n.links, nil)
+	copy(n.links[i+1:], n.links[i:])
+	n.links[i] = l
+	l.node = n
+	e.links++
+}
+
+// detachLink removes l from its node (and marks it dead) but leaves the
+// node in place even when empty: nodeChanged closes its relays and then
+// drops it.
+func (e *Engine) detachLink(l *Link) {
+	n := l.node
+	i := sort.Search(len(n.links), func(i int) bool { return !n.links[i].before(l) })
+	if i < len(n.links) && n.links[i] == l {
+		copy(n.links[i:], n.links[i+1:])
+		n.links[len(n.links)-1] = nil // let the GC have it
+		n.links = n.links[:len(n.links)-1]
+	}
+	l.dead = true
+	e.links--
+}
+
+// nodeChanged is called after the link set of n changed: it re-selects n
+// on every connection and forgets n (and its cluster) once it is empty.
+func (e *Engine) nodeChanged(n *node) {
+	e.updateNode(n)
+	if len(n.links) == 0 {
+		e.removeNode(n)
+	}
+}
+
+func (e *Engine) removeNode(n *node) {
+	last := e.nodes[len(e.nodes)-1]
+	e.nodes[n.idx] = last
+	last.idx = n.idx
+	e.nodes[len(e.nodes)-1] = nil
+	e.nodes = e.nodes[:len(e.nodes)-1]
+	cl := n.cluster
+	delete(cl.nodes, n.key)
+	if len(cl.nodes) == 0 {
+		delete(e.clusters, cl.key)
+	}
+}

@@ -1,0 +1,125 @@
+package span
+
+import (
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+)
+
+// Relay is a LNK_SPAN transaction we opened on one connection to
+// re-advertise one link. The daemon keeps the *Relay it was given in
+// Peer.OpenSpan with its transaction state, to hand it back to RelayClosed.
+type Relay struct {
+	link  *Link
+	conn  *Conn
+	tx    SpanTx
+	msgid uint64
+	dead  bool // closed by us or by the peer; later calls naming it are no-ops
+}
+
+// relaySpan is what a relay of l carries: the span with dist+1 and our
+// rnss added (wrapping), or our own advertisement unchanged (dist 0, our
+// rnss), as PROTOCOL.md 4.3 says.
+func (e *Engine) relaySpan(l *Link) *dmsg.Span {
+	s := l.span
+	if l.conn != nil {
+		s.Dist++
+		s.Rnss += e.rnss
+	}
+	return &s
+}
+
+// openRelay sends a relay of l on c. On failure the link is dying: the
+// connection is marked so nothing more is opened on it until ConnDown.
+func (e *Engine) openRelay(l *Link, c *Conn) *Relay {
+	r := &Relay{link: l, conn: c}
+	tx, err := c.peer.OpenSpan(e.relaySpan(l), r)
+	if err != nil {
+		c.dying = true
+		e.log.Info("span: relay failed, link dying", zap.String("link", c.peer.ID()), zap.Error(err))
+		return nil
+	}
+	r.tx, r.msgid = tx, tx.MsgID()
+	if old := c.sent[r.msgid]; old != nil {
+		// The daemon reused a msgid that is still open: a bug there, but
+		// the newest relay is the one the peer will see.
+		e.log.Error("span: relay msgid reused while open", zap.String("link", c.peer.ID()), zap.Uint64("msgid", r.msgid))
+	}
+	c.sent[r.msgid] = r
+	e.relays++
+	return r
+}
+
+// closeRelay sends our DELETE and forgets r. The caller removes r from its
+// nodeConn.
+func (e *Engine) closeRelay(r *Relay) {
+	r.dead = true
+	if r.conn.sent[r.msgid] == r {
+		delete(r.conn.sent, r.msgid)
+	}
+	r.tx.Close()
+	e.relays--
+}
+
+// RelayClosed is called when the peer DELETEd one of our relays (it refused
+// or dropped it). We DELETE back through SpanTx.Close, drop the relay, and
+// do not offer that link to that connection again until the node's link
+// set or the connection changes (PROTOCOL.md 4.4); the next passing link, if
+// any, is offered instead. A relay we already closed, or one of a
+// connection that went down, is ignored: the daemon may report every
+// relay transaction it sees terminated.
+func (e *Engine) RelayClosed(r *Relay) {
+	if r == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if r.dead || r.conn.down {
+		return
+	}
+	c, n := r.conn, r.link.node
+	nc := c.nodes[n]
+	e.closeRelay(r)
+	nc.relays = removeRelay(nc.relays, r)
+	nc.refused = append(nc.refused, r.link)
+	e.reconcile(n, c)
+	if ce := e.log.Check(zapcore.DebugLevel, "span: relay refused by peer"); ce != nil {
+		ce.Write(zap.String("link", c.peer.ID()), zap.Uint64("msgid", r.msgid),
+			zap.String("fs_label", r.link.span.FsLabel))
+	}
+}
+
+func removeRelay(rs []*Relay, r *Relay) []*Relay {
+	for i, x := range rs {
+		if x == r {
+			copy(rs[i:], rs[i+1:])
+			rs[len(rs)-1] = nil
+			return rs[:len(rs)-1]
+		}
+	}
+	return rs
+}
+
+// RelayTarget resolves a span we sent on p (a relay, by its msgid) to the
+// received link it re-advertises: the connection's Peer and msgid it came
+// in on and its dist, for building virtual circuits. For our own
+// advertisement it returns from == nil, dist 0, ok == true. ok is false if
+// msgid is not an open relay on p.
+func (e *Engine) RelayTarget(p Peer, msgid uint64) (from Peer, fromMsgID uint64, dist uint32, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.byPeer[p]
+	if c == nil {
+		return nil, 0, 0, false
+	}
+	r := c.sent[msgid]
+	if r == nil {
+		return nil, 0, 0, false
+	}
+	l := r.link
+	if l.conn == nil {
+		return nil, 0, 0, true
+	}
+	return l.conn.peer, l.msgid, l.span.Dist, true
+}

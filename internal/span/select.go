@@ -1,0 +1,154 @@
+package span
+
+import (
+	"github.com/google/uuid"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+)
+
+// nodeConn is the selection state of one (node, connection) pair. It exists
+// only while the pair has relays or refused links, so a router holding many
+// nodes pays nothing for connections that filter them out.
+type nodeConn struct {
+	relays  []*Relay // open relays, one per selected link
+	refused []*Link  // links the peer DELETEd: not offered again (PROTOCOL.md 4.4)
+	inline  [DefaultMaxRelays]*Relay
+}
+
+func (nc *nodeConn) relayOf(l *Link) *Relay {
+	for _, r := range nc.relays {
+		if r.link == l {
+			return r
+		}
+	}
+	return nil
+}
+
+func (nc *nodeConn) isRefused(l *Link) bool {
+	for _, x := range nc.refused {
+		if x == l {
+			return true
+		}
+	}
+	return false
+}
+
+// updateNode re-selects n on every connection after its link set changed.
+// A changed link set is also what lifts refusals (PROTOCOL.md 4.4).
+func (e *Engine) updateNode(n *node) {
+	for _, c := range e.conns {
+		if nc := c.nodes[n]; nc != nil {
+			nc.refused = nil
+		}
+		e.reconcile(n, c)
+	}
+}
+
+// reconcile makes the relays of (n, c) equal to the current selection. New
+// relays are opened before unselected ones are closed (make before break):
+// the peer then never sees the node vanish in between, which would send a
+// needless withdrawal wave through the rest of the cluster.
+func (e *Engine) reconcile(n *node, c *Conn) {
+	nc := c.nodes[n]
+	want := e.selectLinks(n, c, nc, e.scratch[:0])
+	for _, l := range want {
+		if c.dying {
+			break
+		}
+		if nc != nil && nc.relayOf(l) != nil {
+			continue
+		}
+		if r := e.openRelay(l, c); r != nil {
+			if nc == nil {
+				nc = &nodeConn{}
+				nc.relays = nc.inline[:0]
+				c.nodes[n] = nc
+			}
+			nc.relays = append(nc.relays, r)
+		}
+	}
+	if nc != nil {
+		e.dropUnselected(nc, want)
+		if len(nc.relays) == 0 && len(nc.refused) == 0 {
+			delete(c.nodes, n)
+		}
+	}
+	clear(want) // the scratch buffer must not pin links
+	e.scratch = want[:0]
+}
+
+func (e *Engine) dropUnselected(nc *nodeConn, want []*Link) {
+	kept := nc.relays[:0]
+	for _, r := range nc.relays {
+		if containsLink(want, r.link) {
+			kept = append(kept, r)
+		} else {
+			e.closeRelay(r)
+		}
+	}
+	clear(nc.relays[len(kept):])
+	nc.relays = kept
+}
+
+func containsLink(ls []*Link, l *Link) bool {
+	for _, x := range ls {
+		if x == l {
+			return true
+		}
+	}
+	return false
+}
+
+// selectLinks appends to buf the links of n that c should carry: the best
+// K passing the filters, skipping (not stopping at) the ones that fail, plus
+// with the symmetric option those tying with the K-th.
+func (e *Engine) selectLinks(n *node, c *Conn, nc *nodeConn, buf []*Link) []*Link {
+	if !clusterPasses(n.cluster.key, &c.info) {
+		return buf
+	}
+	var kth *Link
+	for _, l := range n.links {
+		if kth != nil && (!e.symmetric || !sameRank(l, kth)) {
+			break // links are sorted: nothing after this can tie
+		}
+		if !linkPasses(l, c) || (nc != nil && nc.isRefused(l)) {
+			continue
+		}
+		buf = append(buf, l)
+		if kth == nil && len(buf) == e.maxRelays {
+			kth = l
+		}
+	}
+	return buf
+}
+
+// clusterPasses applies the filters that depend only on the cluster:
+// the peer_type bit of peer_mask (rule 3) and, when the connection is of
+// the same peer type, its cluster id and label filters (rule 4).
+func clusterPasses(k clusterKey, c *dmsg.Conn) bool {
+	if !maskHas(c.PeerMask, k.peerType) {
+		return false
+	}
+	if c.PeerType != k.peerType {
+		return true
+	}
+	if c.PfsClid != uuid.Nil && c.PfsClid != k.clid {
+		return false
+	}
+	return c.ClLabel == "" || c.ClLabel == k.label
+}
+
+// linkPasses applies the per-link filters: the dist limit (rule 1), never
+// back where it came from (rule 2) and the pfs_type bit (rule 3).
+func linkPasses(l *Link, c *Conn) bool {
+	if l.span.Dist >= MaxDist || l.conn == c {
+		return false
+	}
+	return c.info.PfsMask == 0 && l.span.PfsType < 64 || maskHas(c.info.PfsMask, l.span.PfsType)
+}
+
+// maskHas reports whether bit t of mask is set; types of 64 and beyond
+// have no bit and never pass.
+func maskHas(mask uint64, t uint8) bool {
+	return t < 64 && mask&(1<<t) != 0
+}

@@ -1,0 +1,9 @@
+// Package volconf owns dmsgd's outbound links: the set of targets a router
+// must keep a link to, from its config file's static media and from the
+// LNK_VOLCONF messages of its peers (PROTOCOL.md section 6). Each target
+// keeps one link, redialled with exponential backoff and jitter while it is
+// wanted and closed when it no longer is.
+//
+// volconf decides when to dial and for how long to keep trying; how a link
+// is dialled and run is its Connect function's business.
+package volconf
