@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
 // Conn is one DMSG link over a byte stream.
@@ -26,8 +24,8 @@ type Conn struct {
 	root      *Scope
 	scopes    map[circuitKey]*Scope
 	nextMsgID uint64
-	q         []*dmsg.Msg // outbound queue, in send order
-	qBytes    int         // queued plus being written
+	q         []outMsg // outbound queue, in send order
+	qBytes    int      // queued plus being written
 	room      chan struct{}
 	drained   chan struct{} // closed when the queue is empty and flushed
 
@@ -38,6 +36,7 @@ type Conn struct {
 	done       chan struct{}
 	err        atomic.Pointer[error]
 
+	stalled          atomic.Int32 // readers paused on purpose (circuit backpressure)
 	rxMsgs, txMsgs   atomic.Uint64
 	rxBytes, txBytes atomic.Uint64
 }
@@ -182,3 +181,15 @@ var errPanic = errors.New("internal error (panic) in link code")
 
 // Closing reports whether the link is going down or down.
 func (c *Conn) Closing() bool { return c.isClosing() }
+
+// Stall marks the reader as paused on purpose (on = true) or running again.
+// A router pauses a link's reader while a circuit's queue is full, so TCP
+// pushes back on the sender; meanwhile the dead-link check must not count
+// the unread peer as silent.
+func (c *Conn) Stall(on bool) {
+	if on {
+		c.stalled.Add(1)
+	} else {
+		c.stalled.Add(-1)
+	}
+}

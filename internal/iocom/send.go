@@ -14,10 +14,27 @@ import (
 // of small messages leaves in few syscalls.
 const writeBufferSize = 64 << 10
 
+// outMsg is one queued message and, for relayed circuit traffic, who to
+// tell once it has left the queue.
+type outMsg struct {
+	m    *dmsg.Msg
+	acct Accounter
+}
+
+// Accounter is told when a relayed message has been written out of a
+// link's queue, so a circuit can bound what it holds queued.
+type Accounter interface {
+	Written(bytes int)
+}
+
 // enqueueLocked appends m to the outbound queue. Called with c.mu held; it
 // never blocks.
 func (c *Conn) enqueueLocked(m *dmsg.Msg) {
-	c.q = append(c.q, m)
+	c.enqueueAcctLocked(m, nil)
+}
+
+func (c *Conn) enqueueAcctLocked(m *dmsg.Msg, acct Accounter) {
+	c.q = append(c.q, outMsg{m, acct})
 	c.qBytes += m.EncodedSize()
 	if len(c.q) == 1 {
 		c.kick()
@@ -101,7 +118,7 @@ func (c *Conn) writeLoop() {
 	enc := dmsg.NewEncoder(bw)
 	ka := newKeepalive(&c.cfg)
 	defer ka.stop()
-	var batch []*dmsg.Msg
+	var batch []outMsg
 	for {
 		c.mu.Lock()
 		batch, c.q = c.q, batch[:0]
@@ -135,18 +152,22 @@ func (c *Conn) isClosing() bool {
 
 // writeBatch encodes batch into the buffer and releases its bytes from the
 // queue accounting.
-func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []*dmsg.Msg) error {
+func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
 	n := 0
 	debug := c.log.Core().Enabled(zapcore.DebugLevel)
-	for i, m := range batch {
+	for i, o := range batch {
 		if debug {
-			c.log.Debug("tx", msgFields(m)...)
+			c.log.Debug("tx", msgFields(o.m)...)
 		}
-		if err := enc.Encode(m); err != nil {
+		if err := enc.Encode(o.m); err != nil {
 			return err
 		}
-		n += m.EncodedSize()
-		batch[i] = nil
+		size := o.m.EncodedSize()
+		n += size
+		if o.acct != nil {
+			o.acct.Written(size)
+		}
+		batch[i] = outMsg{}
 	}
 	c.txMsgs.Add(uint64(len(batch)))
 	c.txBytes.Add(uint64(n))

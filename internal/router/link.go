@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dmsgd/dmsgd/internal/circ"
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 	"github.com/dmsgd/dmsgd/internal/iocom"
@@ -24,6 +25,8 @@ type link struct {
 	conn    *iocom.Conn
 	opts    linkOptions
 	shellOK bool
+
+	circuits *circ.Table // circuits relayed over this link
 
 	mu       sync.Mutex
 	peer     *dmsg.Conn // the peer's LNK_CONN, once received
@@ -66,15 +69,20 @@ func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 		KeepaliveTimeout:  orDisabled(cfg.Keepalive.Timeout),
 		QueueBytes:        int(cfg.Limits.QueueBytesPerLink),
 		Handler:           l,
+		Forward:           func(c *iocom.Conn, m *dmsg.Msg) bool { return l.circuits.Forward(c, m) },
 		Logger:            r.log,
 	})
+	l.circuits = circ.NewTable(l.conn, l.id, l)
 	r.links[l.id] = l
 	r.wg.Add(1)
 	r.mu.Unlock()
 
 	l.conn.Logger().Info("link up", zap.String("via", opts.via), zap.Bool("outbound", opts.outbound))
-	l.conn.Start()
+	// Our LNK_CONN is queued before the reader starts: the peer's
+	// LNK_CONN makes the engine relay spans at once, and those must not
+	// reach the peer ahead of our LNK_CONN.
 	l.sendConn(false)
+	l.conn.Start()
 	go l.reap()
 	return l
 }
@@ -134,6 +142,8 @@ func (l *link) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 		return l.acceptConn(tx, m)
 	case dmsg.LnkSpan:
 		return l.acceptSpan(tx, m)
+	case dmsg.LnkCirc:
+		return l.r.circuits.Accept(l.circuits, tx, m)
 	}
 	return nil // iocom refuses it with NOSUPP
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/dmsgd/dmsgd/internal/circ"
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 	"github.com/dmsgd/dmsgd/internal/iocom"
@@ -22,11 +23,12 @@ import (
 
 // Router is one running dmsgd.
 type Router struct {
-	log    *zap.Logger
-	engine *span.Engine
-	media  *volconf.Manager
-	nodeID uuid.UUID
-	label  string
+	log      *zap.Logger
+	engine   *span.Engine
+	circuits *circ.Relay
+	media    *volconf.Manager
+	nodeID   uuid.UUID
+	label    string
 
 	cfg atomic.Pointer[config.Config]
 
@@ -62,6 +64,12 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 	}
 	r.cfg.Store(cfg)
 	r.engine = span.New(spanConfig(cfg, 0, log))
+	r.circuits = circ.New(circ.Config{
+		QueueBytes:  int(cfg.Limits.CircuitQueueBytes),
+		Stall:       cfg.Limits.CircuitStall,
+		MaxCircuits: cfg.Limits.MaxCircuits,
+		Logger:      log,
+	}, r.resolveCircuit, r)
 	r.media = volconf.New(volconf.Options{Connect: r.connectTarget, Logger: log})
 	return r
 }

@@ -65,6 +65,16 @@ func (r *Router) Tree() *shell.Tree {
 	for _, c := range snap.Clusters {
 		t.Clusters = append(t.Clusters, clusterView(c))
 	}
+	for _, c := range r.circuits.Snapshot() {
+		state := "setup"
+		if c.Open {
+			state = "open"
+		}
+		t.Circuits = append(t.Circuits, shell.Circuit{ID: c.ID,
+			A:      shell.CircuitEnd{Link: c.ALink, Circuit: shell.MsgID(c.ACirc)},
+			B:      shell.CircuitEnd{Link: c.BLink, Circuit: shell.MsgID(c.BCirc)},
+			Target: c.Target, State: state, Since: shell.Time(c.Since), Msgs: c.Msgs, Bytes: c.Bytes})
+	}
 	return t
 }
 
@@ -140,9 +150,4 @@ func (r *Router) Span(target string) string {
 		return fmt.Sprintf("Connection to %s failed: %v", t.Addr(), err)
 	}
 	return "Connected to " + t.Addr()
-}
-
-// Remote runs a shell command on another router over a circuit.
-func (r *Router) Remote(label, line string) []string {
-	return []string{"remote shell (@" + label + ") needs virtual circuits, which this build does not relay\n"}
 }

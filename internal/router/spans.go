@@ -35,6 +35,7 @@ func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	}
 	if m.Cmd&dmsg.FlagDelete != 0 { // a span withdrawn in its own CREATE
 		l.r.engine.SpanWithdrawn(sl)
+		l.r.circuits.SpanGone(l.circuits, tx.MsgID())
 		tx.Close()
 		return nil
 	}
@@ -45,15 +46,24 @@ func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 			return
 		}
 		l.r.engine.SpanWithdrawn(sl)
+		l.r.circuits.SpanGone(l.circuits, tx.MsgID())
 		tx.Close()
 	}
 }
 
 // relayTx is the engine's handle on a relay transaction.
-type relayTx struct{ tx *iocom.Tx }
+type relayTx struct {
+	l  *link
+	tx *iocom.Tx
+}
 
 func (t relayTx) MsgID() uint64 { return t.tx.MsgID() }
-func (t relayTx) Close()        { t.tx.Close() }
+
+// Close withdraws the relay, and with it every circuit built on it.
+func (t relayTx) Close() {
+	t.tx.Close()
+	t.l.r.circuits.SpanGone(t.l.circuits, t.tx.MsgID())
+}
 
 // OpenSpan sends a relay of a span on this link (span.Peer). It runs under
 // the engine's mutex and only queues.
@@ -64,7 +74,7 @@ func (l *link) OpenSpan(s *dmsg.Span, rel *span.Relay) (span.SpanTx, error) {
 	if err != nil {
 		return nil, err
 	}
-	return relayTx{tx}, nil
+	return relayTx{l, tx}, nil
 }
 
 // relayMsg handles the peer's answers to one of our relays. A DELETE from

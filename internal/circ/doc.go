@@ -1,0 +1,12 @@
+// Package circ owns virtual circuits as a router relays them (PROTOCOL.md
+// section 5): setting a circuit up hop by hop from the span a LNK_CIRC
+// targets, the per-link circuit tables, forwarding every message of a
+// circuit with its circuit id rewritten, per-circuit flow control, and
+// teardown in both directions, including aborts when the span under a
+// circuit is withdrawn or a link under it dies.
+//
+// Forwarding runs on the reader goroutine of the arriving link and takes
+// only that link's table lock (a read lock): never the span engine's
+// cluster mutex. The router tells circ which span a target names through a
+// Resolver, and which spans went away through SpanGone.
+package circ

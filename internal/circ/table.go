@@ -1,0 +1,86 @@
+package circ
+
+import (
+	"sync"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/iocom"
+)
+
+// key names a circuit on one link: its id (the msgid of its LNK_CIRC on
+// that link) and whether this router opened it.
+type key struct {
+	id    uint64
+	local bool
+}
+
+// keyOf returns the key a received message's circuit field names: with
+// REVCIRC the circuit is one the receiver (we) opened.
+func keyOf(m *dmsg.Msg) key {
+	return key{id: m.Circuit, local: m.Cmd&dmsg.FlagRevCirc != 0}
+}
+
+// Table is one link's circuit table. The router keeps one per link and
+// hands its Forward to the link as iocom's Forward hook.
+type Table struct {
+	conn  *iocom.Conn
+	name  string
+	owner any
+
+	mu   sync.RWMutex
+	ends map[key]*end
+}
+
+// NewTable returns the empty circuit table of a link called name; owner is
+// the router's handle on the link, for its Resolver.
+func NewTable(conn *iocom.Conn, name string, owner any) *Table {
+	return &Table{conn: conn, name: name, owner: owner, ends: make(map[key]*end)}
+}
+
+// Owner returns the handle NewTable was given.
+func (t *Table) Owner() any { return t.owner }
+
+// Conn returns the table's link.
+func (t *Table) Conn() *iocom.Conn { return t.conn }
+
+func (t *Table) add(e *end) {
+	t.mu.Lock()
+	t.ends[e.key] = e
+	t.mu.Unlock()
+}
+
+func (t *Table) remove(e *end) {
+	t.mu.Lock()
+	if t.ends[e.key] == e {
+		delete(t.ends, e.key)
+	}
+	t.mu.Unlock()
+}
+
+func (t *Table) lookup(k key) *end {
+	t.mu.RLock()
+	e := t.ends[k]
+	t.mu.RUnlock()
+	return e
+}
+
+// Len returns the number of circuit ends on the link.
+func (t *Table) Len() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.ends)
+}
+
+// Forward relays m if its circuit is one this router relays on the link.
+// It reports false for circuits it does not know (those ending here, or
+// gone: iocom then delivers or drops them). It may block while the
+// circuit's queue toward the other side is full; that pauses this link's
+// reader, which is the backpressure DMSG has.
+func (t *Table) Forward(_ *iocom.Conn, m *dmsg.Msg) bool {
+	e := t.lookup(keyOf(m))
+	if e == nil {
+		return false
+	}
+	e.c.forward(e, m)
+	return true
+}

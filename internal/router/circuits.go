@@ -1,0 +1,225 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/circ"
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/iocom"
+	"github.com/dmsgd/dmsgd/internal/shell"
+)
+
+// resolveCircuit tells the circuit relay where a span we sent leads: the
+// link and msgid we received it on, or our own node.
+func (r *Router) resolveCircuit(on *circ.Table, spanMsgID uint64) (circ.Target, bool) {
+	l, _ := on.Owner().(*link)
+	if l == nil {
+		return circ.Target{}, false
+	}
+	from, fromMsgID, _, ok := r.engine.RelayTarget(l, spanMsgID)
+	label := "" // TODO(label)
+	if !ok {
+		return circ.Target{}, false
+	}
+	if from == nil {
+		return circ.Target{Local: true, Label: label}, true
+	}
+	next, _ := from.(*link)
+	if next == nil {
+		return circ.Target{}, false
+	}
+	return circ.Target{Next: next.circuits, NextMsgID: fromMsgID, Label: label}, true
+}
+
+// AcceptCircuit ends a circuit at this router (its own node): it accepts
+// it and serves shell commands inside it when shell.remote allows.
+func (r *Router) AcceptCircuit(tx *iocom.Tx) iocom.TxHandler {
+	ep := &circuitShell{r: r}
+	scope, err := tx.Conn().OpenScope(tx.MsgID(), false, ep)
+	if err != nil {
+		tx.CloseError(dmsg.ErrCantCirc)
+		return nil
+	}
+	ep.scope = scope
+	tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
+	tx.Conn().Logger().Debug("circuit to this router accepted", zap.Uint64("circuit", tx.MsgID()))
+	return func(tx *iocom.Tx, m *dmsg.Msg) {
+		if m.Cmd&dmsg.FlagDelete == 0 {
+			return
+		}
+		scope.Close(dmsg.ErrLostLink)
+		tx.CloseError(m.Error)
+	}
+}
+
+// circuitShell serves DBG_SHELL commands arriving inside a circuit that
+// ends here: the far half of `@node cmd`.
+type circuitShell struct {
+	r       *Router
+	scope   *iocom.Scope
+	session *shell.Session
+}
+
+func (c *circuitShell) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil }
+
+func (c *circuitShell) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+	if dmsg.Base(m.Cmd) != dmsg.DbgShell || m.Cmd&dmsg.FlagReply != 0 {
+		return
+	}
+	out := func(text string) {
+		msg := dmsg.NewMsg(dmsg.DbgShell | dmsg.FlagReply)
+		msg.SetAux(append([]byte(text), 0))
+		c.scope.SendOneWay(msg)
+	}
+	if !c.r.Config().Shell.Remote {
+		out("remote shell refused: shell.remote is false on " + c.r.label + "\n")
+		out(shell.Prompt)
+		return
+	}
+	if c.session == nil {
+		noPing := func() error { return errors.New("not over a circuit") }
+		c.session = shell.NewSession(c.r, out, noPing, c.r.spawn)
+	}
+	line := strings.TrimRight(string(m.Aux), "\x00")
+	c.scope.Conn().Logger().Info("remote shell command", zap.String("command", line))
+	c.session.Exec(line)
+}
+
+// remoteTimeout bounds one `@node cmd`.
+const remoteTimeout = 10 * time.Second
+
+// Remote runs line on the router whose own node is labelled label, over a
+// circuit built on the best span we hold for it, and returns the output.
+func (r *Router) Remote(label, line string) []string {
+	if label == r.label {
+		var out []string
+		s := shell.NewSession(r, func(t string) { out = append(out, t) }, func() error { return nil }, nil)
+		s.Exec(line)
+		if n := len(out); n > 0 && out[n-1] == shell.Prompt {
+			out = out[:n-1]
+		}
+		return out
+	}
+	via, spanID := r.bestSpan(label)
+	if via == nil {
+		return []string{"@" + label + ": no such node\n"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+	defer cancel()
+	out, err := runRemote(ctx, via.conn, spanID, line)
+	if err != nil {
+		out = append(out, "@"+label+": "+err.Error()+"\n")
+	}
+	return out
+}
+
+// bestSpan finds the link and msgid of the best span held for the node
+// labelled label.
+func (r *Router) bestSpan(label string) (*link, uint64) {
+	snap := r.engine.Snapshot()
+	for _, c := range snap.Clusters {
+		for _, n := range c.Nodes {
+			if n.FsLabel != label || len(n.Links) == 0 {
+				continue
+			}
+			best := n.Links[0]
+			r.mu.Lock()
+			l := r.links[best.Via]
+			r.mu.Unlock()
+			return l, best.MsgID
+		}
+	}
+	return nil, 0
+}
+
+// remoteCall is one `@node` exchange on our side of a circuit.
+type remoteCall struct {
+	out    chan string
+	closed chan error
+	once   sync.Once
+
+	mu    sync.Mutex
+	scope *iocom.Scope // set once the circuit's msgid is known
+}
+
+// closeScope ends our side of the circuit's inner state, from the reader
+// goroutine of its link.
+func (rc *remoteCall) closeScope() {
+	rc.mu.Lock()
+	s := rc.scope
+	rc.mu.Unlock()
+	if s != nil {
+		s.Close(dmsg.ErrLostLink)
+	}
+}
+
+func (rc *remoteCall) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil }
+
+func (rc *remoteCall) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+	if dmsg.Base(m.Cmd) == dmsg.DbgShell && m.Cmd&dmsg.FlagReply != 0 {
+		select {
+		case rc.out <- strings.TrimRight(string(m.Aux), "\x00"):
+		default: // the caller gave up; drop
+		}
+	}
+}
+
+func (rc *remoteCall) end(err error) {
+	rc.once.Do(func() { rc.closed <- err })
+}
+
+// errCircuitClosed reports a circuit that ended before the output did.
+var errCircuitClosed = errors.New("circuit closed")
+
+// runRemote opens a circuit on conn toward the span spanID, sends line as
+// a DBG_SHELL inside it and collects the output up to the prompt.
+func runRemote(ctx context.Context, conn *iocom.Conn, spanID uint64, line string) ([]string, error) {
+	rc := &remoteCall{out: make(chan string, 1024), closed: make(chan error, 1)}
+	tx, err := conn.Open(dmsg.NewCircMsg(0, &dmsg.Circ{Target: spanID}), func(tx *iocom.Tx, m *dmsg.Msg) {
+		if m.Cmd&dmsg.FlagDelete == 0 {
+			return
+		}
+		rc.closeScope()
+		tx.Close()
+		if m.Error != 0 {
+			rc.end(errors.New("circuit failed: " + dmsg.ErrorString(m.Error)))
+		}
+		rc.end(errCircuitClosed)
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Close()
+	scope, err := conn.OpenScope(tx.MsgID(), true, rc)
+	if err != nil {
+		return nil, err
+	}
+	rc.mu.Lock()
+	rc.scope = scope
+	rc.mu.Unlock()
+	cmd := dmsg.NewMsg(dmsg.DbgShell)
+	cmd.SetAux(append([]byte(line), 0))
+	if err := scope.SendOneWay(cmd); err != nil {
+		return nil, err
+	}
+	var out []string
+	for {
+		select {
+		case s := <-rc.out:
+			if s == shell.Prompt {
+				return out, nil
+			}
+			out = append(out, s)
+		case err := <-rc.closed:
+			return out, err
+		case <-ctx.Done():
+			return out, errors.New("no answer in time")
+		}
+	}
+}
