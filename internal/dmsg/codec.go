@@ -2,6 +2,7 @@ package dmsg
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -212,11 +213,14 @@ func (d *Decoder) readAux(m *Msg) error {
 	if _, err := io.ReadFull(d.r, buf); err != nil {
 		return noEOF(err)
 	}
-	// The CRC covers the aux data padded with zeros (PROTOCOL.md 1.4), not
-	// the padding bytes as received: m.Aux drops the padding, so a message
-	// accepted with nonzero padding would re-encode with a wrong aux_crc.
-	if got := auxCRC(buf[:m.AuxBytes]); got != m.AuxCRC {
+	if got := CRC(buf); got != m.AuxCRC {
 		return fmt.Errorf("%w in %s: got %#08x, header says %#08x", ErrAuxCRC, CmdString(m.Cmd), got, m.AuxCRC)
+	}
+	// aux_crc is defined over the aux data padded with zeros (PROTOCOL.md
+	// 1.4). m.Aux drops the padding, so a message accepted with nonzero
+	// padding that its CRC covers would re-encode with a wrong aux_crc.
+	if pad := buf[m.AuxBytes:]; !bytes.Equal(pad, zeroPad[:len(pad)]) {
+		return fmt.Errorf("%w in %s: aux padding is not zero", ErrAuxCRC, CmdString(m.Cmd))
 	}
 	m.Aux = buf[:m.AuxBytes:m.AuxBytes]
 	return nil

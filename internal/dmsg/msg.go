@@ -64,13 +64,14 @@ func (m *Msg) EncodedSize() int {
 	return HeaderBytes(m.Cmd) + AlignUp(len(m.Aux))
 }
 
-// ext returns m's extended header of the size its command declares,
-// growing a short Ext with zeros.
+// ext returns m's extended header of the size its command declares; a
+// short Ext is read as a zero-extended copy. It never writes to m: the
+// typed body readers that use it may run concurrently on one message.
 func (m *Msg) ext(n int) []byte {
 	if len(m.Ext) < n {
 		e := make([]byte, n)
 		copy(e, m.Ext)
-		m.Ext = e
+		return e
 	}
 	return m.Ext[:n]
 }
