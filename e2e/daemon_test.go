@@ -173,6 +173,9 @@ type treeJSON struct {
 			} `json:"links"`
 		} `json:"nodes"`
 	} `json:"clusters"`
+	Circuits []struct {
+		ID uint64 `json:"id"`
+	} `json:"circuits"`
 }
 
 // tree runs `dmsgd tree --format json` against the daemon.
@@ -249,4 +252,19 @@ func equalDists(a, b map[string]uint32) bool {
 		}
 	}
 	return true
+}
+
+// shell pipes lines into `dmsgd shell` against the daemon and returns what
+// it printed.
+func (d *daemon) runShell(lines ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, "shell", "--socket", d.shell)
+	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("dmsgd shell: %v: %s", err, errb.String())
+	}
+	return out.String(), nil
 }
