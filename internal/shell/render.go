@@ -56,9 +56,10 @@ func JSON(t *Tree) []byte {
 	return append(b, '\n')
 }
 
-// DOT renders t as a Graphviz graph: the router and its directly linked
-// peers are vertices, each link an edge labelled with the nodes whose best
-// path runs through it.
+// DOT renders t as a Graphviz graph of routers: this router and the
+// routers it links to are vertices, each link an edge labelled with the
+// nodes whose best path runs through it. Links to leaves and shell
+// clients are left out; their nodes label the link they are reached by.
 func DOT(t *Tree) []byte {
 	reach := make(map[string][]string) // link id -> node labels
 	for _, c := range t.Clusters {
@@ -71,6 +72,9 @@ func DOT(t *Tree) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "graph dmsgd {\n\tnode [shape=box];\n\t%q [style=bold];\n", t.Node.Label)
 	for _, l := range t.Links {
+		if l.PeerType != "router" {
+			continue
+		}
 		peer := l.PeerLabel
 		if peer == "" {
 			peer = l.ID + " " + l.Remote
