@@ -1,0 +1,112 @@
+package shell
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+type fakeEnv struct{ spanned, remote string }
+
+func (f *fakeEnv) Tree() *Tree { return sampleTree() }
+func (f *fakeEnv) Span(target string) string {
+	f.spanned = target
+	return "Connected to " + target
+}
+func (f *fakeEnv) Remote(label, line string) []string {
+	f.remote = label + " " + line
+	return []string{"remote output\n"}
+}
+
+// run executes lines and returns every output message.
+func run(env Env, pingErr error, lines ...string) []string {
+	var out []string
+	s := NewSession(env, func(t string) { out = append(out, t) }, func() error { return pingErr }, nil)
+	for _, l := range lines {
+		s.Exec(l)
+	}
+	return out
+}
+
+func TestSessionCommands(t *testing.T) {
+	tests := []struct {
+		name string
+		line string
+		want []string
+	}{
+		{"an empty line asks only for the prompt", "", []string{Prompt}},
+		{"a NUL-terminated empty line too", "\x00", []string{Prompt}},
+		{"help lists one command per message", "help", append(append([]string{}, helpLines...), Prompt)},
+		{"an unknown command is named", "bogus", []string{"Unrecognized command: bogus\n", Prompt}},
+		{"ping says it is sending", "ping", []string{"sending ping\n", Prompt}},
+		{"span connects and reports", "span 127.0.0.1:9", []string{"Connected to 127.0.0.1:9\n", Prompt}},
+		{"span needs a host", "span", []string{"usage: span <host>[:port]\n", Prompt}},
+		{"@node runs remotely", "@r4 tree", []string{"remote output\n", Prompt}},
+		{"@node needs a command", "@r4", []string{"usage: @<node> <cmd>\n", Prompt}},
+		{"tree rejects unknown formats", "tree yaml", []string{"tree: unknown format yaml (text, json or dot)\n", Prompt}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := run(&fakeEnv{}, nil, tt.line)
+			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
+				t.Fatalf("got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTreeTextIsOneMessagePerLineThenThePrompt(t *testing.T) {
+	got := run(&fakeEnv{}, nil, "tree")
+	want := append(TextLines(sampleTree()), Prompt)
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestTreeJSONIsChunkedAndReassembles(t *testing.T) {
+	tr := sampleTree()
+	for i := 0; i < 2000; i++ { // make the document larger than one chunk
+		tr.Links = append(tr.Links, tr.Links[0])
+	}
+	env := &bigEnv{tr}
+	got := run(env, nil, "tree json")
+	if got[len(got)-1] != Prompt || len(got) < 3 {
+		t.Fatalf("want several chunks then the prompt, got %d messages", len(got))
+	}
+	for _, c := range got[:len(got)-1] {
+		if len(c) > chunkSize {
+			t.Fatalf("chunk of %d bytes", len(c))
+		}
+	}
+	if strings.Join(got[:len(got)-1], "") != string(JSON(tr)) {
+		t.Fatal("chunks do not reassemble to the document")
+	}
+}
+
+type bigEnv struct{ t *Tree }
+
+func (b *bigEnv) Tree() *Tree                    { return b.t }
+func (b *bigEnv) Span(string) string             { return "" }
+func (b *bigEnv) Remote(string, string) []string { return nil }
+
+func TestPingReplyIsPrintedOnlyForTheShellsOwnPing(t *testing.T) {
+	var out []string
+	s := NewSession(&fakeEnv{}, func(t string) { out = append(out, t) }, func() error { return nil }, nil)
+	s.PingReply() // a keepalive answer: nothing printed
+	if len(out) != 0 {
+		t.Fatalf("keepalive answer printed %q", out)
+	}
+	s.Exec("ping")
+	s.PingReply()
+	s.PingReply()
+	if strings.Join(out, "") != "sending ping\n"+Prompt+"ping reply\n" {
+		t.Fatalf("got %q", out)
+	}
+}
+
+func TestAFailedPingSaysSo(t *testing.T) {
+	got := run(&fakeEnv{}, errors.New("link closed"), "ping")
+	if strings.Join(got, "") != "sending ping\nping failed: link closed\n"+Prompt {
+		t.Fatalf("got %q", got)
+	}
+}

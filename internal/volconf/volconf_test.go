@@ -1,0 +1,182 @@
+package volconf
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestBackoffDoublesWithJitterUpToTheCap(t *testing.T) {
+	b := Backoff{Min: time.Second, Max: 30 * time.Second}
+	base := []time.Duration{1, 2, 4, 8, 16, 30, 30, 30}
+	for i, want := range base {
+		want *= time.Second
+		got := b.Next()
+		lo, hi := time.Duration(float64(want)*0.8), time.Duration(float64(want)*1.2)
+		if got < lo || got > hi {
+			t.Fatalf("attempt %d: %v not within ±20%% of %v", i, got, want)
+		}
+	}
+	b.Reset()
+	if got := b.Next(); got > 1200*time.Millisecond {
+		t.Fatalf("after Reset: %v", got)
+	}
+}
+
+func TestZeroBackoffUsesTheDefaults(t *testing.T) {
+	var b Backoff
+	if got := b.Next(); got < 800*time.Millisecond || got > 1200*time.Millisecond {
+		t.Fatalf("first delay %v", got)
+	}
+}
+
+// fakeDialer records dials and keeps "links" up until told to drop them.
+type fakeDialer struct {
+	mu    sync.Mutex
+	dials map[string]int
+	up    map[string]chan struct{}
+	fail  bool
+}
+
+func newFakeDialer() *fakeDialer {
+	return &fakeDialer{dials: make(map[string]int), up: make(map[string]chan struct{})}
+}
+
+func (f *fakeDialer) connect(ctx context.Context, t config.Target) (<-chan struct{}, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dials[t.String()]++
+	if f.fail {
+		return nil, errors.New("refused")
+	}
+	done := make(chan struct{})
+	f.up[t.String()] = done
+	go func() {
+		<-ctx.Done()
+		f.drop(t.String())
+	}()
+	return done, nil
+}
+
+func (f *fakeDialer) drop(target string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ch := f.up[target]; ch != nil {
+		close(ch)
+		delete(f.up, target)
+	}
+}
+
+func (f *fakeDialer) count(target string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.dials[target]
+}
+
+func (f *fakeDialer) isUp(target string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.up[target] != nil
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func target(t *testing.T, path string) config.Target {
+	t.Helper()
+	tg, err := config.ParseSpanPath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg
+}
+
+func TestATargetIsDialledAndRedialledAfterItDrops(t *testing.T) {
+	f := newFakeDialer()
+	m := New(Options{Connect: f.connect, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
+	defer m.Close()
+	a := target(t, "span:127.0.0.1:9001")
+	m.Set("config", []config.Target{a})
+	waitFor(t, "first dial", func() bool { return f.isUp(a.String()) })
+	f.drop(a.String())
+	waitFor(t, "redial", func() bool { return f.count(a.String()) >= 2 && f.isUp(a.String()) })
+}
+
+func TestATargetWantedByTwoSourcesStaysUntilBothDropIt(t *testing.T) {
+	f := newFakeDialer()
+	m := New(Options{Connect: f.connect})
+	defer m.Close()
+	a := target(t, "span:127.0.0.1:9001")
+	m.Set("config", []config.Target{a})
+	m.Set("volconf:x", []config.Target{a})
+	waitFor(t, "dial", func() bool { return f.isUp(a.String()) })
+	m.Set("config", nil)
+	if len(m.Targets()) != 1 {
+		t.Fatal("the target went away while another source wants it")
+	}
+	m.Set("volconf:x", nil)
+	waitFor(t, "link closed", func() bool { return !f.isUp(a.String()) })
+	if f.count(a.String()) != 1 {
+		t.Fatalf("dialled %d times, want one link for both sources", f.count(a.String()))
+	}
+}
+
+func TestAChangedTargetReplacesTheOldLink(t *testing.T) {
+	f := newFakeDialer()
+	m := New(Options{Connect: f.connect})
+	defer m.Close()
+	a, b := target(t, "span:127.0.0.1:9001"), target(t, "span:127.0.0.1:9002")
+	m.Set("config", []config.Target{a})
+	waitFor(t, "a up", func() bool { return f.isUp(a.String()) })
+	m.Set("config", []config.Target{b})
+	waitFor(t, "b up, a down", func() bool { return f.isUp(b.String()) && !f.isUp(a.String()) })
+}
+
+func TestKickRedialsAWaitingTargetNow(t *testing.T) {
+	f := newFakeDialer()
+	f.fail = true
+	m := New(Options{Connect: f.connect, MinBackoff: time.Hour, MaxBackoff: time.Hour})
+	defer m.Close()
+	a := target(t, "span:127.0.0.1:9001")
+	m.Set("config", []config.Target{a})
+	waitFor(t, "first attempt", func() bool { return f.count(a.String()) == 1 })
+	if !m.Kick(a) {
+		t.Fatal("Kick does not know the target")
+	}
+	waitFor(t, "kicked attempt", func() bool { return f.count(a.String()) == 2 })
+	if m.Kick(target(t, "span:127.0.0.1:1")) {
+		t.Fatal("Kick claims an unknown target")
+	}
+}
+
+func TestCloseStopsEveryLink(t *testing.T) {
+	f := newFakeDialer()
+	m := New(Options{Connect: f.connect})
+	a := target(t, "span:127.0.0.1:9001")
+	m.Set("config", []config.Target{a})
+	waitFor(t, "up", func() bool { return f.isUp(a.String()) })
+	m.Close()
+	if f.isUp(a.String()) {
+		t.Fatal("link survived Close")
+	}
+	m.Set("config", []config.Target{a}) // after Close: ignored
+	if len(m.Targets()) != 0 {
+		t.Fatal("targets after Close")
+	}
+}
