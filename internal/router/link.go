@@ -43,6 +43,7 @@ type linkOptions struct {
 	outbound    bool          // we dialled it
 	target      config.Target // for outbound links
 	shellSocket bool          // accepted on the shell socket
+	tlsPeer     string        // the tls.peers name a TLS handshake authenticated
 }
 
 // startLink runs a new link over nc, or refuses it when the router is at
@@ -77,7 +78,8 @@ func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 	r.wg.Add(1)
 	r.mu.Unlock()
 
-	l.conn.Logger().Info("link up", zap.String("via", opts.via), zap.Bool("outbound", opts.outbound))
+	l.conn.Logger().Info("link up", zap.String("via", opts.via), zap.Bool("outbound", opts.outbound),
+		zap.String("tls_peer", opts.tlsPeer))
 	// Our LNK_CONN is queued before the reader starts: the peer's
 	// LNK_CONN makes the engine relay spans at once, and those must not
 	// reach the peer ahead of our LNK_CONN.

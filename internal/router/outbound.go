@@ -2,7 +2,9 @@ package router
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
@@ -15,7 +17,10 @@ import (
 // checkTarget applies the transport policy to an outbound target.
 func (r *Router) checkTarget(t config.Target) error {
 	if t.TLS {
-		return fmt.Errorf("%s: span+tls targets are not supported by this build", t)
+		if c := r.Config().TLS; c.Cert == "" || c.Key == "" {
+			return fmt.Errorf("%s: span+tls targets need tls.cert and tls.key", t)
+		}
+		return nil
 	}
 	if !t.IsLoopback() && !r.Config().TLS.InsecurePlainTCP {
 		return fmt.Errorf("%s: plain TCP off loopback needs tls.insecure_plain_tcp", t)
@@ -28,11 +33,21 @@ func (r *Router) dial(ctx context.Context, t config.Target) (*link, error) {
 	if err := r.checkTarget(t); err != nil {
 		return nil, err
 	}
-	nc, err := iocom.Dial(ctx, "tcp://"+t.Addr())
+	var nc net.Conn
+	var err error
+	opts := linkOptions{via: t.String(), outbound: true, target: t}
+	if t.TLS {
+		nc, err = r.dialTLS(ctx, t)
+		if err == nil {
+			opts.tlsPeer = peerName(r.Config().TLS, nc.(*tls.Conn).ConnectionState())
+		}
+	} else {
+		nc, err = iocom.Dial(ctx, "tcp://"+t.Addr())
+	}
 	if err != nil {
 		return nil, err
 	}
-	l := r.startLink(nc, linkOptions{via: t.String(), outbound: true, target: t})
+	l := r.startLink(nc, opts)
 	if l == nil {
 		return nil, fmt.Errorf("%s: link refused (shutting down or limits.max_links)", t)
 	}

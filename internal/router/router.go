@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -118,10 +119,7 @@ func (r *Router) Listen(inherited []net.Listener) error {
 		ls = append(ls, &listener{Listener: l, addr: l.Addr().Network() + "://" + l.Addr().String()})
 	}
 	for _, addr := range cfg.Listen {
-		if pl, err := config.ParseListen(addr); err == nil && pl.Network == config.NetworkTLS {
-			return fail(fmt.Errorf("listen %s: tls:// listeners are not supported by this build", addr))
-		}
-		nl, err := iocom.Listen(addr)
+		nl, err := r.listen(addr)
 		if err != nil {
 			return fail(err)
 		}
@@ -138,6 +136,19 @@ func (r *Router) Listen(inherited []net.Listener) error {
 	r.listeners = ls
 	r.mu.Unlock()
 	return nil
+}
+
+// listen binds one configured listener; tls:// ones need the tls section.
+func (r *Router) listen(addr string) (net.Listener, error) {
+	pl, err := config.ParseListen(addr)
+	if err != nil || pl.Network != config.NetworkTLS {
+		return iocom.Listen(addr)
+	}
+	tc, err := tlsConfig(r.Config().TLS)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return r.listenTLS(addr, tc)
 }
 
 // Addrs returns the bound listener addresses, for logs and tests.
@@ -222,7 +233,13 @@ func (r *Router) acceptLoop(l *listener) {
 			return
 		}
 		delay = 0
-		r.startLink(nc, linkOptions{shellSocket: l.shell, via: l.addr})
+		opts := linkOptions{shellSocket: l.shell, via: l.addr}
+		if tc, ok := nc.(*tls.Conn); ok {
+			r.wg.Add(1)
+			go r.handshake(tc, opts)
+			continue
+		}
+		r.startLink(nc, opts)
 	}
 }
 

@@ -1,0 +1,117 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+)
+
+// handshakeTimeout bounds a TLS handshake, so a peer that connects and
+// says nothing cannot hold a goroutine.
+const handshakeTimeout = 10 * time.Second
+
+// tlsConfig builds the TLS 1.3 configuration of every tls:// listener and
+// span+tls: target: our certificate, and peers authenticated by pinning
+// their Ed25519 public keys (PROTOCOL.md section 9). No CA is involved:
+// keygen's certificates are self-signed and the pins are the trust.
+func tlsConfig(c config.TLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	pins := c.Peers
+	verify := func(raw [][]byte, _ [][]*x509.Certificate) error {
+		if len(raw) == 0 {
+			return errors.New("peer sent no certificate")
+		}
+		leaf, err := x509.ParseCertificate(raw[0])
+		if err != nil {
+			return fmt.Errorf("peer certificate: %w", err)
+		}
+		pub, ok := leaf.PublicKey.(ed25519.PublicKey)
+		if !ok {
+			return errors.New("peer certificate: not an Ed25519 key")
+		}
+		for _, p := range pins {
+			if bytes.Equal(p.Key, pub) {
+				return nil
+			}
+		}
+		return fmt.Errorf("peer key %s is not in tls.peers", config.FormatPubKey(pub))
+	}
+	return &tls.Config{
+		MinVersion:            tls.VersionTLS13,
+		Certificates:          []tls.Certificate{cert},
+		ClientAuth:            tls.RequireAnyClientCert,
+		InsecureSkipVerify:    true, // the pin check below replaces chain verification
+		VerifyPeerCertificate: verify,
+	}, nil
+}
+
+// peerName returns the tls.peers name of the key a finished handshake
+// authenticated.
+func peerName(c config.TLS, cs tls.ConnectionState) string {
+	if len(cs.PeerCertificates) == 0 {
+		return ""
+	}
+	pub, _ := cs.PeerCertificates[0].PublicKey.(ed25519.PublicKey)
+	for _, p := range c.Peers {
+		if bytes.Equal(p.Key, pub) {
+			return p.Name
+		}
+	}
+	return ""
+}
+
+// listenTLS binds a tls:// listener.
+func (r *Router) listenTLS(addr string, tc *tls.Config) (net.Listener, error) {
+	pl, err := config.ParseListen(addr)
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", pl.Address)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return tls.NewListener(l, tc), nil
+}
+
+// handshake finishes an accepted TLS connection off the accept loop and
+// starts its link, or drops it with a log line naming the failure.
+func (r *Router) handshake(nc *tls.Conn, opts linkOptions) {
+	defer r.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	defer cancel()
+	if err := nc.HandshakeContext(ctx); err != nil {
+		r.log.Warn("TLS handshake failed; connection dropped",
+			zap.String("peer", nc.RemoteAddr().String()), zap.Error(err))
+		nc.Close()
+		return
+	}
+	opts.tlsPeer = peerName(r.Config().TLS, nc.ConnectionState())
+	r.startLink(nc, opts)
+}
+
+// dialTLS opens a span+tls: connection and completes its handshake.
+func (r *Router) dialTLS(ctx context.Context, t config.Target) (net.Conn, error) {
+	tc, err := tlsConfig(r.Config().TLS)
+	if err != nil {
+		return nil, err
+	}
+	d := tls.Dialer{Config: tc}
+	nc, err := d.DialContext(ctx, "tcp", t.Addr())
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", t, err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,109 @@
+package router_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+)
+
+// nodeKey is one router's TLS identity written to disk, as keygen makes
+// it: a PKCS#8 Ed25519 key and a self-signed certificate.
+type nodeKey struct {
+	cert, key string
+	pub       ed25519.PublicKey
+}
+
+func newNodeKey(tb testing.TB, name string) nodeKey {
+	tb.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dir := tb.TempDir()
+	k := nodeKey{cert: filepath.Join(dir, "node.crt"), key: filepath.Join(dir, "node.key"), pub: pub}
+	writePEM(tb, k.cert, "CERTIFICATE", der)
+	writePEM(tb, k.key, "PRIVATE KEY", pk)
+	return k
+}
+
+func writePEM(tb testing.TB, path, typ string, der []byte) {
+	tb.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// withTLS gives a router its key and the keys it trusts, and makes it
+// listen on tls:// only.
+func withTLS(own nodeKey, trusted map[string]nodeKey) routerOption {
+	return func(c *config.Config) {
+		c.Listen = []string{"tls://127.0.0.1:0"}
+		c.TLS.Cert, c.TLS.Key = own.cert, own.key
+		for name, k := range trusted {
+			c.TLS.Peers = append(c.TLS.Peers, config.Peer{Name: name, PubKey: config.FormatPubKey(k.pub), Key: k.pub})
+		}
+	}
+}
+
+func TestRoutersPinningEachOthersKeysLinkOverTLS(t *testing.T) {
+	ka, kb := newNodeKey(t, "a"), newNodeKey(t, "b")
+	a := newRouter(t, "a", withTLS(ka, map[string]nodeKey{"b": kb}))
+	b := newRouter(t, "b", withTLS(kb, map[string]nodeKey{"a": ka}))
+	if out := b.Span("span+tls:" + a.addr()); !strings.HasPrefix(out, "Connected to ") {
+		t.Fatalf("span+tls: %q", out)
+	}
+	waitLinked(t, a, b)
+}
+
+func TestAPeerWhoseKeyIsNotPinnedIsRefused(t *testing.T) {
+	ka, kb, stranger := newNodeKey(t, "a"), newNodeKey(t, "b"), newNodeKey(t, "x")
+	a := newRouter(t, "a", withTLS(ka, map[string]nodeKey{"b": kb}))
+	x := newRouter(t, "x", withTLS(stranger, map[string]nodeKey{"a": ka}))
+	out := x.Span("span+tls:" + a.addr())
+	if strings.HasPrefix(out, "Connected to ") {
+		// TLS 1.3 finishes the client's handshake before the server has
+		// checked the client's certificate: the link dies right after.
+		eventually(t, "the stranger's link is dropped", func() error { return x.lacks("a") })
+	}
+	if err := a.lacks("x"); err != nil {
+		t.Fatal(err)
+	}
+	// A dialler checks the listener's key too: b2 pins only a, so x's
+	// certificate fails its handshake.
+	bx := newRouter(t, "b2", withTLS(kb, map[string]nodeKey{"a": ka}))
+	if out := bx.Span("span+tls:" + x.addr()); strings.HasPrefix(out, "Connected to ") {
+		t.Fatalf("a dialler accepted a listener whose key it does not pin: %q", out)
+	}
+}
+
+func TestPlainTargetsToTLSListenersFail(t *testing.T) {
+	ka := newNodeKey(t, "a")
+	a := newRouter(t, "a", withTLS(ka, nil))
+	p := newRouter(t, "p")
+	p.Span(a.addr())
+	if err := p.lacks("a"); err != nil {
+		t.Fatal(err)
+	}
+}
