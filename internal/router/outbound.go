@@ -78,13 +78,20 @@ type mediaState struct {
 	slots map[uint32]config.Target
 }
 
-// volconf applies a LNK_VOLCONF received inside the peer's LNK_CONN.
+// volconf applies a LNK_VOLCONF received inside the peer's LNK_CONN. The
+// slot belongs to the media of that LNK_CONN, as in the reference
+// implementation (which ignores the VOLCONF's own mediaid): that media's
+// last LNK_CONN closing is what closes the slot's link again.
 func (l *link) volconf(m *dmsg.Msg) {
 	v, err := m.VolConf()
 	log := l.conn.Logger()
-	if err != nil {
+	l.mu.Lock()
+	peer := l.peer
+	l.mu.Unlock()
+	if err != nil || peer == nil {
 		return
 	}
+	media := peer.MediaID
 	if v.Index > 255 {
 		log.Warn("LNK_VOLCONF ignored: slot index out of range", zap.Uint32("index", v.Index))
 		return
@@ -95,9 +102,9 @@ func (l *link) volconf(m *dmsg.Msg) {
 			log.Warn("LNK_VOLCONF ignored: bad path", zap.String("path", v.Copy.Path), zap.Error(err))
 			return
 		}
-		t.Name = "volconf:" + v.MediaID.String()
+		t.Name = "volconf:" + media.String()
 	}
-	l.r.setSlot(l, v.MediaID, v.Index, t, v.Copy.CopyID != 0)
+	l.r.setSlot(l, media, v.Index, t, v.Copy.CopyID != 0)
 }
 
 func (r *Router) setSlot(l *link, media uuid.UUID, index uint32, t config.Target, used bool) {

@@ -14,11 +14,17 @@ import (
 // acknowledge it, or refuse it.
 func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	l.mu.Lock()
-	sc := l.spanConn
+	sc, connected := l.spanConn, l.peer != nil
 	l.mu.Unlock()
 	log := l.conn.Logger()
+	if !connected {
+		log.Warn("link closed: peer violated the protocol: LNK_SPAN before its LNK_CONN")
+		tx.CloseError(dmsg.ErrParam)
+		l.conn.Close()
+		return nil
+	}
 	if sc == nil {
-		log.Warn("LNK_SPAN before the peer's LNK_CONN refused")
+		log.Warn("LNK_SPAN after the peer closed its LNK_CONN refused")
 		tx.CloseError(dmsg.ErrParam)
 		return nil
 	}
