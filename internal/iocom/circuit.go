@@ -75,6 +75,9 @@ func (s *Scope) SendOneWay(m *dmsg.Msg) error {
 	if !s.key.local {
 		m.Cmd |= dmsg.FlagRevCirc
 	}
+	if err := checkSend(m); err != nil {
+		return err
+	}
 	c := s.conn
 	c.mu.Lock()
 	defer c.mu.Unlock()

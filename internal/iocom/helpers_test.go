@@ -1,0 +1,547 @@
+package iocom_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/iocom"
+)
+
+// testTimeout bounds every wait in these tests: nothing here should take
+// more than a fraction of it, so reaching it means a hang.
+const testTimeout = 20 * time.Second
+
+// wantPanics counts the panics tests deliberately cause in handlers; every
+// other recovered panic in link code is a bug.
+var wantPanics atomic.Int64
+
+// guard makes t fail if a goroutine it started outlives it or if link code
+// recovered a panic the test did not ask for. Call it first thing, so that
+// its cleanup runs after every cleanup the test registers later (closing
+// Conns, peers and listeners).
+func guard(tb testing.TB) {
+	tb.Helper()
+	ignore := goleak.IgnoreCurrent()
+	tb.Cleanup(func() {
+		if got, want := iocom.Panics(), wantPanics.Load(); got != want {
+			tb.Errorf("iocom.Panics() = %d, want %d: link code recovered from a panic", got, want)
+		}
+		goleak.VerifyNone(tb, ignore)
+	})
+}
+
+// waitUntil polls cond until it holds, failing tb after testTimeout.
+func waitUntil(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for delay := 20 * time.Microsecond; !cond(); delay = min(2*delay, 5*time.Millisecond) {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v waiting until %s", testTimeout, what)
+		}
+		time.Sleep(delay)
+	}
+}
+
+// waitDone waits for c to be down, failing tb after testTimeout.
+func waitDone(tb testing.TB, c *iocom.Conn) {
+	tb.Helper()
+	t := time.NewTimer(testTimeout)
+	defer t.Stop()
+	select {
+	case <-c.Done():
+	case <-t.C:
+		tb.Fatalf("link %s did not go down within %v", c.ID(), testTimeout)
+	}
+}
+
+// isDone reports whether c is down, without waiting.
+func isDone(c *iocom.Conn) bool {
+	select {
+	case <-c.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// startConn wraps nc in a started Conn that the test closes and waits for.
+func startConn(tb testing.TB, nc net.Conn, cfg iocom.Config) *iocom.Conn {
+	tb.Helper()
+	c := iocom.NewConn(nc, cfg)
+	c.Start()
+	tb.Cleanup(func() {
+		c.Close()
+		waitDone(tb, c)
+	})
+	return c
+}
+
+// ---- building messages and streams ----
+
+// msgOpt adjusts a message built by msg.
+type msgOpt func(*dmsg.Msg)
+
+func withAux(s string) msgOpt      { return func(m *dmsg.Msg) { m.SetAux([]byte(s)) } }
+func withError(code uint32) msgOpt { return func(m *dmsg.Msg) { m.Error = code } }
+func onCircuit(id uint64) msgOpt   { return func(m *dmsg.Msg) { m.Circuit = id } }
+func withAuxBytes(b []byte) msgOpt { return func(m *dmsg.Msg) { m.SetAux(b) } }
+func withAuxDescr(d uint64) msgOpt { return func(m *dmsg.Msg) { m.AuxDescr = d } }
+
+// msg builds a message with cmd (flags included) and msgid.
+func msg(cmd uint32, msgid uint64, opts ...msgOpt) *dmsg.Msg {
+	m := dmsg.NewMsg(cmd)
+	m.MsgID = msgid
+	for _, o := range opts {
+		o(m)
+	}
+	return m
+}
+
+// frame returns the wire form of m as message number seq of a stream:
+// right salt, both CRCs sealed, so it passes framing.
+func frame(tb testing.TB, m *dmsg.Msg, seq uint8) []byte {
+	tb.Helper()
+	c := *m
+	c.Salt = 0xc0ffee00&^0xff | uint32(seq)
+	b, err := dmsg.AppendMsg(nil, &c)
+	if err != nil {
+		tb.Fatalf("encode %s: %v", dmsg.CmdString(m.Cmd), err)
+	}
+	return b
+}
+
+// stream encodes msgs as one direction of a link from its first message:
+// valid framing and sequence, so that every message reaches the state
+// machine of the Conn that reads it.
+func stream(tb testing.TB, msgs ...*dmsg.Msg) []byte {
+	tb.Helper()
+	var out []byte
+	for i, m := range msgs {
+		out = append(out, frame(tb, m, uint8(i))...)
+	}
+	return out
+}
+
+// describe renders a message for failure output.
+func describe(m *dmsg.Msg) string {
+	if m == nil {
+		return "<none>"
+	}
+	s := fmt.Sprintf("%08x %s msgid %d", m.Cmd, dmsg.CmdString(m.Cmd), m.MsgID)
+	if m.Circuit != 0 {
+		s += fmt.Sprintf(" circuit %d", m.Circuit)
+	}
+	if m.Error != 0 {
+		s += " error " + dmsg.ErrorString(m.Error)
+	}
+	if len(m.Aux) > 0 {
+		s += fmt.Sprintf(" aux %q", truncate(string(m.Aux), 40))
+	}
+	return s
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// ---- the raw peer: hand-built frames in, decoded frames out ----
+
+// rawPeer is the far end of a Conn's stream driven by the test itself: it
+// writes frames the test builds with a dmsg.Encoder (or, to break the
+// framing on purpose, with dmsg.AppendMsg) and decodes everything the Conn
+// sends.
+type rawPeer struct {
+	tb  testing.TB
+	nc  net.Conn
+	bw  *bufio.Writer
+	enc *dmsg.Encoder
+	seq uint8 // sequence number of the next frame, mirroring enc's
+	raw bool  // a hand-sealed frame was made: the Encoder is out of step
+
+	mu     sync.Mutex
+	in     []*dmsg.Msg // decoded, not yet consumed by next
+	rerr   error       // why decoding stopped
+	notify chan struct{}
+	done   chan struct{}
+}
+
+func newRawPeer(tb testing.TB, nc net.Conn) *rawPeer {
+	p := &rawPeer{tb: tb, nc: nc, bw: bufio.NewWriter(nc), notify: make(chan struct{}, 1), done: make(chan struct{})}
+	p.enc = dmsg.NewEncoder(p.bw)
+	go p.readLoop()
+	tb.Cleanup(p.close)
+	return p
+}
+
+func (p *rawPeer) readLoop() {
+	defer close(p.done)
+	dec := dmsg.NewDecoder(p.nc)
+	for {
+		m, err := dec.Decode()
+		p.mu.Lock()
+		if err != nil {
+			p.rerr = err
+		} else {
+			p.in = append(p.in, m)
+		}
+		p.mu.Unlock()
+		select {
+		case p.notify <- struct{}{}:
+		default:
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// close closes the peer's end of the stream and waits for its reader.
+func (p *rawPeer) close() {
+	p.nc.Close()
+	<-p.done
+}
+
+// writeRaw writes b as it is; errors are returned, not fatal, because a
+// Conn that has just closed the link legitimately stops reading.
+func (p *rawPeer) writeRaw(b []byte) error {
+	p.nc.SetWriteDeadline(time.Now().Add(testTimeout))
+	_, err := p.nc.Write(b)
+	return err
+}
+
+// frame returns m's wire form sealed by hand as the peer's next message,
+// for a test to damage. After it, only raw writes make sense: send fails.
+func (p *rawPeer) frame(m *dmsg.Msg) []byte {
+	b := frame(p.tb, m, p.seq)
+	p.seq++
+	p.raw = true
+	return b
+}
+
+// send encodes msgs as the peer's next messages and writes them.
+func (p *rawPeer) send(msgs ...*dmsg.Msg) error {
+	if p.raw {
+		p.tb.Fatalf("peer: send after a hand-sealed frame")
+	}
+	p.nc.SetWriteDeadline(time.Now().Add(testTimeout))
+	for _, m := range msgs {
+		if err := p.enc.Encode(m); err != nil {
+			return err
+		}
+		p.seq++
+	}
+	return p.bw.Flush()
+}
+
+func (p *rawPeer) mustSend(msgs ...*dmsg.Msg) {
+	p.tb.Helper()
+	if err := p.send(msgs...); err != nil {
+		p.tb.Fatalf("peer write: %v", err)
+	}
+}
+
+// next returns the next message the Conn sent, or the error that ended
+// its stream, waiting up to testTimeout.
+func (p *rawPeer) next() (*dmsg.Msg, error) {
+	p.tb.Helper()
+	deadline := time.NewTimer(testTimeout)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		if len(p.in) > 0 {
+			m := p.in[0]
+			p.in = p.in[1:]
+			p.mu.Unlock()
+			return m, nil
+		}
+		err := p.rerr
+		p.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-p.notify:
+		case <-deadline.C:
+			p.tb.Fatalf("peer: nothing received within %v", testTimeout)
+		}
+	}
+}
+
+// expect returns the next message the Conn sent and checks its cmd (with
+// every flag) and msgid.
+func (p *rawPeer) expect(cmd uint32, msgid uint64) *dmsg.Msg {
+	p.tb.Helper()
+	m, err := p.next()
+	if err != nil {
+		p.tb.Fatalf("peer: want %08x %s msgid %d, stream ended: %v", cmd, dmsg.CmdString(cmd), msgid, err)
+	}
+	if m.Cmd != cmd || m.MsgID != msgid {
+		p.tb.Fatalf("peer: got %s, want %08x %s msgid %d", describe(m), cmd, dmsg.CmdString(cmd), msgid)
+	}
+	return m
+}
+
+// received returns how many messages the Conn sent that next has not
+// consumed yet.
+func (p *rawPeer) received() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.in)
+}
+
+// newRawLink starts a Conn over one end of a net.Pipe and returns it with
+// a raw peer on the other end. Keepalive is off unless cfg says otherwise.
+func newRawLink(tb testing.TB, cfg iocom.Config) (*iocom.Conn, *rawPeer) {
+	tb.Helper()
+	a, b := net.Pipe()
+	if cfg.KeepaliveInterval == 0 {
+		cfg.KeepaliveInterval = -1
+	}
+	if cfg.KeepaliveTimeout == 0 {
+		cfg.KeepaliveTimeout = -1
+	}
+	c := startConn(tb, a, cfg)
+	return c, newRawPeer(tb, b)
+}
+
+// ---- the recording handler ----
+
+// event is one call into the handlers of a Conn.
+type event struct {
+	kind  string // "accept", "msg" (a TxHandler) or "oneway"
+	local bool   // the transaction is one this side opened
+	msgid uint64
+	cmd   uint32
+	err   uint32
+	aux   string
+}
+
+func (e event) String() string {
+	return fmt.Sprintf("%s %08x %s msgid %d error %s aux %q", e.kind, e.cmd, dmsg.CmdString(e.cmd), e.msgid, dmsg.ErrorString(e.err), truncate(e.aux, 40))
+}
+
+// policy is how the recorder answers a transaction the peer opens.
+type policy int
+
+const (
+	refuse      policy = iota // Accept returns nil: the Conn answers NOSUPP
+	ack                       // answer REPLY|CREATE and keep the transaction open
+	silent                    // accept without answering
+	echo                      // answer once, REPLY|CREATE|DELETE, echoing the aux data
+	refuseParam               // answer REPLY|CREATE|DELETE with PARAM itself, return nil
+	panics                    // Accept panics
+)
+
+// recorder is a Handler that records every call and checks that each
+// transaction's handler sees exactly one terminating message.
+type recorder struct {
+	policies map[uint32]policy // by base command; missing: refuse
+
+	mu      sync.Mutex
+	events  []event
+	seen    int // events consumed by next
+	notify  chan struct{}
+	terms   map[*iocom.Tx]int  // DELETE-bearing messages seen, Accept's included
+	handled map[*iocom.Tx]bool // transactions that have a handler
+	remote  map[uint64]*iocom.Tx
+}
+
+func newRecorder(policies map[uint32]policy) *recorder {
+	return &recorder{policies: policies, notify: make(chan struct{}, 1),
+		terms: make(map[*iocom.Tx]int), handled: make(map[*iocom.Tx]bool), remote: make(map[uint64]*iocom.Tx)}
+}
+
+func (r *recorder) record(e event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+func eventOf(kind string, local bool, m *dmsg.Msg) event {
+	return event{kind: kind, local: local, msgid: m.MsgID, cmd: m.Cmd, err: m.Error, aux: string(m.Aux)}
+}
+
+func (r *recorder) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+	r.mu.Lock()
+	r.remote[tx.MsgID()] = tx // before the event: steps after it look tx up
+	r.mu.Unlock()
+	r.record(eventOf("accept", false, m))
+	switch r.policies[tx.Cmd()] {
+	case refuse:
+		return nil
+	case refuseParam:
+		tx.CloseError(dmsg.ErrParam)
+		return nil
+	case panics:
+		panic("test handler panics on purpose")
+	case ack:
+		tx.Send(dmsg.NewMsg(dmsg.LnkError))
+	case echo:
+		reply := dmsg.NewMsg(dmsg.LnkError | dmsg.FlagDelete)
+		reply.SetAux(m.Aux)
+		tx.Send(reply)
+	}
+	r.track(tx)
+	if m.Cmd&dmsg.FlagDelete != 0 {
+		r.mu.Lock()
+		r.terms[tx]++
+		r.mu.Unlock()
+	}
+	return r.txHandler
+}
+
+func (r *recorder) OneWay(c *iocom.Conn, m *dmsg.Msg) {
+	r.record(eventOf("oneway", false, m))
+}
+
+// txHandler is the TxHandler of every transaction the recorder handles.
+func (r *recorder) txHandler(tx *iocom.Tx, m *dmsg.Msg) {
+	r.record(eventOf("msg", tx.Local(), m))
+	if m.Cmd&dmsg.FlagDelete != 0 {
+		r.mu.Lock()
+		r.terms[tx]++
+		r.mu.Unlock()
+	}
+}
+
+// track marks tx as one whose handler must see one terminating message.
+func (r *recorder) track(tx *iocom.Tx) {
+	r.mu.Lock()
+	r.handled[tx] = true
+	r.mu.Unlock()
+}
+
+// next returns the next event not consumed yet, waiting up to testTimeout.
+func (r *recorder) next(tb testing.TB) event {
+	tb.Helper()
+	deadline := time.NewTimer(testTimeout)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		if r.seen < len(r.events) {
+			e := r.events[r.seen]
+			r.seen++
+			r.mu.Unlock()
+			return e
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.notify:
+		case <-deadline.C:
+			tb.Fatalf("handler: no call within %v", testTimeout)
+		}
+	}
+}
+
+// unseen returns and consumes the events next has not returned yet.
+func (r *recorder) unseen() []event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ev := r.events[r.seen:]
+	r.seen = len(r.events)
+	return ev
+}
+
+// remoteTx returns the latest transaction the peer opened with msgid.
+func (r *recorder) remoteTx(msgid uint64) *iocom.Tx {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.remote[msgid]
+}
+
+// termsOf returns how many terminating messages tx's handler saw.
+func (r *recorder) termsOf(tx *iocom.Tx) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.terms[tx]
+}
+
+// last returns the latest handler call.
+func (r *recorder) last() event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.events) == 0 {
+		return event{}
+	}
+	return r.events[len(r.events)-1]
+}
+
+// checkTerminations verifies, once the link is down, that every handled
+// transaction saw exactly one terminating message.
+func (r *recorder) checkTerminations(tb testing.TB) {
+	tb.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for tx := range r.handled {
+		if n := r.terms[tx]; n != 1 {
+			tb.Errorf("transaction %s msgid %d (local %v) saw %d terminating messages, want 1",
+				dmsg.CmdString(tx.Cmd()), tx.MsgID(), tx.Local(), n)
+		}
+	}
+}
+
+// ---- flags by name ----
+
+// flags parses "CREATE|DELETE|..." into cmd flag bits; "" is no flag.
+func flags(s string) uint32 {
+	var f uint32
+	if s == "" {
+		return 0
+	}
+	for _, name := range strings.Split(s, "|") {
+		switch name {
+		case "CREATE":
+			f |= dmsg.FlagCreate
+		case "DELETE":
+			f |= dmsg.FlagDelete
+		case "REPLY":
+			f |= dmsg.FlagReply
+		case "ABORT":
+			f |= dmsg.FlagAbort
+		case "REVTRANS":
+			f |= dmsg.FlagRevTrans
+		case "REVCIRC":
+			f |= dmsg.FlagRevCirc
+		default:
+			panic("unknown flag " + name)
+		}
+	}
+	return f
+}
+
+// flagNames renders flag bits the way flags parses them; "no flags" for 0.
+func flagNames(f uint32) string {
+	var names []string
+	for _, n := range []string{"CREATE", "DELETE", "REPLY", "ABORT", "REVTRANS", "REVCIRC"} {
+		if f&flags(n) != 0 {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return "no flags"
+	}
+	return strings.Join(names, "|")
+}
+
+// isProtocolError reports whether err is a *iocom.ProtocolError.
+func isProtocolError(err error) bool {
+	var pe *iocom.ProtocolError
+	return errors.As(err, &pe)
+}
