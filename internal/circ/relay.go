@@ -106,6 +106,17 @@ func (r *Relay) Len() int {
 // Accept handles a LNK_CIRC the peer on link t opens: it ends here, is
 // relayed one hop further, or is refused with CANTCIRC.
 func (r *Relay) Accept(t *Table, tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+	h := r.accept(t, tx, m)
+	if h != nil && m.Cmd&dmsg.FlagDelete != 0 {
+		// Opened and closed in one message: the close must be passed on
+		// like a later DELETE, or the circuit would stay set up (and
+		// never reach its handler again) until a link under it dies.
+		h(tx, m)
+	}
+	return h
+}
+
+func (r *Relay) accept(t *Table, tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	body, err := m.Circ()
 	if err != nil {
 		tx.CloseError(dmsg.ErrCantCirc)
@@ -135,16 +146,27 @@ func (r *Relay) setup(t *Table, tx *iocom.Tx, spanMsgID uint64, dst Target) ioco
 	c := &Circuit{r: r, target: dst.Label, since: time.Now(), done: make(chan struct{})}
 	c.a = &end{c: c, table: t, key: key{id: tx.MsgID()}, tx: tx, span: spanMsgID}
 	c.b = &end{c: c, table: dst.Next, span: dst.NextMsgID}
-	c.mu.Lock() // the b handler may run before b is filled in
-	btx, err := dst.Next.conn.Open(dmsg.NewCircMsg(0, &dmsg.Circ{Target: dst.NextMsgID}),
+	// The next hop may answer as soon as the LNK_CIRC is queued, on its
+	// link's reader. c.mu, held until the circuit is registered, makes
+	// fromB wait: an abort it carried would otherwise unregister the
+	// circuit before register put it in the tables for good. The next
+	// link's table lock, held across Open and the insertion of its end,
+	// makes the target's first messages on the circuit (it may answer and
+	// send at once) find the end instead of being dropped as unknown.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := dst.Next
+	next.mu.Lock()
+	btx, err := next.conn.Open(dmsg.NewCircMsg(0, &dmsg.Circ{Target: dst.NextMsgID}),
 		func(tx *iocom.Tx, m *dmsg.Msg) { c.fromB(m) })
 	if err != nil {
-		c.mu.Unlock()
+		next.mu.Unlock()
 		tx.CloseError(dmsg.ErrCantCirc)
 		return nil
 	}
 	c.b.tx, c.b.key = btx, key{id: btx.MsgID(), local: true}
-	c.mu.Unlock()
+	next.ends[c.b.key] = c.b
+	next.mu.Unlock()
 	r.register(c)
 	return func(tx *iocom.Tx, m *dmsg.Msg) { c.fromA(m) }
 }

@@ -1,0 +1,401 @@
+package circ_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/iocom"
+)
+
+// Fuzz program opcodes: each op is one byte (mod opCount) followed by the
+// operand bytes it reads. Running out of input ends the program.
+const (
+	opFrameP    = iota // P sends a frame on some circuit
+	opFrameQ           // Q sends a frame on some circuit
+	opCircOpen         // P opens a LNK_CIRC on a span it holds (or on junk)
+	opCircReply        // Q answers a LNK_CIRC aimed at it: accept, refuse, or nothing
+	opCircEnd          // P or Q DELETEs / ABORTs a LNK_CIRC
+	opSync             // wait until the router has handled everything so far
+	opSpan             // Q withdraws or re-advertises its span
+	opBurst            // P or Q sends a burst of data on a circuit
+	opDrop             // P or Q goes away abruptly
+	opGarbage          // raw bytes on P's socket
+	opCount
+)
+
+// fuzzCmds are the commands frames are built from: link commands that
+// mean something to a router, and commands only circuit ends know.
+var fuzzCmds = []uint32{dmsg.LnkError, dmsg.DbgShell, cmdInner, dmsg.LnkCirc, dmsg.LnkSpan,
+	dmsg.LnkPing, dmsg.LnkConn, dmsg.LnkPad, 0x00303001}
+
+// fuzzFlags maps operand bits to cmd flags.
+var fuzzFlags = []uint32{dmsg.FlagCreate, dmsg.FlagDelete, dmsg.FlagAbort, dmsg.FlagReply,
+	dmsg.FlagRevTrans, dmsg.FlagRevCirc}
+
+// fuzzProgram is one iteration: a router shared across iterations, two
+// raw peers P and Q it drives, and the bookkeeping to pick real ids.
+type fuzzProgram struct {
+	t     *testing.T
+	data  []byte
+	p, q  *rawPeer
+	dead  [2]bool
+	msgid uint64   // next msgid P or Q allocates for a LNK_CIRC/span
+	pCirc []uint64 // LNK_CIRC msgids P opened
+	qSpan uint64   // Q's span msgid, 0 while withdrawn
+}
+
+func (f *fuzzProgram) byte() byte {
+	if len(f.data) == 0 {
+		return 0
+	}
+	b := f.data[0]
+	f.data = f.data[1:]
+	return b
+}
+
+func (f *fuzzProgram) peer(b byte) (*rawPeer, int) {
+	if b&1 == 0 {
+		return f.p, 0
+	}
+	return f.q, 1
+}
+
+// circuitID picks a circuit id: one in play on the chosen peer's link,
+// 0, or junk.
+func (f *fuzzProgram) circuitID(who int, b byte) uint64 {
+	var known []uint64
+	if who == 0 {
+		known = f.pCirc
+	} else {
+		f.q.mu.Lock()
+		known = append(known, f.q.rxCircs...)
+		f.q.mu.Unlock()
+	}
+	switch {
+	case b < 160 && len(known) > 0:
+		return known[int(b)%len(known)]
+	case b < 176:
+		return 0
+	case b < 240:
+		return uint64(b & 15)
+	}
+	return uint64(b) << 40
+}
+
+// frame builds a frame from the next operand bytes.
+func (f *fuzzProgram) frame(who int) *dmsg.Msg {
+	cb, fb, mb, ab, cid := f.byte(), f.byte(), f.byte(), f.byte(), f.byte()
+	cmd := fuzzCmds[int(cb)%len(fuzzCmds)]
+	for i, fl := range fuzzFlags {
+		if fb&(1<<i) != 0 {
+			cmd |= fl
+		}
+	}
+	m := dmsg.NewMsg(cmd)
+	m.MsgID = uint64(mb & 15)
+	if mb&16 != 0 && len(f.pCirc) > 0 {
+		m.MsgID = f.pCirc[int(mb>>5)%len(f.pCirc)]
+	}
+	m.Circuit = f.circuitID(who, cid)
+	if fb&64 != 0 {
+		m.Error = dmsg.ErrLostLink + uint32(mb>>6)
+	}
+	if dmsg.Base(cmd) == dmsg.LnkCirc && len(m.Ext) >= dmsg.CircSize {
+		binary.LittleEndian.PutUint64(m.Ext[0x48:], uint64(ab))
+	}
+	if ab > 0 {
+		aux := make([]byte, int(ab)*7)
+		for i := range aux {
+			aux[i] = byte(i)
+		}
+		m.SetAux(aux)
+	}
+	return m
+}
+
+func (f *fuzzProgram) send(who int, m *dmsg.Msg) {
+	p := f.p
+	if who == 1 {
+		p = f.q
+	}
+	if f.dead[who] {
+		return
+	}
+	if p.send(m) != nil {
+		f.dead[who] = true
+	}
+}
+
+func (f *fuzzProgram) run() {
+	for steps := 0; len(f.data) > 0 && steps < 64; steps++ {
+		switch f.byte() % opCount {
+		case opFrameP:
+			f.send(0, f.frame(0))
+		case opFrameQ:
+			f.send(1, f.frame(1))
+		case opCircOpen:
+			sel, flags := f.byte(), f.byte()
+			target := uint64(sel)
+			if sel < 200 {
+				if id, ok := f.p.spanFor("Q"); ok {
+					target = id
+				}
+			}
+			m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: target})
+			if flags&1 != 0 {
+				m.Cmd |= dmsg.FlagDelete
+			}
+			if flags&2 != 0 {
+				m.Cmd |= dmsg.FlagAbort
+			}
+			f.msgid++
+			m.MsgID = f.msgid
+			if flags&4 != 0 && len(f.pCirc) > 0 {
+				m.MsgID = f.pCirc[len(f.pCirc)-1] // a duplicate CREATE: a violation
+			} else {
+				f.pCirc = append(f.pCirc, m.MsgID)
+			}
+			f.send(0, m)
+		case opCircReply:
+			sel, how := f.byte(), f.byte()
+			f.q.mu.Lock()
+			var id uint64
+			if n := len(f.q.rxCircs); n > 0 {
+				id = f.q.rxCircs[int(sel)%n]
+			}
+			f.q.mu.Unlock()
+			if id == 0 {
+				continue
+			}
+			cmd := dmsg.LnkError | dmsg.FlagReply | dmsg.FlagRevTrans | dmsg.FlagCreate
+			m := &dmsg.Msg{Header: dmsg.Header{Cmd: cmd, MsgID: id}}
+			switch how % 4 {
+			case 1:
+				m.Cmd |= dmsg.FlagDelete
+				m.Error = dmsg.ErrCantCirc
+			case 2:
+				m.Cmd &^= dmsg.FlagCreate
+				m.Cmd |= dmsg.FlagDelete
+			case 3:
+				m.Cmd |= dmsg.FlagDelete | dmsg.FlagAbort
+			}
+			f.send(1, m)
+		case opCircEnd:
+			who, sel, how := f.byte(), f.byte(), f.byte()
+			cmd := dmsg.LnkError | dmsg.FlagDelete
+			if how&1 != 0 {
+				cmd |= dmsg.FlagAbort
+			}
+			var id uint64
+			if who&1 == 0 {
+				if len(f.pCirc) == 0 {
+					continue
+				}
+				id = f.pCirc[int(sel)%len(f.pCirc)]
+				f.send(0, &dmsg.Msg{Header: dmsg.Header{Cmd: cmd, MsgID: id, Error: uint32(how >> 1)}})
+			} else {
+				f.q.mu.Lock()
+				if n := len(f.q.rxCircs); n > 0 {
+					id = f.q.rxCircs[int(sel)%n]
+				}
+				f.q.mu.Unlock()
+				if id == 0 {
+					continue
+				}
+				cmd |= dmsg.FlagReply | dmsg.FlagRevTrans
+				f.send(1, &dmsg.Msg{Header: dmsg.Header{Cmd: cmd, MsgID: id, Error: uint32(how >> 1)}})
+			}
+		case opSync:
+			for i, p := range []*rawPeer{f.p, f.q} {
+				if !f.dead[i] {
+					p.ping(200 * time.Millisecond)
+				}
+			}
+		case opSpan:
+			if f.qSpan != 0 {
+				f.send(1, &dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError | dmsg.FlagDelete, MsgID: f.qSpan}})
+				f.qSpan = 0
+			} else {
+				f.msgid++
+				f.qSpan = f.msgid
+				s := dmsg.Span{PeerType: dmsg.PeerHammer2, ProtoVersion: 1, ClLabel: "leaves", FsLabel: "Q"}
+				m := dmsg.NewSpanMsg(dmsg.FlagCreate, &s)
+				m.MsgID = f.qSpan
+				f.send(1, m)
+			}
+		case opBurst:
+			who, cid, n := f.byte(), f.byte(), f.byte()
+			p, w := f.peer(who)
+			if f.dead[w] {
+				continue
+			}
+			circ := f.circuitID(w, cid)
+			for i := range int(n%32) + 1 {
+				m := dmsg.NewMsg(dmsg.DbgShell)
+				m.Circuit = circ
+				if w == 1 {
+					m.Cmd |= dmsg.FlagRevCirc
+				}
+				m.SetAux(make([]byte, 64*(i%5)))
+				if p.write(m) != nil {
+					f.dead[w] = true
+					break
+				}
+			}
+			if !f.dead[w] && p.flush() != nil {
+				f.dead[w] = true
+			}
+		case opDrop:
+			p, w := f.peer(f.byte())
+			p.nc.Close()
+			f.dead[w] = true
+		case opGarbage:
+			n := int(f.byte()%64) + 1
+			b := make([]byte, n)
+			for i := range b {
+				b[i] = f.byte()
+			}
+			if !f.dead[0] {
+				f.p.rawBytes(b)
+				f.dead[0] = true // the link is as good as dead
+			}
+		}
+	}
+}
+
+// FuzzCircuit drives a router with two raw peers that set circuits up
+// between them (or pretend to) and then send frames with random circuit
+// ids, REVCIRC set or not, CREATE/DELETE/ABORT flags, LNK_CIRC closes
+// racing data on the circuit, withdrawn spans and dropped links. The
+// router must not panic, must keep serving (a healthy pair of leaves can
+// still run a circuit), and once every peer has gone it must hold no
+// circuit, link or span.
+func FuzzCircuit(f *testing.F) {
+	log := zap.NewNop()
+	if lvl := os.Getenv("DMSGD_TEST_LOG"); lvl != "" {
+		// Not the test's logger: f may not log from inside the target.
+		cfg := zap.NewDevelopmentConfig()
+		if err := cfg.Level.UnmarshalText([]byte(lvl)); err != nil {
+			f.Fatal(err)
+		}
+		log, _ = cfg.Build()
+	}
+	r := newRouterLog(f, "fz", log, withoutKeepalive())
+	seeds := [][]byte{
+		{},
+		// open, accept, data both ways, close from P, Q closes back
+		{opCircOpen, 0, 0, opSync, opCircReply, 0, 0, opBurst, 0, 0, 8, opBurst, 1, 0, 8, opCircEnd, 0, 0, 0, opSync, opCircEnd, 1, 0, 0},
+		// open and abort at once, data racing it
+		{opCircOpen, 0, 2, opBurst, 0, 0, 20, opCircEnd, 0, 0, 1, opBurst, 0, 0, 20},
+		// accept then withdraw the span under the circuit while data flows
+		{opCircOpen, 0, 0, opSync, opCircReply, 0, 0, opBurst, 0, 0, 31, opSpan, opBurst, 1, 0, 31, opSync},
+		// refuse, then P keeps sending on the refused circuit
+		{opCircOpen, 0, 0, opSync, opCircReply, 0, 1, opFrameP, 2, 0, 3, 0, 0, opCircEnd, 0, 0, 0},
+		// CREATE|DELETE LNK_CIRC, then junk frames with REVCIRC
+		{opCircOpen, 0, 1, opSync, opFrameQ, 1, 32, 4, 2, 0, opFrameP, 1, 33, 5, 2, 200},
+		// Q drops mid-setup; P sends inner transactions
+		{opCircOpen, 0, 0, opDrop, 1, opFrameP, 2, 1, 7, 9, 0, opSync},
+		// duplicate CREATE on a circuit id
+		{opCircOpen, 0, 0, opCircOpen, 0, 4, opSync},
+		// garbage after setup
+		{opCircOpen, 0, 0, opSync, opCircReply, 0, 0, opGarbage, 3, 0x48, 0x32, 0},
+	}
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		panics := iocom.Panics()
+		fp := &fuzzProgram{t: t, data: data, msgid: 10, qSpan: 2}
+		var err error
+		if fp.p, err = dialRaw(r.addr(), nil); err != nil {
+			t.Fatal(err)
+		}
+		defer fp.p.close()
+		if fp.q, err = dialRaw(r.addr(), nil); err != nil {
+			t.Fatal(err)
+		}
+		defer fp.q.close()
+		if fp.p.hello("P") != nil || fp.q.hello("Q") != nil {
+			t.Fatal("hello failed")
+		}
+		if err := poll(5*time.Second, func() error {
+			if _, ok := fp.p.spanFor("Q"); !ok {
+				return fmt.Errorf("P does not hold Q's span")
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		fp.run()
+
+		// The router still serves: a healthy pair runs a circuit.
+		if err := healthy(t, r); err != nil {
+			t.Fatalf("router unhealthy after the program: %v", err)
+		}
+		fp.p.close()
+		fp.q.close()
+		if err := poll(10*time.Second, func() error {
+			tr := r.Tree()
+			switch {
+			case len(tr.Circuits) != 0:
+				return fmt.Errorf("circuits left: %+v", tr.Circuits)
+			case len(tr.Links) != 0:
+				return fmt.Errorf("links left: %+v", tr.Links)
+			}
+			for _, c := range tr.Clusters {
+				for _, n := range c.Nodes {
+					if n.Label != "fz" {
+						return fmt.Errorf("node %s left", n.Label)
+					}
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("after every peer left: %v", err)
+		}
+		if n := iocom.Panics() - panics; n != 0 {
+			t.Fatalf("link code recovered from %d panic(s)", n)
+		}
+	})
+}
+
+// healthy checks that two fresh leaves on r can run a circuit with a
+// transaction in it and close it, then disconnects them.
+func healthy(t *testing.T, r *testRouter) error {
+	a := dialLeaf(t, r.addr(), "hA", leafOptions{})
+	defer a.close()
+	b := dialLeaf(t, r.addr(), "hB", leafOptions{})
+	defer b.close()
+	var target uint64
+	if err := poll(5*time.Second, func() error {
+		s, ok := a.spanFor("hB")
+		if !ok {
+			return fmt.Errorf("hA does not hold hB")
+		}
+		target = s.msgid
+		return nil
+	}); err != nil {
+		return err
+	}
+	c := a.open(target)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	good, err := c.pump(ctx, 3, 3, func(int) int { return 100 }, func(int) byte { return kindEcho })
+	if err != nil || good != 3 {
+		return fmt.Errorf("circuit hA->hB: %d of 3 answered, %v", good, err)
+	}
+	c.close()
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return fmt.Errorf("circuit hA->hB did not close")
+	}
+	return nil
+}

@@ -1,0 +1,740 @@
+package circ_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/iocom"
+)
+
+// The commands leaves use inside circuits: a transactional request in the
+// HAMMER2 protocol space (routers never look inside a circuit, so any
+// command works) and DBG_SHELL-style one-way data.
+const (
+	cmdInner  = dmsg.ProtoHM2 | 0x00001001 // HM2 cmd 0x10, 64-byte header
+	cmdOneWay = dmsg.DbgShell
+)
+
+// Inner request kinds, the byte after the sequence number.
+const (
+	kindEcho  = 0 // the far end echoes the payload and closes
+	kindCRC   = 1 // the far end answers seq + CRC-32C of the payload and closes
+	kindHold  = 2 // the far end acknowledges and keeps the transaction open
+	headerLen = 9 // seq (8) + kind (1)
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// payload builds an inner request: seq, kind, then size-9 filler bytes
+// derived from seq (so corruption anywhere shows).
+func payload(seq uint64, kind byte, size int) []byte {
+	size = max(size, headerLen)
+	b := make([]byte, size)
+	binary.LittleEndian.PutUint64(b, seq)
+	b[8] = kind
+	x := uint32(seq)*2654435761 + 1
+	for i := headerLen; i < size; i++ {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// leafOptions say how a test leaf behaves.
+type leafOptions struct {
+	peerType uint8 // of its LNK_CONN and span; HAMMER2 when 0
+	gated    bool  // wrap the socket so reads can be held
+	// refuse answers every circuit aimed at the leaf with CANTCIRC.
+	refuse bool
+	// silent leaves every circuit aimed at the leaf unanswered (it stays
+	// in setup) while keeping its LNK_CIRC open.
+	silent bool
+	// queueBytes bounds its outbound queue for WaitRoom; 1 MiB when 0.
+	queueBytes int
+}
+
+// rxSpan is a span the router relays to the leaf.
+type rxSpan struct {
+	msgid    uint64
+	label    string
+	dist     uint32
+	peerType uint8
+}
+
+// leaf is a DMSG endpoint over iocom: it connects to a router, advertises
+// its own span, records the spans it receives, opens circuits toward them
+// and accepts circuits aimed at its span. Inside circuits it runs
+// transactions and one-way messages (see circuit).
+type leaf struct {
+	tb    testing.TB
+	label string
+	opts  leafOptions
+	nc    net.Conn
+	gate  *gatedConn
+	conn  *iocom.Conn
+
+	mu       sync.Mutex
+	spans    map[uint64]rxSpan
+	spanTx   *iocom.Tx // our advertisement; nil once withdrawn
+	connTx   *iocom.Tx // our LNK_CONN
+	rconn    bool      // the router's LNK_CONN is open
+	rconnID  uint64    // its msgid
+	circs    map[*circuit]bool
+	accepted []*circuit
+	rootOpen int // transactions the leaf holds open on circuit 0 besides spans
+	closed   bool
+}
+
+// dialLeaf connects a leaf labelled label to the router at addr, sends its
+// LNK_CONN and advertises its span. The test's cleanup closes it.
+func dialLeaf(tb testing.TB, addr, label string, opts leafOptions) *leaf {
+	tb.Helper()
+	if opts.peerType == 0 {
+		opts.peerType = dmsg.PeerHammer2
+	}
+	if opts.queueBytes == 0 {
+		opts.queueBytes = 1 << 20
+	}
+	nc, err := net.DialTimeout("tcp", addr, waitTimeout)
+	if err != nil {
+		tb.Fatalf("leaf %s: dial %s: %v", label, addr, err)
+	}
+	l := &leaf{tb: tb, label: label, opts: opts, nc: nc,
+		spans: make(map[uint64]rxSpan), circs: make(map[*circuit]bool)}
+	timeout := 5 * time.Second
+	if opts.gated {
+		l.gate = newGatedConn(nc)
+		nc = l.gate
+		timeout = -1 // a held reader must not count the router as silent
+	}
+	l.conn = iocom.NewConn(nc, iocom.Config{
+		ID:                "leaf-" + label,
+		KeepaliveInterval: 100 * time.Millisecond,
+		KeepaliveTimeout:  timeout,
+		QueueBytes:        opts.queueBytes,
+		Handler:           l,
+		Logger:            zap.NewNop(),
+	})
+	tb.Cleanup(l.close)
+	c := dmsg.Conn{PfsFsid: config.NodeIDFor(label), PeerMask: ^uint64(0), PeerType: opts.peerType,
+		ProtoVersion: 1, PfsMask: ^uint64(0), FsLabel: label}
+	l.connTx, err = l.conn.Open(dmsg.NewConnMsg(0, &c, false), func(tx *iocom.Tx, m *dmsg.Msg) {
+		if m.Cmd&dmsg.FlagDelete != 0 {
+			tx.Close()
+		}
+	})
+	if err != nil {
+		tb.Fatalf("leaf %s: LNK_CONN: %v", label, err)
+	}
+	l.advertise()
+	l.conn.Start()
+	return l
+}
+
+// ownSpan is the leaf's advertisement.
+func (l *leaf) ownSpan() dmsg.Span {
+	return dmsg.Span{
+		PfsClid:      config.NodeIDFor("leaves"),
+		PfsFsid:      config.NodeIDFor(l.label),
+		PeerType:     l.opts.peerType,
+		ProtoVersion: 1,
+		Rnss:         1,
+		ClLabel:      "leaves",
+		FsLabel:      l.label,
+	}
+}
+
+// advertise opens the leaf's span (dist 0).
+func (l *leaf) advertise() {
+	s := l.ownSpan()
+	tx, err := l.conn.Open(dmsg.NewSpanMsg(0, &s), func(tx *iocom.Tx, m *dmsg.Msg) {
+		if m.Cmd&dmsg.FlagDelete != 0 {
+			tx.Close()
+			l.mu.Lock()
+			if l.spanTx == tx {
+				l.spanTx = nil
+			}
+			l.mu.Unlock()
+		}
+	})
+	if err != nil {
+		l.tb.Fatalf("leaf %s: LNK_SPAN: %v", l.label, err)
+	}
+	l.mu.Lock()
+	l.spanTx = tx
+	l.mu.Unlock()
+}
+
+// withdraw closes the leaf's span.
+func (l *leaf) withdraw() {
+	l.mu.Lock()
+	tx := l.spanTx
+	l.mu.Unlock()
+	if tx != nil {
+		tx.Close()
+	}
+}
+
+func (l *leaf) close() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.conn.Close()
+	select {
+	case <-l.conn.Done():
+	case <-time.After(waitTimeout):
+		l.tb.Errorf("leaf %s: link did not go down", l.label)
+	}
+}
+
+// Accept handles the transactions the router opens on circuit 0.
+func (l *leaf) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+	switch dmsg.Base(m.Cmd) {
+	case dmsg.LnkConn, dmsg.LnkConnV2:
+		tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
+		l.mu.Lock()
+		l.rconn, l.rconnID = true, tx.MsgID()
+		l.mu.Unlock()
+		return func(tx *iocom.Tx, m *dmsg.Msg) {
+			if m.Cmd&dmsg.FlagDelete != 0 {
+				tx.Close()
+				l.mu.Lock()
+				l.rconn = false
+				l.mu.Unlock()
+			}
+		}
+	case dmsg.LnkSpan:
+		s, _ := m.Span()
+		l.mu.Lock()
+		l.spans[tx.MsgID()] = rxSpan{msgid: tx.MsgID(), label: s.FsLabel, dist: s.Dist, peerType: s.PeerType}
+		l.mu.Unlock()
+		tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
+		return func(tx *iocom.Tx, m *dmsg.Msg) {
+			if m.Cmd&dmsg.FlagDelete == 0 {
+				return
+			}
+			tx.Close()
+			l.mu.Lock()
+			delete(l.spans, tx.MsgID())
+			l.mu.Unlock()
+		}
+	case dmsg.LnkCirc:
+		return l.acceptCircuit(tx, m)
+	}
+	return nil
+}
+
+// OneWay ignores one-way messages on circuit 0.
+func (l *leaf) OneWay(*iocom.Conn, *dmsg.Msg) {}
+
+// acceptCircuit accepts a circuit aimed at the leaf's own span.
+func (l *leaf) acceptCircuit(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+	body, _ := m.Circ()
+	l.mu.Lock()
+	own := l.spanTx != nil && l.spanTx.MsgID() == body.Target
+	l.mu.Unlock()
+	if !own || l.opts.refuse {
+		tx.CloseError(dmsg.ErrCantCirc)
+		return nil
+	}
+	c := newCircuit(l, false)
+	c.tx = tx
+	if l.opts.silent {
+		l.mu.Lock()
+		l.circs[c] = true
+		l.accepted = append(l.accepted, c)
+		l.mu.Unlock()
+		return c.circMsg
+	}
+	scope, err := l.conn.OpenScope(tx.MsgID(), false, c)
+	if err != nil {
+		l.tb.Errorf("leaf %s: OpenScope(%d): %v", l.label, tx.MsgID(), err)
+		tx.CloseError(dmsg.ErrCantCirc)
+		return nil
+	}
+	c.scope = scope
+	tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
+	close(c.up)
+	l.mu.Lock()
+	l.circs[c] = true
+	l.accepted = append(l.accepted, c)
+	l.mu.Unlock()
+	return c.circMsg
+}
+
+// spanFor returns the best span the leaf holds for the node labelled
+// label.
+func (l *leaf) spanFor(label string) (rxSpan, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var best rxSpan
+	ok := false
+	for _, s := range l.spans {
+		if s.label == label && (!ok || s.dist < best.dist || s.dist == best.dist && s.msgid < best.msgid) {
+			best, ok = s, true
+		}
+	}
+	return best, ok
+}
+
+// waitSpan waits until the leaf holds a span for label and returns it.
+func (l *leaf) waitSpan(label string) rxSpan {
+	l.tb.Helper()
+	var s rxSpan
+	eventually(l.tb, l.label+" holds a span for "+label, func() error {
+		var ok bool
+		if s, ok = l.spanFor(label); !ok {
+			return fmt.Errorf("no span for %s", label)
+		}
+		return nil
+	})
+	return s
+}
+
+// open opens a circuit on the span with msgid target and makes this leaf
+// its opening end. It does not wait for the answer.
+func (l *leaf) open(target uint64) *circuit {
+	l.tb.Helper()
+	c := newCircuit(l, true)
+	l.mu.Lock()
+	l.circs[c] = true
+	l.mu.Unlock()
+	// The LNK_CIRC's handler may run before the scope exists (an
+	// immediate refusal); c.mu makes it wait until open has finished.
+	c.mu.Lock()
+	tx, err := l.conn.Open(dmsg.NewCircMsg(0, &dmsg.Circ{Target: target}), c.circMsg)
+	if err != nil {
+		c.mu.Unlock()
+		l.tb.Fatalf("leaf %s: LNK_CIRC: %v", l.label, err)
+	}
+	c.tx = tx
+	scope, err := l.conn.OpenScope(tx.MsgID(), true, c)
+	if err != nil {
+		c.mu.Unlock()
+		l.tb.Fatalf("leaf %s: OpenScope(%d): %v", l.label, tx.MsgID(), err)
+	}
+	c.scope = scope
+	c.mu.Unlock()
+	return c
+}
+
+// openTo opens a circuit to the node labelled label and waits until the
+// far end accepted it.
+func (l *leaf) openTo(label string) *circuit {
+	l.tb.Helper()
+	c := l.open(l.waitSpan(label).msgid)
+	c.waitUp()
+	return c
+}
+
+// waitAccepted waits for the n-th circuit (0-based) aimed at the leaf.
+func (l *leaf) waitAccepted(n int) *circuit {
+	l.tb.Helper()
+	var c *circuit
+	eventually(l.tb, fmt.Sprintf("%s accepted circuit #%d", l.label, n), func() error {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if len(l.accepted) <= n {
+			return fmt.Errorf("%d accepted", len(l.accepted))
+		}
+		c = l.accepted[n]
+		return nil
+	})
+	return c
+}
+
+// openCircuits returns the circuits of the leaf not yet closed.
+func (l *leaf) openCircuits() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.circs)
+}
+
+// checkClean reports an error while the leaf holds circuit state: an
+// open circuit, an open scope or transaction inside one, or more
+// transactions on its link than its LNK_CONNs and spans account for.
+func (l *leaf) checkClean() error {
+	l.mu.Lock()
+	n := len(l.circs)
+	want := len(l.spans) + 1 // our LNK_CONN
+	if l.spanTx != nil {
+		want++
+	}
+	if l.rconn {
+		want++
+	}
+	l.mu.Unlock()
+	if n != 0 {
+		return fmt.Errorf("leaf %s: %d circuit(s) open", l.label, n)
+	}
+	if got := l.conn.Stats().OpenTx; got != want {
+		return fmt.Errorf("leaf %s: %d transactions open on the link, want %d (LNK_CONNs and spans only)", l.label, got, want)
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+
+// circuit is one end of a circuit at a leaf: its LNK_CIRC transaction,
+// the scope inside, and what has happened in it.
+type circuit struct {
+	l      *leaf
+	opener bool
+	tx     *iocom.Tx
+	scope  *iocom.Scope
+
+	up   chan struct{} // closed once accepted (REPLY|CREATE at the opener)
+	done chan struct{} // closed once the LNK_CIRC ended here
+
+	mu         sync.Mutex
+	endCmd     uint32 // the terminating message of the LNK_CIRC
+	endErr     uint32
+	refused    bool // the answer was REPLY|CREATE|DELETE
+	errs       []string
+	lastRxSeq  uint64 // last inner request seq accepted (order check)
+	rxRequests int
+	lastOneWay uint64
+	inner      map[*innerTx]bool // open inner transactions
+	terms      map[uint32]int    // inner terminations by error
+	events     []string          // "inner-term", "circ-end", in order
+
+	sentIDs map[uint64]uint64      // request seq -> msgid we opened it with
+	gotHdrs map[uint64]dmsg.Header // request seq -> header as received
+
+	nextSeq atomic.Uint64 // sequence numbers of the requests this end sends
+
+	oneWayMsgs, oneWayBytes atomic.Int64
+	// onOneWay, if set, is called for every one-way message (reader
+	// goroutine).
+	onOneWay func(m *dmsg.Msg)
+}
+
+// innerTx is one transaction inside a circuit.
+type innerTx struct {
+	local    bool
+	seq      uint64
+	ends     int    // terminating messages seen (must end at 1)
+	endErr   uint32 // of the last one
+	replied  bool
+	heldOpen bool
+}
+
+func newCircuit(l *leaf, opener bool) *circuit {
+	return &circuit{l: l, opener: opener, up: make(chan struct{}), done: make(chan struct{}),
+		inner: make(map[*innerTx]bool), terms: make(map[uint32]int),
+		sentIDs: make(map[uint64]uint64), gotHdrs: make(map[uint64]dmsg.Header)}
+}
+
+func (c *circuit) errorf(format string, args ...any) {
+	c.mu.Lock()
+	c.errs = append(c.errs, fmt.Sprintf(format, args...))
+	c.mu.Unlock()
+}
+
+// circMsg handles the LNK_CIRC transaction's messages at either end.
+func (c *circuit) circMsg(tx *iocom.Tx, m *dmsg.Msg) {
+	c.mu.Lock() // wait until open has filled in the scope
+	scope := c.scope
+	c.mu.Unlock()
+	if m.Cmd&dmsg.FlagDelete == 0 {
+		if c.opener && m.Cmd&dmsg.FlagCreate != 0 {
+			close(c.up)
+		}
+		return
+	}
+	// Children first: every transaction inside ends before the circuit.
+	code := m.Error
+	if code == 0 {
+		code = dmsg.ErrLostLink
+	}
+	if scope != nil {
+		scope.Close(code)
+	}
+	tx.Close()
+	c.mu.Lock()
+	c.endCmd, c.endErr = m.Cmd, m.Error
+	c.refused = m.Cmd&(dmsg.FlagCreate|dmsg.FlagReply) == dmsg.FlagCreate|dmsg.FlagReply
+	c.events = append(c.events, "circ-end")
+	c.mu.Unlock()
+	close(c.done)
+	c.l.mu.Lock()
+	delete(c.l.circs, c)
+	c.l.mu.Unlock()
+}
+
+// waitUp waits until the circuit was accepted.
+func (c *circuit) waitUp() {
+	c.l.tb.Helper()
+	select {
+	case <-c.up:
+	case <-c.done:
+		c.l.tb.Fatalf("leaf %s: circuit %d ended during setup: %s error %s", c.l.label,
+			c.tx.MsgID(), dmsg.CmdString(c.endCmd), dmsg.ErrorString(c.endErr))
+	case <-time.After(waitTimeout):
+		c.l.tb.Fatalf("leaf %s: circuit %d not accepted within %v", c.l.label, c.tx.MsgID(), waitTimeout)
+	}
+}
+
+// waitDone waits until the circuit's LNK_CIRC ended at this end and
+// returns the terminating message's cmd and error.
+func (c *circuit) waitDone() (cmd, code uint32) {
+	c.l.tb.Helper()
+	waitChan(c.l.tb, fmt.Sprintf("leaf %s: circuit %d ends", c.l.label, c.tx.MsgID()), c.done)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.endCmd, c.endErr
+}
+
+func (c *circuit) isDone() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// close closes the circuit normally: this end DELETEs its LNK_CIRC.
+func (c *circuit) close() { c.tx.Close() }
+
+// problems returns what went wrong inside the circuit.
+func (c *circuit) problems() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.errs)
+}
+
+// innerOpen counts the transactions open inside the circuit.
+func (c *circuit) innerOpen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.inner)
+}
+
+// Accept handles a transaction the far end opens inside the circuit: it
+// checks the request order and answers as the request's kind says.
+func (c *circuit) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+	if dmsg.Base(m.Cmd) != cmdInner || len(m.Aux) < headerLen {
+		c.errorf("unexpected inner CREATE %s aux %d", dmsg.CmdString(m.Cmd), len(m.Aux))
+		return nil
+	}
+	seq := binary.LittleEndian.Uint64(m.Aux)
+	kind := m.Aux[8]
+	it := &innerTx{seq: seq}
+	c.mu.Lock()
+	if seq <= c.lastRxSeq && c.rxRequests > 0 {
+		c.errs = append(c.errs, fmt.Sprintf("request seq %d after %d: order broken", seq, c.lastRxSeq))
+	}
+	c.lastRxSeq = seq
+	c.rxRequests++
+	c.inner[it] = true
+	c.gotHdrs[seq] = m.Header
+	c.mu.Unlock()
+	if want := payload(seq, kind, len(m.Aux)); !bytes.Equal(m.Aux, want) {
+		c.errorf("request seq %d: payload corrupted", seq)
+	}
+	var reply *dmsg.Msg
+	switch kind {
+	case kindEcho:
+		reply = dmsg.NewMsg(cmdInner | dmsg.FlagDelete)
+		reply.SetAux(m.Aux)
+	case kindCRC:
+		reply = dmsg.NewMsg(cmdInner | dmsg.FlagDelete)
+		b := make([]byte, 12)
+		binary.LittleEndian.PutUint64(b, seq)
+		binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(m.Aux, castagnoli))
+		reply.SetAux(b)
+	case kindHold:
+		reply = dmsg.NewMsg(cmdInner)
+		it.heldOpen = true
+	}
+	if m.Cmd&dmsg.FlagDelete != 0 && reply.Cmd&dmsg.FlagDelete == 0 {
+		reply.Cmd |= dmsg.FlagDelete // the requester closed already
+	}
+	if err := tx.Send(reply); err != nil {
+		c.errorf("reply to seq %d: %v", seq, err)
+	}
+	if reply.Cmd&dmsg.FlagDelete != 0 && m.Cmd&dmsg.FlagDelete != 0 {
+		c.mu.Lock()
+		it.ends, it.replied = 1, true // finished by the CREATE|DELETE and our answer
+		delete(c.inner, it)
+		c.mu.Unlock()
+	}
+	return func(tx *iocom.Tx, m *dmsg.Msg) { c.innerEnd(tx, it, m) }
+}
+
+// innerEnd records a message of an inner transaction after its first; a
+// DELETE must come exactly once.
+func (c *circuit) innerEnd(tx *iocom.Tx, it *innerTx, m *dmsg.Msg) {
+	if m.Cmd&dmsg.FlagDelete == 0 {
+		return
+	}
+	c.mu.Lock()
+	it.ends++
+	it.endErr = m.Error
+	if it.ends > 1 {
+		c.errs = append(c.errs, fmt.Sprintf("inner tx seq %d terminated %d times", it.seq, it.ends))
+	}
+	c.terms[m.Error]++
+	c.events = append(c.events, "inner-term")
+	delete(c.inner, it)
+	c.mu.Unlock()
+	tx.Close()
+}
+
+// OneWay handles one-way messages inside the circuit: data with a
+// sequence number that must increase.
+func (c *circuit) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+	if f := c.onOneWay; f != nil {
+		f(m)
+	}
+	if dmsg.Base(m.Cmd) != cmdOneWay || len(m.Aux) < 8 {
+		return
+	}
+	seq := binary.LittleEndian.Uint64(m.Aux)
+	c.mu.Lock()
+	if seq <= c.lastOneWay {
+		c.errs = append(c.errs, fmt.Sprintf("one-way seq %d after %d: order broken", seq, c.lastOneWay))
+	}
+	c.lastOneWay = seq
+	c.mu.Unlock()
+	c.oneWayMsgs.Add(1)
+	c.oneWayBytes.Add(int64(len(m.Aux)))
+}
+
+// request opens one inner transaction with a payload of size bytes; done
+// (if not nil) runs on the reader goroutine with the reply, already
+// checked. With kindHold the transaction stays open at both ends.
+func (c *circuit) request(seq uint64, kind byte, size int, done func(ok bool)) error {
+	p := payload(seq, kind, size)
+	m := dmsg.NewMsg(cmdInner)
+	if kind != kindHold {
+		m.Cmd |= dmsg.FlagDelete
+	}
+	m.SetAux(p)
+	it := &innerTx{local: true, seq: seq}
+	first := true
+	var crc uint32
+	if kind == kindCRC {
+		crc = crc32.Checksum(p, castagnoli)
+	}
+	c.mu.Lock()
+	c.inner[it] = true
+	c.mu.Unlock()
+	tx, err := c.scope.Open(m, func(tx *iocom.Tx, m *dmsg.Msg) {
+		if first {
+			first = false
+			ok := c.checkReply(seq, kind, p, crc, m)
+			c.mu.Lock()
+			it.replied = true
+			c.mu.Unlock()
+			if done != nil {
+				done(ok)
+			}
+		}
+		c.innerEnd(tx, it, m)
+	})
+	if err != nil {
+		c.mu.Lock()
+		delete(c.inner, it)
+		c.mu.Unlock()
+		return err
+	}
+	c.mu.Lock()
+	c.sentIDs[seq] = tx.MsgID()
+	c.mu.Unlock()
+	return nil
+}
+
+// checkReply checks the first answer to a request.
+func (c *circuit) checkReply(seq uint64, kind byte, p []byte, crc uint32, m *dmsg.Msg) bool {
+	if m.Cmd&dmsg.FlagAbort != 0 {
+		return false // terminated, not answered: innerEnd records it
+	}
+	switch kind {
+	case kindEcho:
+		if !bytes.Equal(m.Aux, p) {
+			c.errorf("seq %d: echo differs (%d bytes, want %d)", seq, len(m.Aux), len(p))
+			return false
+		}
+	case kindCRC:
+		if len(m.Aux) != 12 || binary.LittleEndian.Uint64(m.Aux) != seq ||
+			binary.LittleEndian.Uint32(m.Aux[8:]) != crc {
+			c.errorf("seq %d: bad checksum reply %x", seq, m.Aux)
+			return false
+		}
+	case kindHold:
+		if m.Cmd&dmsg.FlagDelete != 0 {
+			c.errorf("seq %d: held transaction closed by the far end", seq)
+			return false
+		}
+	}
+	return true
+}
+
+// sendOneWay sends a one-way data message of size bytes with seq.
+func (c *circuit) sendOneWay(seq uint64, size int) error {
+	m := dmsg.NewMsg(cmdOneWay)
+	b := make([]byte, max(size, 8))
+	binary.LittleEndian.PutUint64(b, seq)
+	m.SetAux(b)
+	return c.scope.SendOneWay(m)
+}
+
+// pump runs n requests over the circuit (numbered on from the circuit's
+// last request), at most inflight at a time,
+// waiting for room on the link before each; size(i) gives each payload
+// size and kind(i) its kind. It returns once every reply has arrived (or
+// ctx ends or the circuit dies), with the number answered correctly.
+func (c *circuit) pump(ctx context.Context, n, inflight int, size func(i int) int, kind func(i int) byte) (int, error) {
+	sem := make(chan struct{}, inflight)
+	var good, answered atomic.Int64
+	all := make(chan struct{})
+	for i := range n {
+		if err := c.l.conn.WaitRoom(ctx); err != nil {
+			return int(good.Load()), err
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return int(good.Load()), ctx.Err()
+		case <-c.done:
+			return int(good.Load()), fmt.Errorf("circuit ended")
+		}
+		err := c.request(c.nextSeq.Add(1), kind(i), size(i), func(ok bool) {
+			if ok {
+				good.Add(1)
+			}
+			if answered.Add(1) == int64(n) {
+				close(all)
+			}
+			<-sem
+		})
+		if err != nil {
+			return int(good.Load()), err
+		}
+	}
+	select {
+	case <-all:
+	case <-ctx.Done():
+		return int(good.Load()), ctx.Err()
+	case <-c.done:
+		return int(good.Load()), fmt.Errorf("circuit ended")
+	}
+	return int(good.Load()), nil
+}

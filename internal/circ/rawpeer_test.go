@@ -1,0 +1,215 @@
+package circ_test
+
+import (
+	"bufio"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+)
+
+// rawPeer speaks DMSG with nothing but an encoder and a decoder: no state
+// machine, no keepalive. It sends exactly the frames it is told to, so it
+// can break every rule (fuzzing) or skip every cost (benchmarks). Its
+// reader goroutine records what the router opens on it.
+type rawPeer struct {
+	nc  net.Conn
+	bw  *bufio.Writer
+	enc *dmsg.Encoder
+	wmu sync.Mutex
+
+	// onMsg, if set before start, sees every received message first; it
+	// returns true to skip the bookkeeping (benchmark data path).
+	onMsg func(m *dmsg.Msg) bool
+
+	mu      sync.Mutex
+	spans   map[uint64]dmsg.Span // spans the router holds open on us
+	rxCircs []uint64             // LNK_CIRCs the router opened on us, in order
+	circEnd map[uint64]uint32    // our LNK_CIRCs the router ended, with the error
+	circUp  map[uint64]bool      // our LNK_CIRCs the far end accepted
+	pongs   int
+	gotPong chan struct{} // signalled on every LNK_PING|REPLY
+	done    chan struct{} // closed when the reader stops
+}
+
+// dialRaw connects a raw peer to addr and starts its reader.
+func dialRaw(addr string, onMsg func(*dmsg.Msg) bool) (*rawPeer, error) {
+	nc, err := net.DialTimeout("tcp", addr, waitTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return startRaw(nc, onMsg), nil
+}
+
+// startRaw runs a raw peer over an established connection.
+func startRaw(nc net.Conn, onMsg func(*dmsg.Msg) bool) *rawPeer {
+	p := &rawPeer{nc: nc, bw: bufio.NewWriterSize(nc, 64<<10), onMsg: onMsg,
+		spans: make(map[uint64]dmsg.Span), circEnd: make(map[uint64]uint32), circUp: make(map[uint64]bool),
+		gotPong: make(chan struct{}, 1), done: make(chan struct{})}
+	p.enc = dmsg.NewEncoder(p.bw)
+	go p.readLoop()
+	return p
+}
+
+// hello sends a LNK_CONN (msgid 1) asking for every span and, if label is
+// not empty, advertises a span of that label (msgid 2).
+func (p *rawPeer) hello(label string) error {
+	c := dmsg.Conn{PeerMask: ^uint64(0), PfsMask: ^uint64(0), PeerType: dmsg.PeerHammer2, ProtoVersion: 1,
+		FsLabel: label, PfsFsid: config.NodeIDFor("raw-" + label)}
+	m := dmsg.NewConnMsg(dmsg.FlagCreate, &c, false)
+	m.MsgID = 1
+	if err := p.write(m); err != nil {
+		return err
+	}
+	if label != "" {
+		s := dmsg.Span{PfsClid: config.NodeIDFor("leaves"), PfsFsid: config.NodeIDFor("raw-" + label),
+			PeerType: dmsg.PeerHammer2, ProtoVersion: 1, Rnss: 1, ClLabel: "leaves", FsLabel: label}
+		m := dmsg.NewSpanMsg(dmsg.FlagCreate, &s)
+		m.MsgID = 2
+		if err := p.write(m); err != nil {
+			return err
+		}
+	}
+	return p.flush()
+}
+
+// write encodes m into the peer's buffer (not flushed).
+func (p *rawPeer) write(m *dmsg.Msg) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	p.nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	return p.enc.Encode(m)
+}
+
+// writeN writes m n times and flushes: a bulk sender that is never the
+// bottleneck (no per-message deadline, lock or flush).
+func (p *rawPeer) writeN(m *dmsg.Msg, n int) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	p.nc.SetWriteDeadline(time.Now().Add(2 * time.Minute))
+	for range n {
+		if err := p.enc.Encode(m); err != nil {
+			return err
+		}
+	}
+	return p.bw.Flush()
+}
+
+func (p *rawPeer) flush() error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	p.nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	return p.bw.Flush()
+}
+
+// send writes and flushes m.
+func (p *rawPeer) send(m *dmsg.Msg) error {
+	if err := p.write(m); err != nil {
+		return err
+	}
+	return p.flush()
+}
+
+// rawBytes writes b to the socket as is (framing garbage).
+func (p *rawPeer) rawBytes(b []byte) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if err := p.bw.Flush(); err != nil {
+		return err
+	}
+	p.nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_, err := p.nc.Write(b)
+	return err
+}
+
+// ping sends a LNK_PING and waits up to d for an answer; the router
+// answers from its reader, so an answer means everything sent before it
+// has been handled.
+func (p *rawPeer) ping(d time.Duration) bool {
+	select {
+	case <-p.gotPong:
+	default:
+	}
+	if p.send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing}}) != nil {
+		return false
+	}
+	select {
+	case <-p.gotPong:
+		return true
+	case <-p.done:
+	case <-time.After(d):
+	}
+	return false
+}
+
+func (p *rawPeer) readLoop() {
+	defer close(p.done)
+	dec := dmsg.NewDecoder(p.nc)
+	for {
+		m, err := dec.Decode()
+		if err != nil {
+			return
+		}
+		if p.onMsg != nil && p.onMsg(m) {
+			continue
+		}
+		p.note(m)
+	}
+}
+
+// note keeps the books on what the router opened and closed.
+func (p *rawPeer) note(m *dmsg.Msg) {
+	if m.Circuit != 0 {
+		return
+	}
+	base := dmsg.Base(m.Cmd)
+	create, del := m.Cmd&dmsg.FlagCreate != 0, m.Cmd&dmsg.FlagDelete != 0
+	reply := m.Cmd&(dmsg.FlagReply|dmsg.FlagRevTrans) != 0
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case base == dmsg.LnkPing && m.Cmd&dmsg.FlagReply != 0:
+		p.pongs++
+		select {
+		case p.gotPong <- struct{}{}:
+		default:
+		}
+	case base == dmsg.LnkSpan && create && !reply:
+		if s, err := m.Span(); err == nil && !del {
+			p.spans[m.MsgID] = s
+		}
+	case base == dmsg.LnkCirc && create && !reply:
+		p.rxCircs = append(p.rxCircs, m.MsgID)
+	case reply && m.MsgID != 0:
+		// An answer in a transaction we opened: our LNK_CIRCs are the
+		// ones worth tracking.
+		if create && !del {
+			p.circUp[m.MsgID] = true
+		}
+		if del {
+			p.circEnd[m.MsgID] = m.Error
+		}
+	case !reply && del:
+		delete(p.spans, m.MsgID)
+	}
+}
+
+// spanFor returns the msgid of a span labelled label the router holds
+// open on the peer.
+func (p *rawPeer) spanFor(label string) (uint64, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, s := range p.spans {
+		if s.FsLabel == label {
+			return id, true
+		}
+	}
+	return 0, false
+}
+
+func (p *rawPeer) close() {
+	p.nc.Close()
+	<-p.done
+}
