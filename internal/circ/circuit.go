@@ -72,20 +72,21 @@ func (c *Circuit) forward(in *end, m *dmsg.Msg) {
 	size := int64(m.EncodedSize())
 	c.msgs.Add(1)
 	c.bytes.Add(uint64(size))
-	if out.queued.Add(size) > c.r.limits.queueBytes.Load() {
+	full := out.queued.Add(size) > c.r.limits.queueBytes.Load()
+	var room chan struct{}
+	if full {
 		// Register as a waiter before queueing, so the writer cannot
 		// drain the queue unseen between the two.
-		ch := make(chan struct{})
-		out.wait.Store(&ch)
-		if err := out.table.conn.Relay(m, out); err != nil {
-			out.queued.Add(-size)
-			return
-		}
-		c.waitRoom(in, out, ch)
-		return
+		room = make(chan struct{})
+		out.wait.Store(&room)
 	}
 	if err := out.table.conn.Relay(m, out); err != nil {
 		out.queued.Add(-size)
+		m.Release()
+		return
+	}
+	if full {
+		c.waitRoom(in, out, room)
 	}
 }
 

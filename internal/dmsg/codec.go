@@ -187,29 +187,37 @@ func (d *Decoder) Decode() (*Msg, error) {
 	if got != want {
 		return nil, fmt.Errorf("%w in %s: got %#08x, header says %#08x", ErrHeaderCRC, CmdString(cmd), got, want)
 	}
-	m := &Msg{auxSealed: true}
-	m.Header.get(hdr, order)
-	if seq := uint8(m.Salt); seq != d.seq {
+	var h Header
+	h.get(hdr, order)
+	if seq := uint8(h.Salt); seq != d.seq {
 		return nil, fmt.Errorf("%w: got %d, want %d", ErrSequence, seq, d.seq)
 	}
 	d.seq++
+	ext := 0
 	if n > BaseHeaderSize {
-		m.Ext = make([]byte, n)
+		ext = n
+	}
+	m := newPooledMsg(ext + AlignUp(int(auxBytes)))
+	m.Header, m.auxSealed = h, true
+	if ext > 0 {
+		m.Ext = m.buf[:n:n]
+		clear(m.Ext[:BaseHeaderSize])
 		copy(m.Ext[BaseHeaderSize:], hdr[BaseHeaderSize:])
 		if order != binary.LittleEndian {
 			swapExt(Base(cmd), m.Ext)
 		}
 	}
 	if auxBytes > 0 {
-		if err := d.readAux(m); err != nil {
+		if err := d.readAux(m, m.buf[ext:ext+AlignUp(int(auxBytes))]); err != nil {
+			m.Release()
 			return nil, err
 		}
 	}
 	return m, nil
 }
 
-func (d *Decoder) readAux(m *Msg) error {
-	buf := make([]byte, AlignUp(int(m.AuxBytes)))
+// readAux reads m's aux data and padding into buf, its aligned size.
+func (d *Decoder) readAux(m *Msg, buf []byte) error {
 	if _, err := io.ReadFull(d.r, buf); err != nil {
 		return noEOF(err)
 	}

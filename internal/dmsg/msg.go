@@ -38,6 +38,10 @@ type Msg struct {
 	Aux []byte
 
 	auxSealed bool // AuxCRC and AuxBytes match Aux
+
+	buf    []byte // pooled backing of Ext and Aux (decoded messages)
+	class  int8   // buf's size class
+	pooled bool   // made by a Decoder: Release may recycle it
 }
 
 // NewMsg returns a message for cmd (flags included) with an extended header

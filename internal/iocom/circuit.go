@@ -13,8 +13,12 @@ var ErrScopeExists = errors.New("circuit scope already open")
 // is (msgid, cmd, error and aux untouched) apart from what the caller set
 // (circuit and REVCIRC) and what every link recomputes (salt, hdr_crc). It
 // bypasses the state machine: the transactions inside a circuit belong to
-// its two ends. acct, if not nil, is told when m has left the queue.
+// its two ends. acct is told when m has left the queue; m is then
+// released for reuse (dmsg.Msg.Release), so the caller must not keep it.
 func (c *Conn) Relay(m *dmsg.Msg, acct Accounter) error {
+	if acct == nil {
+		acct = noAccount{}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dead {
@@ -97,3 +101,8 @@ func (s *Scope) Closed() bool {
 	defer s.conn.mu.Unlock()
 	return s.closed
 }
+
+// noAccount is the Accounter of relayed messages nobody counts.
+type noAccount struct{}
+
+func (noAccount) Written(int) {}

@@ -17,8 +17,9 @@ const writeBufferSize = 64 << 10
 // outMsg is one queued message and, for relayed circuit traffic, who to
 // tell once it has left the queue.
 type outMsg struct {
-	m    *dmsg.Msg
-	acct Accounter
+	m       *dmsg.Msg
+	acct    Accounter
+	release bool // recycle m once written (relayed messages)
 }
 
 // Accounter is told when a relayed message has been written out of a
@@ -34,7 +35,7 @@ func (c *Conn) enqueueLocked(m *dmsg.Msg) {
 }
 
 func (c *Conn) enqueueAcctLocked(m *dmsg.Msg, acct Accounter) {
-	c.q = append(c.q, outMsg{m, acct})
+	c.q = append(c.q, outMsg{m: m, acct: acct, release: acct != nil})
 	c.qBytes += m.EncodedSize()
 	if len(c.q) == 1 {
 		c.kick()
@@ -166,6 +167,9 @@ func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
 		n += size
 		if o.acct != nil {
 			o.acct.Written(size)
+		}
+		if o.release {
+			o.m.Release()
 		}
 		batch[i] = outMsg{}
 	}
