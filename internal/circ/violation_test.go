@@ -3,7 +3,6 @@ package circ_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
@@ -15,14 +14,7 @@ import (
 // routers do not look inside circuits. The victim should lose that
 // circuit, not its whole link to its router with every other circuit and
 // span on it.
-//
-// Known issue, reported: iocom closes the whole link on any protocol
-// violation, circuit scopes included (receive -> classify -> fail).
-// DMSGD_KNOWN_BUGS=1 runs it.
 func TestCircuitViolationStaysInCircuit(t *testing.T) {
-	if os.Getenv("DMSGD_KNOWN_BUGS") == "" {
-		t.Skip("known issue in iocom: a violation inside a circuit closes the whole link; DMSGD_KNOWN_BUGS=1 runs it")
-	}
 	rs := line(t, 1)
 	victim := dialLeaf(t, rs[0].addr(), "victim", leafOptions{})
 	other := dialLeaf(t, rs[0].addr(), "other", leafOptions{})

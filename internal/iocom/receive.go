@@ -108,12 +108,16 @@ func (c *Conn) receive(m *dmsg.Msg) error {
 	}
 	c.mu.Lock()
 	kind, tx, err := c.classify(m)
-	var s *Scope
-	if kind == rxOneWay {
-		s = c.scopes[keyOf(m)]
-	}
+	s := c.scopes[keyOf(m)]
 	c.mu.Unlock()
 	if err != nil {
+		if m.Circuit != 0 && s != nil {
+			// The far end of a circuit broke the rules inside it: the
+			// routers relayed its frames as they were. Only that circuit
+			// is at fault, not the link it runs over.
+			c.failScope(s, err)
+			return nil
+		}
 		return err
 	}
 	switch kind {
@@ -127,6 +131,23 @@ func (c *Conn) receive(m *dmsg.Msg) error {
 		c.log.Debug("dropped message for no open state", msgFields(m)...)
 	}
 	return nil
+}
+
+// ScopeFailer is implemented by a circuit scope's Handler that wants to
+// hear when its circuit was closed for a protocol violation inside it, to
+// abort the circuit's LNK_CIRC.
+type ScopeFailer interface {
+	ScopeFailed(s *Scope, err error)
+}
+
+// failScope closes a circuit scope whose far end violated the protocol:
+// its transactions end with PARAM and its owner is told.
+func (c *Conn) failScope(s *Scope, err error) {
+	c.log.Warn("circuit closed: its far end violated the protocol", zap.Uint64("circuit", s.key.id), zap.Error(err))
+	s.Close(dmsg.ErrParam)
+	if f, ok := s.handler.(ScopeFailer); ok {
+		f.ScopeFailed(s, err)
+	}
 }
 
 func (c *Conn) oneWay(s *Scope, m *dmsg.Msg) {

@@ -40,7 +40,7 @@ func (r *Router) resolveCircuit(on *circ.Table, spanMsgID uint64) (circ.Target, 
 // AcceptCircuit ends a circuit at this router (its own node): it accepts
 // it and serves shell commands inside it when shell.remote allows.
 func (r *Router) AcceptCircuit(tx *iocom.Tx) iocom.TxHandler {
-	ep := &circuitShell{r: r}
+	ep := &circuitShell{r: r, tx: tx}
 	scope, err := tx.Conn().OpenScope(tx.MsgID(), false, ep)
 	if err != nil {
 		tx.CloseError(dmsg.ErrCantCirc)
@@ -62,11 +62,15 @@ func (r *Router) AcceptCircuit(tx *iocom.Tx) iocom.TxHandler {
 // ends here: the far half of `@node cmd`.
 type circuitShell struct {
 	r       *Router
+	tx      *iocom.Tx // the circuit's LNK_CIRC
 	scope   *iocom.Scope
 	session *shell.Session
 }
 
 func (c *circuitShell) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil }
+
+// ScopeFailed aborts a circuit whose far end broke the protocol inside it.
+func (c *circuitShell) ScopeFailed(*iocom.Scope, error) { c.tx.Abort(dmsg.ErrParam) }
 
 func (c *circuitShell) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
 	if dmsg.Base(m.Cmd) != dmsg.DbgShell || m.Cmd&dmsg.FlagReply != 0 {
@@ -170,6 +174,10 @@ func (rc *remoteCall) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
 	}
 }
 
+// ScopeFailed ends a call whose far end broke the protocol inside the
+// circuit; the deferred Close in runRemote then closes the circuit.
+func (rc *remoteCall) ScopeFailed(_ *iocom.Scope, err error) { rc.end(err) }
+
 func (rc *remoteCall) end(err error) {
 	rc.once.Do(func() { rc.closed <- err })
 }
@@ -181,6 +189,15 @@ var errCircuitClosed = errors.New("circuit closed")
 // a DBG_SHELL inside it and collects the output up to the prompt.
 func runRemote(ctx context.Context, conn *iocom.Conn, spanID uint64, line string) ([]string, error) {
 	rc := &remoteCall{out: make(chan string, 1024), closed: make(chan error, 1)}
+	// Hold rc.mu until the scope exists: a refusal handled on the link's
+	// reader before then must still find the scope to close.
+	rc.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			rc.mu.Unlock()
+		}
+	}()
 	tx, err := conn.Open(dmsg.NewCircMsg(0, &dmsg.Circ{Target: spanID}), func(tx *iocom.Tx, m *dmsg.Msg) {
 		if m.Cmd&dmsg.FlagDelete == 0 {
 			return
@@ -200,9 +217,9 @@ func runRemote(ctx context.Context, conn *iocom.Conn, spanID uint64, line string
 	if err != nil {
 		return nil, err
 	}
-	rc.mu.Lock()
 	rc.scope = scope
 	rc.mu.Unlock()
+	locked = false
 	cmd := dmsg.NewMsg(dmsg.DbgShell)
 	cmd.SetAux(append([]byte(line), 0))
 	if err := scope.SendOneWay(cmd); err != nil {
