@@ -228,6 +228,8 @@ func (c *Conn) logDown() {
 	switch {
 	case err == nil:
 		c.log.Info("link down")
+	case errors.Is(err, ErrPeerClosed):
+		c.log.Info("link down", zap.String("reason", err.Error()))
 	case errors.As(err, &pe):
 		c.log.Warn("link closed: peer violated the protocol", zap.Error(err))
 	default:

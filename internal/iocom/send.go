@@ -3,6 +3,10 @@ package iocom
 import (
 	"bufio"
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -126,7 +130,7 @@ func (c *Conn) writeLoop() {
 		c.mu.Unlock()
 		if len(batch) == 0 {
 			if err := c.idle(bw, ka); err != nil {
-				c.fail(err)
+				c.fail(writeError(err))
 				return
 			}
 			if c.isClosing() {
@@ -135,11 +139,25 @@ func (c *Conn) writeLoop() {
 			continue
 		}
 		if err := c.writeBatch(enc, batch); err != nil {
-			c.fail(err)
+			c.fail(writeError(err))
 			return
 		}
 		ka.sent()
 	}
+}
+
+// ErrPeerClosed reports a link whose peer closed the connection while we
+// were writing to it: an ordinary end, which the reader would have seen
+// as end of stream a moment later.
+var ErrPeerClosed = errors.New("peer closed the connection")
+
+// writeError names why the writer stopped. A broken pipe or a reset is the
+// peer going away, not a fault of the link.
+func writeError(err error) error {
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) {
+		return ErrPeerClosed
+	}
+	return fmt.Errorf("write: %w", err)
 }
 
 func (c *Conn) isClosing() bool {
