@@ -268,3 +268,19 @@ func (d *daemon) runShell(lines ...string) (string, error) {
 	}
 	return out.String(), nil
 }
+
+// startLine starts n daemons n1..nn, each dialling the one before it from
+// its config; each start waits until that daemon's shell answers.
+func startLine(t *testing.T, n int) []*daemon {
+	t.Helper()
+	ds := make([]*daemon, n)
+	for i := range ds {
+		var dial []int
+		if i > 0 {
+			dial = append(dial, ds[i-1].port)
+		}
+		ds[i] = newDaemon(t, fmt.Sprintf("n%d", i+1), dial...)
+		ds[i].start()
+	}
+	return ds
+}

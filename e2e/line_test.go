@@ -9,14 +9,8 @@ import (
 // the ends see every node at its distance, lose the far half when the
 // second daemon dies, and get it back when it returns.
 func TestLineOfFourDaemonsHealsWhenTheSecondRestarts(t *testing.T) {
-	n1 := newDaemon(t, "n1")
-	n1.start()
-	n2 := newDaemon(t, "n2", n1.port)
-	n2.start()
-	n3 := newDaemon(t, "n3", n2.port)
-	n3.start()
-	n4 := newDaemon(t, "n4", n3.port)
-	n4.start()
+	ds := startLine(t, 4)
+	n1, n2, n4 := ds[0], ds[1], ds[3]
 
 	const settle = 30 * time.Second
 	waitDists(t, n1, settle, map[string]uint32{"n1": 0, "n2": 0, "n3": 1, "n4": 2})

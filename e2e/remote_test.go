@@ -9,14 +9,8 @@ import (
 // `@n4 tree` typed at n1's shell runs on n4 through a virtual circuit
 // relayed by n2 and n3, and prints n4's own tree at n1.
 func TestRemoteShellRunsThroughThreeHops(t *testing.T) {
-	n1 := newDaemon(t, "n1")
-	n1.start()
-	n2 := newDaemon(t, "n2", n1.port)
-	n2.start()
-	n3 := newDaemon(t, "n3", n2.port)
-	n3.start()
-	n4 := newDaemon(t, "n4", n3.port)
-	n4.start()
+	ds := startLine(t, 4)
+	n1 := ds[0]
 	waitDists(t, n1, 30*time.Second, map[string]uint32{"n1": 0, "n2": 0, "n3": 1, "n4": 2})
 
 	out, err := n1.runShell("@n4 tree")
@@ -33,7 +27,7 @@ func TestRemoteShellRunsThroughThreeHops(t *testing.T) {
 		t.Fatalf("@n4 tree should show n1 at dist 2:\n%s", out)
 	}
 	// Every router frees the circuit once the command is done.
-	for _, d := range []*daemon{n1, n2, n3, n4} {
+	for _, d := range ds {
 		waitFor(t, 10*time.Second, d.name+" has no circuits", func() bool {
 			tj, err := d.tree()
 			return err == nil && len(tj.Circuits) == 0
