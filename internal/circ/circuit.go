@@ -80,7 +80,7 @@ func (c *Circuit) forward(in *end, m *dmsg.Msg) {
 		room = make(chan struct{})
 		out.wait.Store(&room)
 	}
-	if err := out.table.conn.Relay(m, out); err != nil {
+	if err := out.table.conn.RelayFrom(in.table.conn, m, out); err != nil {
 		out.queued.Add(-size)
 		m.Release()
 		return

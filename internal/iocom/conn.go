@@ -36,6 +36,7 @@ type Conn struct {
 	done       chan struct{}
 	err        atomic.Pointer[error]
 
+	relayedTo        []*Conn      // writers to wake when our input drains (reader only)
 	stalled          atomic.Int32 // readers paused on purpose (circuit backpressure)
 	rxMsgs, txMsgs   atomic.Uint64
 	rxBytes, txBytes atomic.Uint64
@@ -186,8 +187,12 @@ func (c *Conn) Closing() bool { return c.isClosing() }
 // A router pauses a link's reader while a circuit's queue is full, so TCP
 // pushes back on the sender; meanwhile the dead-link check must not count
 // the unread peer as silent.
+//
+// A reader stalls from its own goroutine (its Forward hook), so the writers
+// it relayed to are woken first: they are what must drain.
 func (c *Conn) Stall(on bool) {
 	if on {
+		c.wakeRelayed()
 		c.stalled.Add(1)
 	} else {
 		c.stalled.Add(-1)

@@ -49,7 +49,11 @@ type rxStream struct {
 	lastRx   time.Time     // when bytes last arrived (or the reader started)
 }
 
+// Read is called by the decoder's buffer only when it has no bytes left:
+// the moment this link's input is drained, when the writers it relayed to
+// are woken (see RelayFrom).
 func (r *rxStream) Read(p []byte) (int, error) {
+	r.c.wakeRelayed()
 	if r.timeout <= 0 {
 		return r.c.nc.Read(p)
 	}
@@ -197,6 +201,7 @@ func (c *Conn) deliver(tx *Tx, m *dmsg.Msg) {
 // finish runs when the reader stops: it terminates every open state exactly
 // once, waits for the writer and reports the link down.
 func (c *Conn) finish() {
+	c.wakeRelayed()
 	c.fail(nil)
 	c.mu.Lock()
 	scopes := make([]*Scope, 0, len(c.scopes))

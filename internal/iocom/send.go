@@ -35,11 +35,7 @@ type Accounter interface {
 // enqueueLocked appends m to the outbound queue. Called with c.mu held; it
 // never blocks.
 func (c *Conn) enqueueLocked(m *dmsg.Msg) {
-	c.enqueueAcctLocked(m, nil)
-}
-
-func (c *Conn) enqueueAcctLocked(m *dmsg.Msg, acct Accounter) {
-	c.q = append(c.q, outMsg{m: m, acct: acct, release: acct != nil})
+	c.q = append(c.q, outMsg{m: m})
 	c.qBytes += m.EncodedSize()
 	if len(c.q) == 1 {
 		c.kick()
