@@ -34,12 +34,12 @@ type SpanTx interface {
 type Conn struct {
 	peer  Peer
 	info  dmsg.Conn
-	seq   uint64 // arrival order, for stable Snapshot ordering
-	idx   int    // position in Engine.conns
-	links map[uint64]*Link      // received spans by msgid
-	sent  map[uint64]*Relay     // relays sent on this conn, by their msgid
-	nodes map[*node]*nodeConn   // per-node selection state for this conn
-	dying bool                  // OpenSpan failed: open nothing more, ConnDown follows
+	seq   uint64            // arrival order, for stable Snapshot ordering
+	idx   int               // position in Engine.conns
+	slot  int               // index of this conn's state in every node.conns
+	links map[uint64]*Link  // received spans by msgid
+	sent  map[uint64]*Relay // relays sent on this conn, by their msgid
+	dying bool              // OpenSpan failed: open nothing more, ConnDown follows
 	down  bool
 }
 
@@ -65,9 +65,9 @@ func (e *Engine) ConnUp(p Peer, info dmsg.Conn) *Conn {
 		info:  info,
 		seq:   e.nextSeq(),
 		idx:   len(e.conns),
+		slot:  e.allocSlot(),
 		links: make(map[uint64]*Link),
 		sent:  make(map[uint64]*Relay),
-		nodes: make(map[*node]*nodeConn),
 	}
 	e.conns = append(e.conns, c)
 	e.byPeer[p] = c
@@ -123,14 +123,33 @@ func (e *Engine) removeConn(c *Conn) {
 }
 
 // closeAllSent closes every relay out of c, in msgid order so that runs are
-// reproducible.
+// reproducible, and frees c's slot in every node: like ConnUp, this is one
+// pass over the nodes for that one connection.
 func (e *Engine) closeAllSent(c *Conn) int {
 	ids := sortedKeys(c.sent)
 	for _, id := range ids {
 		e.closeRelay(c.sent[id])
 	}
-	c.nodes = nil
+	for _, n := range e.nodes {
+		if nc := n.stateFor(c); nc != nil {
+			*nc = nodeConn{}
+		}
+	}
+	e.freeSlots = append(e.freeSlots, c.slot)
 	return len(ids)
+}
+
+// allocSlot hands out the lowest free slot, so node.conns stay as short as
+// the number of connections.
+func (e *Engine) allocSlot() int {
+	if len(e.freeSlots) == 0 {
+		e.slots++
+		return e.slots - 1
+	}
+	i := slices.Index(e.freeSlots, slices.Min(e.freeSlots))
+	s := e.freeSlots[i]
+	e.freeSlots = slices.Delete(e.freeSlots, i, i+1)
+	return s
 }
 
 // withdrawAllReceived removes every link received on c and then re-selects

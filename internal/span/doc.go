@@ -20,7 +20,14 @@
 //
 // Cost: every event recomputes only the (node, connection) pairs it can
 // affect. A span add or withdrawal touches one node on every connection; a
-// connection coming up touches every node on that one connection. Nothing
-// rescans the whole tree, so the cost of one span event does not grow with
-// the number of nodes a router holds.
+// refused relay touches one pair; a connection coming up or going down
+// touches every node on that one connection. Nothing rescans the whole
+// tree, so the cost of one span event does not grow with the number of
+// nodes a router holds.
+//
+// Handles: *Conn, *Link and *Relay are the engine's handles for a
+// connection, a received span and a relay. Calls naming a handle that is
+// already gone (a link withdrawn by ConnDown, a relay we closed) are no-ops,
+// so the daemon may report every transaction it terminates without tracking
+// which the engine has already dropped.
 package span

@@ -72,10 +72,14 @@ type Engine struct {
 	byPeer   map[Peer]*Conn
 	self     *Link
 
+	slots     int   // slots handed out so far (see Conn.slot)
+	freeSlots []int // slots of connections gone, for reuse
+
 	seq     uint64  // tie-breaker for links and arrival order of conns
 	links   int     // received links + self
 	relays  int     // open relays
 	scratch []*Link // selection buffer, reused under mu to avoid allocating per event
+	work    uint64  // (node, conn) selections made: tests bound each event's cost with it
 }
 
 // New returns an Engine configured by cfg. If cfg.Self is set, the
@@ -146,17 +150,20 @@ func (e *Engine) SetSelf(s *dmsg.Span) {
 }
 
 func (e *Engine) replaceSelf(s *dmsg.Span) {
-	if e.self != nil && s != nil && e.self.span == selfSpan(*s, e.rnss) {
+	old := e.self
+	if old != nil && s != nil && old.span == selfSpan(*s, e.rnss) {
 		return // unchanged: keep the relays (a reload must not flap them)
 	}
-	if old := e.self; old != nil {
-		e.self = nil
+	e.self = nil
+	if s != nil {
+		// The new one goes out before the old one is withdrawn, so peers
+		// never see the node vanish when only its details changed.
+		e.addSelf(*s)
+	}
+	if old != nil {
 		e.detachLink(old)
 		e.nodeChanged(old.node)
 		e.log.Info("span: self advertisement withdrawn", zap.String("fs_label", old.span.FsLabel))
-	}
-	if s != nil {
-		e.addSelf(*s)
 	}
 }
 

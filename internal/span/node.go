@@ -31,8 +31,9 @@ type nodeKey struct {
 type node struct {
 	cluster *cluster
 	key     nodeKey
-	links   []*Link // sorted by Link.before
-	idx     int     // position in Engine.nodes, for O(1) removal
+	links   []*Link    // sorted by Link.before
+	conns   []nodeConn // selection state, indexed by Conn.slot
+	idx     int        // position in Engine.nodes, for O(1) removal
 }
 
 // Link is one advertisement of a node that we hold: a LNK_SPAN received on
@@ -62,7 +63,7 @@ func (l *Link) Conn() *Conn { return l.conn }
 // counts as best), then (dist, rnss) as unsigned integers, then arrival.
 func (l *Link) before(o *Link) bool {
 	if (l.conn == nil) != (o.conn == nil) {
-		return o.conn == nil
+		return l.conn == nil
 	}
 	if l.span.Dist != o.span.Dist {
 		return l.span.Dist < o.span.Dist

@@ -79,8 +79,8 @@ func (e *Engine) RelayClosed(r *Relay) {
 		return
 	}
 	c, n := r.conn, r.link.node
-	nc := c.nodes[n]
 	e.closeRelay(r)
+	nc := n.stateFor(c) // never nil while r is open
 	nc.relays = removeRelay(nc.relays, r)
 	nc.refused = append(nc.refused, r.link)
 	e.reconcile(n, c)
@@ -90,11 +90,11 @@ func (e *Engine) RelayClosed(r *Relay) {
 	}
 }
 
-func removeRelay(rs []*Relay, r *Relay) []*Relay {
+func removeRelay(rs []relayRef, r *Relay) []relayRef {
 	for i, x := range rs {
-		if x == r {
+		if x.r == r {
 			copy(rs[i:], rs[i+1:])
-			rs[len(rs)-1] = nil
+			rs[len(rs)-1] = relayRef{}
 			return rs[:len(rs)-1]
 		}
 	}

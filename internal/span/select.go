@@ -6,22 +6,44 @@ import (
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
-// nodeConn is the selection state of one (node, connection) pair. It exists
-// only while the pair has relays or refused links, so a router holding many
-// nodes pays nothing for connections that filter them out.
+// nodeConn is the selection state of one (node, connection) pair. Nodes
+// keep them in a slice indexed by the connection's slot, so the hot path
+// (every conn of one node, per event) is an index, not a map lookup.
 type nodeConn struct {
-	relays  []*Relay // open relays, one per selected link
-	refused []*Link  // links the peer DELETEd: not offered again (PROTOCOL.md 4.4)
-	inline  [DefaultMaxRelays]*Relay
+	relays  []relayRef // open relays, one per selected link
+	refused []*Link    // links the peer DELETEd: not offered again (PROTOCOL.md 4.4)
 }
 
-func (nc *nodeConn) relayOf(l *Link) *Relay {
-	for _, r := range nc.relays {
-		if r.link == l {
-			return r
-		}
+// relayRef keeps the link beside its relay so that comparing a selection
+// with the relays in place touches no Relay.
+type relayRef struct {
+	link *Link
+	r    *Relay
+}
+
+// stateFor returns the state of (n, c), nil when there is none yet.
+func (n *node) stateFor(c *Conn) *nodeConn {
+	if c.slot < len(n.conns) {
+		return &n.conns[c.slot]
 	}
 	return nil
+}
+
+// grow makes room for c's slot and returns its state.
+func (n *node) grow(c *Conn) *nodeConn {
+	if c.slot >= len(n.conns) {
+		n.conns = append(n.conns, make([]nodeConn, c.slot+1-len(n.conns))...)
+	}
+	return &n.conns[c.slot]
+}
+
+func (nc *nodeConn) has(l *Link) bool {
+	for _, x := range nc.relays {
+		if x.link == l {
+			return true
+		}
+	}
+	return false
 }
 
 func (nc *nodeConn) isRefused(l *Link) bool {
@@ -37,7 +59,7 @@ func (nc *nodeConn) isRefused(l *Link) bool {
 // A changed link set is also what lifts refusals (PROTOCOL.md 4.4).
 func (e *Engine) updateNode(n *node) {
 	for _, c := range e.conns {
-		if nc := c.nodes[n]; nc != nil {
+		if nc := n.stateFor(c); nc != nil {
 			nc.refused = nil
 		}
 		e.reconcile(n, c)
@@ -49,29 +71,25 @@ func (e *Engine) updateNode(n *node) {
 // the peer then never sees the node vanish in between, which would send a
 // needless withdrawal wave through the rest of the cluster.
 func (e *Engine) reconcile(n *node, c *Conn) {
-	nc := c.nodes[n]
+	e.work++
+	nc := n.stateFor(c)
 	want := e.selectLinks(n, c, nc, e.scratch[:0])
 	for _, l := range want {
 		if c.dying {
 			break
 		}
-		if nc != nil && nc.relayOf(l) != nil {
+		if nc != nil && nc.has(l) {
 			continue
 		}
 		if r := e.openRelay(l, c); r != nil {
 			if nc == nil {
-				nc = &nodeConn{}
-				nc.relays = nc.inline[:0]
-				c.nodes[n] = nc
+				nc = n.grow(c)
 			}
-			nc.relays = append(nc.relays, r)
+			nc.relays = append(nc.relays, relayRef{l, r})
 		}
 	}
 	if nc != nil {
 		e.dropUnselected(nc, want)
-		if len(nc.relays) == 0 && len(nc.refused) == 0 {
-			delete(c.nodes, n)
-		}
 	}
 	clear(want) // the scratch buffer must not pin links
 	e.scratch = want[:0]
@@ -79,15 +97,18 @@ func (e *Engine) reconcile(n *node, c *Conn) {
 
 func (e *Engine) dropUnselected(nc *nodeConn, want []*Link) {
 	kept := nc.relays[:0]
-	for _, r := range nc.relays {
-		if containsLink(want, r.link) {
-			kept = append(kept, r)
+	for _, x := range nc.relays {
+		if containsLink(want, x.link) {
+			kept = append(kept, x)
 		} else {
-			e.closeRelay(r)
+			e.closeRelay(x.r)
 		}
 	}
 	clear(nc.relays[len(kept):])
 	nc.relays = kept
+	if len(kept) == 0 {
+		nc.relays = nil // a node filtered out of c keeps no array for it
+	}
 }
 
 func containsLink(ls []*Link, l *Link) bool {
