@@ -324,10 +324,7 @@ func TestCircuitIDRewriting(t *testing.T) {
 			t.Errorf("%s: circuit %+v: want open with %d messages", x.r.label, cs[0], 2*(2*n+oneWays))
 		}
 		if cs[0].Target != "leaf2" {
-			// Known gap, reported: router.resolveCircuit leaves the
-			// label empty (the span engine's RelayTarget does not
-			// return the span), so dumps show no target.
-			t.Logf("%s: circuit target %q, want %q (known gap in router.resolveCircuit)", x.r.label, cs[0].Target, "leaf2")
+			t.Errorf("%s: circuit target %q, want %q", x.r.label, cs[0].Target, "leaf2")
 		}
 	}
 	if got, want := views[0].A.Circuit, shell.MsgID(c1.tx.MsgID()); got != want {

@@ -22,19 +22,18 @@ func (r *Router) resolveCircuit(on *circ.Table, spanMsgID uint64) (circ.Target, 
 	if l == nil {
 		return circ.Target{}, false
 	}
-	from, fromMsgID, _, ok := r.engine.RelayTarget(l, spanMsgID)
-	label := "" // TODO(label)
+	o, ok := r.engine.RelayOrigin(l, spanMsgID)
 	if !ok {
 		return circ.Target{}, false
 	}
-	if from == nil {
-		return circ.Target{Local: true, Label: label}, true
+	if o.From == nil {
+		return circ.Target{Local: true, Label: o.Label}, true
 	}
-	next, _ := from.(*link)
+	next, _ := o.From.(*link)
 	if next == nil {
 		return circ.Target{}, false
 	}
-	return circ.Target{Next: next.circuits, NextMsgID: fromMsgID, Label: label}, true
+	return circ.Target{Next: next.circuits, NextMsgID: o.MsgID, Label: o.Label}, true
 }
 
 // AcceptCircuit ends a circuit at this router (its own node): it accepts

@@ -151,7 +151,7 @@ func TestTheEngineIsSafeForConcurrentUse(t *testing.T) {
 					return
 				}
 				f.e.Snapshot()
-				f.e.RelayTarget(p, 0x101)
+				f.e.RelayOrigin(p, 0x101)
 				f.e.SpanWithdrawn(l)
 			}
 			f.e.ConnDown(c)

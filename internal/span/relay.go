@@ -101,25 +101,34 @@ func removeRelay(rs []relayRef, r *Relay) []relayRef {
 	return rs
 }
 
-// RelayTarget resolves a span we sent on p (a relay, by its msgid) to the
-// received link it re-advertises: the connection's Peer and msgid it came
-// in on and its dist, for building virtual circuits. For our own
-// advertisement it returns from == nil, dist 0, ok == true. ok is false if
-// msgid is not an open relay on p.
-func (e *Engine) RelayTarget(p Peer, msgid uint64) (from Peer, fromMsgID uint64, dist uint32, ok bool) {
+// Origin is where a span we sent comes from: what a virtual circuit aimed
+// at that span must be built on.
+type Origin struct {
+	From  Peer   // the connection it was received on; nil for our own advertisement
+	MsgID uint64 // its msgid on that connection
+	Dist  uint32 // its dist as received
+	Label string // the node's fs_label
+}
+
+// RelayOrigin resolves a span we sent on p (a relay, by its msgid) to the
+// received link it re-advertises. For our own advertisement From is nil
+// and Dist 0. ok is false if msgid is not an open relay on p.
+func (e *Engine) RelayOrigin(p Peer, msgid uint64) (o Origin, ok bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	c := e.byPeer[p]
 	if c == nil {
-		return nil, 0, 0, false
+		return Origin{}, false
 	}
 	r := c.sent[msgid]
 	if r == nil {
-		return nil, 0, 0, false
+		return Origin{}, false
 	}
 	l := r.link
+	o.Label = l.span.FsLabel
 	if l.conn == nil {
-		return nil, 0, 0, true
+		return o, true
 	}
-	return l.conn.peer, l.msgid, l.span.Dist, true
+	o.From, o.MsgID, o.Dist = l.conn.peer, l.msgid, l.span.Dist
+	return o, true
 }

@@ -213,7 +213,7 @@ func TestASecondConnUpForOnePeerReplacesTheFirst(t *testing.T) {
 	}
 }
 
-func TestRelayTargetResolvesARelayToWhatItRelays(t *testing.T) {
+func TestRelayOriginResolvesARelayToWhatItRelays(t *testing.T) {
 	f := newFixture(t, Config{Self: ptr(rspan("me", 0, 0))})
 	srcPeer, src := f.conn("src", allOf)
 	dstPeer, _ := f.conn("dst", allOf)
@@ -244,10 +244,13 @@ func TestRelayTargetResolvesARelayToWhatItRelays(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			from, fromID, dist, ok := f.e.RelayTarget(tc.p, tc.msgid)
-			if from != tc.from || fromID != tc.fromID || dist != tc.dist || ok != tc.resolved {
-				t.Fatalf("RelayTarget = %v %d %d %v, want %v %d %d %v",
-					from, fromID, dist, ok, tc.from, tc.fromID, tc.dist, tc.resolved)
+			o, ok := f.e.RelayOrigin(tc.p, tc.msgid)
+			if o.From != tc.from || o.MsgID != tc.fromID || o.Dist != tc.dist || ok != tc.resolved {
+				t.Fatalf("RelayOrigin = %+v %v, want %v %d %d %v",
+					o, ok, tc.from, tc.fromID, tc.dist, tc.resolved)
+			}
+			if want := map[bool]string{true: "n", false: "me"}[tc.from != nil]; ok && o.Label != want {
+				t.Fatalf("RelayOrigin label %q, want %q", o.Label, want)
 			}
 		})
 	}
