@@ -58,10 +58,15 @@ func (c *Conn) deferWake(w *Conn) {
 }
 
 // wakeRelayed wakes the writers this link relayed to since its input was
-// last drained. Only this link's reader goroutine calls it.
-func (c *Conn) wakeRelayed() {
+// last drained; with direct, it sends small bursts itself (writeNow). Only
+// this link's reader goroutine calls it.
+func (c *Conn) wakeRelayed(direct bool) {
 	for i, w := range c.relayedTo {
-		w.kick()
+		if direct {
+			w.writeNow()
+		} else {
+			w.kick()
+		}
 		c.relayedTo[i] = nil
 	}
 	c.relayedTo = c.relayedTo[:0]

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
 // Conn is one DMSG link over a byte stream.
@@ -36,7 +38,15 @@ type Conn struct {
 	done       chan struct{}
 	err        atomic.Pointer[error]
 
-	relayedTo        []*Conn      // writers to wake when our input drains (reader only)
+	relayedTo []*Conn // writers to wake when our input drains (reader only)
+
+	// The write side of the socket belongs to whoever holds wmu: the
+	// writer goroutine, or a relaying reader sending a small burst itself.
+	wmu              sync.Mutex
+	out              *outBuf
+	enc              *dmsg.Encoder
+	wbatch           []outMsg
+	lastSend         atomic.Int64 // unix nanoseconds of the last write, for keepalive
 	stalled          atomic.Int32 // readers paused on purpose (circuit backpressure)
 	rxMsgs, txMsgs   atomic.Uint64
 	rxBytes, txBytes atomic.Uint64
@@ -67,6 +77,9 @@ func NewConn(nc net.Conn, cfg Config) *Conn {
 		writerDone: make(chan struct{}),
 		done:       make(chan struct{}),
 	}
+	c.out = newOutBuf(nc)
+	c.enc = dmsg.NewEncoder(c.out)
+	c.lastSend.Store(time.Now().UnixNano())
 	c.root = newScope(c, rootKey, cfg.Handler)
 	c.scopes[rootKey] = c.root
 	return c
@@ -192,7 +205,7 @@ func (c *Conn) Closing() bool { return c.isClosing() }
 // it relayed to are woken first: they are what must drain.
 func (c *Conn) Stall(on bool) {
 	if on {
-		c.wakeRelayed()
+		c.wakeRelayed(false)
 		c.stalled.Add(1)
 	} else {
 		c.stalled.Add(-1)

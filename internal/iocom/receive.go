@@ -53,7 +53,7 @@ type rxStream struct {
 // the moment this link's input is drained, when the writers it relayed to
 // are woken (see RelayFrom).
 func (r *rxStream) Read(p []byte) (int, error) {
-	r.c.wakeRelayed()
+	r.c.wakeRelayed(true)
 	if r.timeout <= 0 {
 		return r.c.nc.Read(p)
 	}
@@ -201,7 +201,7 @@ func (c *Conn) deliver(tx *Tx, m *dmsg.Msg) {
 // finish runs when the reader stops: it terminates every open state exactly
 // once, waits for the writer and reports the link down.
 func (c *Conn) finish() {
-	c.wakeRelayed()
+	c.wakeRelayed(false)
 	c.fail(nil)
 	c.mu.Lock()
 	scopes := make([]*Scope, 0, len(c.scopes))

@@ -1,7 +1,6 @@
 package iocom
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -115,30 +114,94 @@ func (c *Conn) QueuedBytes() int {
 func (c *Conn) writeLoop() {
 	defer close(c.writerDone)
 	defer c.recoverPanic("writer")
-	bw := bufio.NewWriterSize(c.nc, writeBufferSize)
-	enc := dmsg.NewEncoder(bw)
 	ka := newKeepalive(&c.cfg)
 	defer ka.stop()
-	var batch []outMsg
 	for {
-		c.mu.Lock()
-		batch, c.q = c.q, batch[:0]
-		c.mu.Unlock()
-		if len(batch) == 0 {
-			if err := c.idle(bw, ka); err != nil {
-				c.fail(writeError(err))
-				return
-			}
-			if c.isClosing() {
-				return
-			}
-			continue
-		}
-		if err := c.writeBatch(enc, batch); err != nil {
+		c.wmu.Lock()
+		err := c.drainLocked(time.Time{})
+		c.wmu.Unlock()
+		if err != nil {
 			c.fail(writeError(err))
 			return
 		}
-		ka.sent()
+		c.markDrained()
+		if c.isClosing() {
+			return
+		}
+		select {
+		case <-c.wake:
+		case <-c.closing:
+		case now := <-ka.tick():
+			ka.check(c, now)
+		}
+	}
+}
+
+// drainLocked writes everything queued, batch by batch, and flushes once
+// the queue is empty; a non-zero deadline bounds that last flush (see
+// writeNow). The caller holds c.wmu, which owns the write side of the
+// socket: the writer goroutine, or a relaying reader.
+func (c *Conn) drainLocked(deadline time.Time) error {
+	for {
+		c.mu.Lock()
+		c.wbatch, c.q = c.q, c.wbatch[:0]
+		c.mu.Unlock()
+		if len(c.wbatch) == 0 {
+			return c.out.flush(deadline)
+		}
+		if err := c.writeBatch(c.enc, c.wbatch); err != nil {
+			return err
+		}
+		c.lastSend.Store(time.Now().UnixNano())
+	}
+}
+
+// directWriteMax bounds what a relaying reader writes itself: more is
+// left to the writer goroutine, which keeps bulk traffic pipelined.
+const directWriteMax = 4 << 10
+
+// directWriteWait bounds how long a relaying reader waits for another
+// link's socket to take a small write; a slower peer is left to the
+// writer goroutine, so it can never hold up the reader's own link.
+const directWriteWait = time.Millisecond
+
+// writeNow sends what is queued from the calling goroutine when the link's
+// write side is free and the queue is small, saving the writer goroutine's
+// wake-up on every hop of a relayed request; otherwise it wakes the
+// writer.
+func (c *Conn) writeNow() {
+	if c.isClosing() || !c.wmu.TryLock() {
+		c.kick()
+		return
+	}
+	c.mu.Lock()
+	small := c.qBytes <= directWriteMax
+	c.mu.Unlock()
+	if !small || c.out.pending() { // a slow peer's leftovers are the writer's
+		c.wmu.Unlock()
+		c.kick()
+		return
+	}
+	err := c.drainLocked(time.Now().Add(directWriteWait))
+	c.wmu.Unlock()
+	switch {
+	case errors.Is(err, errSlowPeer):
+		c.kick() // the writer finishes the flush, without a deadline
+	case err != nil:
+		c.fail(writeError(err))
+	}
+}
+
+// markDrained reports an empty queue to a waiting Shutdown.
+func (c *Conn) markDrained() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.drained != nil && len(c.q) == 0 && c.qBytes == 0 {
+		select {
+		case <-c.drained:
+		default:
+			close(c.drained)
+		}
 	}
 }
 
@@ -199,43 +262,16 @@ func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
 	return nil
 }
 
-// idle flushes what is buffered, reports a drained queue, then waits for
-// more work, the keepalive tick or the end of the link.
-func (c *Conn) idle(bw *bufio.Writer, ka *keepalive) error {
-	if bw.Buffered() > 0 {
-		if err := bw.Flush(); err != nil {
-			return err
-		}
-	}
-	c.mu.Lock()
-	if c.drained != nil && len(c.q) == 0 {
-		select {
-		case <-c.drained:
-		default:
-			close(c.drained)
-		}
-	}
-	c.mu.Unlock()
-	select {
-	case <-c.wake:
-	case <-c.closing:
-	case now := <-ka.tick():
-		return ka.check(c, now)
-	}
-	return nil
-}
-
 // keepalive implements the sending half of PROTOCOL.md 3.2 from the writer
 // goroutine: a LNK_PING after an idle interval. The dead-link check is the
 // reader's (rxStream).
 type keepalive struct {
 	interval time.Duration
 	ticker   *time.Ticker
-	lastSend time.Time
 }
 
 func newKeepalive(cfg *Config) *keepalive {
-	ka := &keepalive{interval: cfg.keepaliveInterval(), lastSend: time.Now()}
+	ka := &keepalive{interval: cfg.keepaliveInterval()}
 	if ka.interval > 0 {
 		ka.ticker = time.NewTicker(max(ka.interval/4, 5*time.Millisecond))
 	}
@@ -255,18 +291,11 @@ func (ka *keepalive) stop() {
 	}
 }
 
-func (ka *keepalive) sent() {
-	if ka.ticker != nil {
-		ka.lastSend = time.Now()
-	}
-}
-
 // check pings a link this side has not sent anything on for an interval.
-func (ka *keepalive) check(c *Conn, now time.Time) error {
-	if now.Sub(ka.lastSend) >= ka.interval {
+func (ka *keepalive) check(c *Conn, now time.Time) {
+	if now.Sub(time.Unix(0, c.lastSend.Load())) >= ka.interval {
 		c.sendOneWay(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing}})
 	}
-	return nil
 }
 
 // DeadLinkError reports a link closed by the keepalive check.
