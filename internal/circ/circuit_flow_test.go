@@ -1,0 +1,197 @@
+package circ_test
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/shell"
+)
+
+func TestCircuitFlowControl(t *testing.T) {
+	const queue, stall = 256 << 10, time.Second
+	rs := line(t, 3, withCircuitLimits(queue, stall))
+	src := dialLeaf(t, rs[0].addr(), "src", leafOptions{})
+	sink := dialLeaf(t, rs[2].addr(), "sink", leafOptions{gated: true})
+	a := dialLeaf(t, rs[0].addr(), "a", leafOptions{})
+	b := dialLeaf(t, rs[2].addr(), "b", leafOptions{})
+	stuck := src.openTo("sink")
+	stuckFar := sink.waitAccepted(0)
+	other := a.openTo("b")
+	otherFar := b.waitAccepted(0)
+	waitRelayed(t, rs, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	one := func(int) int { return 64 }
+	echo := func(int) byte { return kindEcho }
+	if good, err := other.pump(ctx, 50, 8, one, echo); good != 50 || err != nil {
+		t.Fatalf("second circuit before: %d good, %v", good, err)
+	}
+
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	var peak atomic.Uint64
+	stopSampling := make(chan struct{})
+	var sampler sync.WaitGroup
+	sampler.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case <-tick.C:
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > peak.Load() {
+					peak.Store(ms.HeapInuse)
+				}
+			}
+		}
+	})
+
+	sink.gate.hold()
+	const msgSize = 64 << 10
+	var sent atomic.Int64
+	var longestWait atomic.Int64
+	var producer sync.WaitGroup
+	producer.Go(func() {
+		for seq := uint64(1); ; seq++ {
+			t0 := time.Now()
+			if err := src.conn.WaitRoom(ctx); err != nil {
+				return
+			}
+			if w := int64(time.Since(t0)); w > longestWait.Load() {
+				longestWait.Store(w)
+			}
+			if stuck.isDone() || stuck.sendOneWay(seq, msgSize) != nil {
+				return
+			}
+			sent.Add(msgSize)
+		}
+	})
+	cmd, code := stuck.waitDone()
+	producer.Wait()
+	close(stopSampling)
+	sampler.Wait()
+	if code != dmsg.ErrIO || cmd&dmsg.FlagDelete == 0 {
+		t.Errorf("stuck circuit ended at the producer with %s %s, want DELETE IO", dmsg.CmdString(cmd), dmsg.ErrorString(code))
+	}
+	growth := int64(peak.Load()) - int64(base)
+	t.Logf("producer pushed %d MiB before the abort; longest WaitRoom %v; heap growth %d MiB",
+		sent.Load()>>20, time.Duration(longestWait.Load()).Round(time.Millisecond), growth>>20)
+	if growth > 64<<20 {
+		t.Errorf("heap grew by %d MiB while a consumer was stuck: queues are not bounded", growth>>20)
+	}
+	if sent.Load() > 64<<20 {
+		t.Errorf("producer pushed %d MiB into a stuck circuit: backpressure does not reach it", sent.Load()>>20)
+	}
+	if time.Duration(longestWait.Load()) < stall/4 {
+		t.Errorf("producer never waited for room (longest %v): TCP backpressure did not reach it", time.Duration(longestWait.Load()))
+	}
+	// The routers dropped the stuck circuit; the other one flows.
+	waitRelayed(t, rs, 1)
+	if good, err := other.pump(ctx, 200, 16, func(i int) int { return 64 + i*100 }, echo); good != 200 || err != nil {
+		t.Errorf("second circuit after the abort: %d good, %v", good, err)
+	}
+	checkNoProblems(t, other, otherFar)
+
+	sink.gate.release()
+	if _, code := stuckFar.waitDone(); code != dmsg.ErrIO {
+		t.Errorf("stuck circuit ended at the consumer with %s, want IO", dmsg.ErrorString(code))
+	}
+	checkNoProblems(t, stuck, stuckFar)
+	other.close()
+	otherFar.waitDone()
+	other.waitDone()
+	cleanAll(t, rs, src, sink, a, b)
+}
+
+// TestRemoteShell runs `@r4 tree` on r1's shell: the command crosses
+// three routers over a circuit and r4's tree comes back; a router with
+// shell.remote false refuses.
+func TestRemoteShell(t *testing.T) {
+	r1, r2, r3 := newRouter(t, "r1"), newRouter(t, "r2"), newRouter(t, "r3")
+	r4 := newRouter(t, "r4")
+	r5 := newRouter(t, "r5", withShellRemote(false))
+	spanTo(t, r1, r2.addr())
+	spanTo(t, r2, r3.addr())
+	spanTo(t, r3, r4.addr())
+	spanTo(t, r4, r5.addr())
+	rs := []*testRouter{r1, r2, r3, r4, r5}
+	waitConverged(t, rs)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	sh, err := shell.Dial(ctx, r1.socket, "tester")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	out, err := sh.Run(ctx, "@r4 tree")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Join(shell.TextLines(r4.Tree()), ""); out != want {
+		t.Errorf("@r4 tree:\n%s\nwant r4's tree:\n%s", out, want)
+	}
+	eventually(t, "the remote call's circuit is freed", func() error { return noCircuits(rs...) })
+
+	out, err = sh.Run(ctx, "@r5 tree")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "refused") || strings.Contains(out, "Cluster") {
+		t.Errorf("@r5 tree with shell.remote false: %q", out)
+	}
+	out, err = sh.Run(ctx, "@nosuch tree")
+	if err != nil || !strings.Contains(out, "no such node") {
+		t.Errorf("@nosuch tree: %q, %v", out, err)
+	}
+	eventually(t, "every circuit is freed", func() error { return noCircuits(rs...) })
+}
+
+// TestCircuitToRouter opens a circuit from a leaf to a router's own node
+// and runs a shell command inside it, as `@node` does.
+func TestCircuitToRouter(t *testing.T) {
+	rs := line(t, 3)
+	l := dialLeaf(t, rs[0].addr(), "leaf", leafOptions{})
+	c := l.openTo("r3")
+	var mu sync.Mutex
+	var out strings.Builder
+	prompt := make(chan struct{})
+	c.onOneWay = func(m *dmsg.Msg) {
+		if dmsg.Base(m.Cmd) != dmsg.DbgShell || m.Cmd&dmsg.FlagReply == 0 {
+			return
+		}
+		s := strings.TrimRight(string(m.Aux), "\x00")
+		if s == shell.Prompt {
+			close(prompt)
+			return
+		}
+		mu.Lock()
+		out.WriteString(s)
+		mu.Unlock()
+	}
+	cmd := dmsg.NewMsg(dmsg.DbgShell)
+	cmd.SetAux([]byte("tree\x00"))
+	if err := c.scope.SendOneWay(cmd); err != nil {
+		t.Fatal(err)
+	}
+	waitChan(t, "the prompt after tree", prompt)
+	mu.Lock()
+	got := out.String()
+	mu.Unlock()
+	if !strings.Contains(got, "(r3)") || !strings.Contains(got, "(leaf)") {
+		t.Errorf("tree over the circuit:\n%s", got)
+	}
+	c.close()
+	c.waitDone()
+	cleanAll(t, rs, l)
+}
