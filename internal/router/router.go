@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,9 @@ type Router struct {
 	listeners []*listener
 	volconf   map[uuid.UUID]*mediaState
 	closing   bool
+
+	metrics     *http.Server // nil when metrics.listen is empty
+	metricsAddr net.Addr
 
 	nextLink atomic.Uint64
 	wg       sync.WaitGroup // accept loops, links, shell tasks
@@ -135,6 +139,9 @@ func (r *Router) Listen(inherited []net.Listener) error {
 	r.mu.Lock()
 	r.listeners = ls
 	r.mu.Unlock()
+	if err := r.listenMetrics(); err != nil {
+		return fail(err)
+	}
 	return nil
 }
 
@@ -197,6 +204,7 @@ func (r *Router) shutdown() {
 	for _, l := range ls {
 		l.Close()
 	}
+	r.stopMetrics()
 	r.media.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
