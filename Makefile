@@ -55,10 +55,11 @@ install: build
 	chmod 0644 $(DESTDIR)$(UNITDIR)/dmsgd.service
 	install -m 0644 deploy/systemd/dmsgd.socket $(DESTDIR)$(UNITDIR)/dmsgd.socket
 
-# Short fuzz runs of the frame decoder and the link state machine.
+# Short fuzz runs of the frame decoder, the link state machine and circuit relaying.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/dmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzLink$$' -fuzztime $(FUZZTIME) ./internal/iocom
+	$(GO) test -run '^$$' -fuzz '^FuzzCircuit$$' -fuzztime $(FUZZTIME) ./internal/circ
 
 clean:
 	rm -rf bin run
