@@ -1,6 +1,7 @@
 package iocom
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -16,10 +17,16 @@ import (
 type outBuf struct {
 	nc  net.Conn
 	buf []byte
+
+	// noDeadline marks a stream that a timed-out write breaks for good
+	// (TLS: a record may have been cut): it is only ever written without
+	// a deadline, by the writer goroutine.
+	noDeadline bool
 }
 
 func newOutBuf(nc net.Conn) *outBuf {
-	return &outBuf{nc: nc, buf: make([]byte, 0, writeBufferSize)}
+	_, isTLS := nc.(*tls.Conn)
+	return &outBuf{nc: nc, buf: make([]byte, 0, writeBufferSize), noDeadline: isTLS}
 }
 
 // Write buffers p. A full buffer is flushed first; a large p goes straight

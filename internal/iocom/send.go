@@ -170,7 +170,7 @@ const directWriteWait = time.Millisecond
 // wake-up on every hop of a relayed request; otherwise it wakes the
 // writer.
 func (c *Conn) writeNow() {
-	if c.isClosing() || !c.wmu.TryLock() {
+	if c.out.noDeadline || c.isClosing() || !c.wmu.TryLock() {
 		c.kick()
 		return
 	}
