@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,6 +95,6 @@ func TestABufferIsNotATerminal(t *testing.T) {
 	}
 	defer f.Close()
 	if isTerminal(f) {
-		t.Error(fmt.Sprintf("%s is a terminal", os.DevNull))
+		t.Errorf("%s is a terminal", os.DevNull)
 	}
 }

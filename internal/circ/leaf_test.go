@@ -92,7 +92,6 @@ type leaf struct {
 	rconnID  uint64    // its msgid
 	circs    map[*circuit]bool
 	accepted []*circuit
-	rootOpen int // transactions the leaf holds open on circuit 0 besides spans
 	closed   bool
 }
 

@@ -224,12 +224,15 @@ func (c *Circuit) fromA(m *dmsg.Msg) {
 // fromB handles the target side's answers: its acceptance goes back to the
 // opener, its DELETE too.
 func (c *Circuit) fromB(m *dmsg.Msg) {
+	// Taking c.mu also waits until setup has filled in b and registered
+	// the circuit (setup holds it until then).
+	accepted := m.Cmd&dmsg.FlagCreate != 0 && m.Cmd&dmsg.FlagDelete == 0
 	c.mu.Lock()
-	c.mu.Unlock() // wait until setup has filled in b
-	if m.Cmd&dmsg.FlagCreate != 0 && m.Cmd&dmsg.FlagDelete == 0 {
-		c.mu.Lock()
+	if accepted {
 		c.open = true
-		c.mu.Unlock()
+	}
+	c.mu.Unlock()
+	if accepted {
 		c.a.tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError, Error: m.Error}})
 		return
 	}

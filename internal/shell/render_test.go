@@ -66,7 +66,8 @@ func TestJSONHasTheInterfaceSchema(t *testing.T) {
 }
 
 func TestJSONOfTheSameStateIsByteIdentical(t *testing.T) {
-	if string(JSON(sampleTree())) != string(JSON(sampleTree())) {
+	first, second := JSON(sampleTree()), JSON(sampleTree())
+	if string(first) != string(second) {
 		t.Fatal("two dumps differ")
 	}
 }
