@@ -31,7 +31,12 @@ test: vet fmt-check
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+# staticcheck runs from the module proxy at a pinned version; it is not a
+# dependency of dmsgd.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 lint: vet fmt-check
+	$(GO) run $(STATICCHECK) ./...
 
 vet:
 	$(GO) vet ./...
