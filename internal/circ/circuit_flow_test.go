@@ -129,7 +129,7 @@ func TestRemoteShell(t *testing.T) {
 	waitConverged(t, rs)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	sh, err := shell.Dial(ctx, r1.socket, "tester")
+	sh, err := shell.Dial(ctx, r1.Socket, "tester")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -291,11 +291,11 @@ func TestCircuitIDRewriting(t *testing.T) {
 
 	// Each router's view: a is the side toward leaf1, b toward leaf2.
 	links := func(r *testRouter, a, b string) (string, string) {
-		la, err := r.linkTo(a)
+		la, err := r.LinkTo(a)
 		if err != nil {
 			t.Fatal(err)
 		}
-		lb, err := r.linkTo(b)
+		lb, err := r.LinkTo(b)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,83 +1,35 @@
 package circ_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
-	"github.com/dmsgd/dmsgd/internal/router"
 	"github.com/dmsgd/dmsgd/internal/shell"
+	"github.com/dmsgd/dmsgd/internal/testnet"
 )
 
-// waitTimeout bounds every wait in these tests. Everything converges in
-// milliseconds on loopback; reaching it means a hang or a lost event.
-const waitTimeout = 15 * time.Second
+// The waiting, logging and router-starting helpers are shared with the
+// router's tests (internal/testnet).
+const waitTimeout = testnet.Timeout
 
-// eventually polls cond until it returns nil, failing tb with cond's last
-// complaint after waitTimeout.
-func eventually(tb testing.TB, what string, cond func() error) {
-	tb.Helper()
-	if err := poll(waitTimeout, cond); err != nil {
-		tb.Fatalf("timed out after %v waiting until %s: %v", waitTimeout, what, err)
-	}
-}
-
-// poll calls cond until it returns nil or d has passed; it returns cond's
-// last error.
-func poll(d time.Duration, cond func() error) error {
-	deadline := time.Now().Add(d)
-	for delay := 50 * time.Microsecond; ; delay = min(2*delay, 10*time.Millisecond) {
-		err := cond()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(delay)
-	}
-}
-
-// waitChan waits for ch to be closed, failing tb after waitTimeout.
-func waitChan(tb testing.TB, what string, ch <-chan struct{}) {
-	tb.Helper()
-	select {
-	case <-ch:
-	case <-time.After(waitTimeout):
-		tb.Fatalf("timed out after %v waiting until %s", waitTimeout, what)
-	}
-}
-
-// testLogger logs to the test at warn level (shown only for failing tests
-// or with -v; benchmarks log nothing); DMSGD_TEST_LOG=debug|info turns the
-// volume up.
-func testLogger(tb testing.TB) *zap.Logger {
-	level := zapcore.WarnLevel
-	s := os.Getenv("DMSGD_TEST_LOG")
-	if _, bench := tb.(*testing.B); bench && s == "" {
-		return zap.NewNop()
-	}
-	if s != "" {
-		if err := level.Set(s); err != nil {
-			tb.Fatalf("DMSGD_TEST_LOG=%q: %v", s, err)
-		}
-	}
-	return zaptest.NewLogger(tb, zaptest.Level(level))
-}
+var (
+	eventually = testnet.Eventually
+	poll       = testnet.Poll
+	waitChan   = testnet.WaitChan
+	testLogger = testnet.Logger
+)
 
 // routerOption adjusts a test router's configuration before it starts.
-type routerOption func(*config.Config)
+type routerOption = testnet.Option
 
 func withCircuitLimits(queueBytes int, stall time.Duration) routerOption {
 	return func(c *config.Config) {
@@ -98,23 +50,16 @@ func withoutKeepalive() routerOption {
 	return func(c *config.Config) { c.Keepalive.Interval, c.Keepalive.Timeout = 0, 0 }
 }
 
-// testRouter is one router serving on loopback for the length of a test.
+// testRouter is one router serving on loopback for the length of a test,
+// with the short names these tests use.
 type testRouter struct {
-	*router.Router
-	tb     testing.TB
-	label  string
-	cfg    *config.Config
-	port   int
-	socket string // shell socket path
-
-	cancel   context.CancelFunc
-	served   chan struct{}
-	stopOnce sync.Once
+	*testnet.Router
+	label string
+	port  int
 }
 
-// newRouter starts a router labelled label: a tcp listener on a free
-// loopback port, a shell socket in a temporary directory, short
-// keepalives. The test's cleanup stops it.
+// newRouter starts a router labelled label (testnet.Start); the test's
+// cleanup stops it.
 func newRouter(tb testing.TB, label string, opts ...routerOption) *testRouter {
 	tb.Helper()
 	return newRouterLog(tb, label, testLogger(tb), opts...)
@@ -122,91 +67,13 @@ func newRouter(tb testing.TB, label string, opts ...routerOption) *testRouter {
 
 func newRouterLog(tb testing.TB, label string, log *zap.Logger, opts ...routerOption) *testRouter {
 	tb.Helper()
-	cfg := config.Defaults()
-	cfg.Listen = []string{"tcp://127.0.0.1:0"}
-	cfg.Shell.Socket = filepath.Join(shortTempDir(tb), "shell.sock")
-	cfg.Node.Label = label
-	cfg.Node.ID = config.NodeIDFor(label)
-	cfg.Node.ClusterLabel = "default"
-	cfg.Node.ClusterID = config.NodeIDFor("default")
-	cfg.Keepalive.Interval = 100 * time.Millisecond
-	cfg.Keepalive.Timeout = 5 * time.Second
-	for _, o := range opts {
-		o(cfg)
-	}
-	for _, l := range cfg.Listen {
-		pl, err := config.ParseListen(l)
-		if err != nil {
-			tb.Fatalf("listen %s: %v", l, err)
-		}
-		cfg.Listeners = append(cfg.Listeners, pl)
-	}
-	r := &testRouter{Router: router.New(cfg, log), tb: tb, label: label, cfg: cfg,
-		socket: cfg.Shell.Socket, served: make(chan struct{})}
-	if err := r.Listen(nil); err != nil {
-		tb.Fatalf("router %s: Listen: %v", label, err)
-	}
-	for _, a := range r.Addrs() {
-		if ta, ok := a.(*net.TCPAddr); ok {
-			r.port = ta.Port
-		}
-	}
-	if r.port == 0 {
-		tb.Fatalf("router %s: no tcp listener among %v", label, r.Addrs())
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	go func() {
-		defer close(r.served)
-		r.Serve(ctx)
-	}()
-	tb.Cleanup(func() { r.stop() })
-	return r
+	r := testnet.Start(tb, label, log, opts...)
+	return &testRouter{Router: r, label: label, port: r.Port}
 }
 
-// shortTempDir is a per-test temporary directory whose paths stay well
-// under the 108-byte limit of unix socket addresses.
-func shortTempDir(tb testing.TB) string {
-	dir := tb.TempDir()
-	if len(dir) < 80 {
-		return dir
-	}
-	dir, err := os.MkdirTemp("", "ct")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+func (r *testRouter) stop() { r.Stop() }
 
-// stop cancels Serve's context and waits for Serve to return.
-func (r *testRouter) stop() {
-	r.stopOnce.Do(func() {
-		r.cancel()
-		select {
-		case <-r.served:
-		case <-time.After(waitTimeout):
-			r.tb.Errorf("router %s: Serve did not return within %v of its context ending", r.label, waitTimeout)
-		}
-	})
-}
-
-func (r *testRouter) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
-
-// linkTo returns the id of the router's open link whose peer announced
-// label.
-func (r *testRouter) linkTo(label string) (string, error) {
-	var ids []string
-	for _, l := range r.Tree().Links {
-		if l.PeerLabel == label && l.State == "up" {
-			ids = append(ids, l.ID)
-		}
-	}
-	if len(ids) != 1 {
-		return "", fmt.Errorf("%s: links to %q: %v", r.label, label, ids)
-	}
-	return ids[0], nil
-}
+func (r *testRouter) addr() string { return r.Addr() }
 
 // circuits returns the circuits the router relays.
 func (r *testRouter) circuits() []shell.Circuit { return r.Tree().Circuits }
@@ -219,18 +86,6 @@ func noCircuits(rs ...*testRouter) error {
 		}
 	}
 	return nil
-}
-
-// holds reports an error unless the router holds a node labelled label.
-func (r *testRouter) holds(label string) error {
-	for _, c := range r.Tree().Clusters {
-		for _, n := range c.Nodes {
-			if n.Label == label && len(n.Links) > 0 {
-				return nil
-			}
-		}
-	}
-	return fmt.Errorf("%s does not hold node %s", r.label, label)
 }
 
 // spanTo links a to the router (or proxy) at addr the way the shell's
@@ -262,7 +117,7 @@ func waitConverged(tb testing.TB, rs []*testRouter) {
 	tb.Helper()
 	for _, r := range rs {
 		for _, o := range rs {
-			eventually(tb, r.label+" holds "+o.label, func() error { return r.holds(o.label) })
+			eventually(tb, r.label+" holds "+o.label, func() error { return r.Holds(o.label) })
 		}
 	}
 }

@@ -90,7 +90,7 @@ func TestABadPeerOnlyLosesItsOwnLink(t *testing.T) {
 			if _, closed, _ := healthy.connState(); closed {
 				t.Error("the healthy leaf's LNK_CONN was closed")
 			}
-			if err := r.holds("early"); err == nil {
+			if err := r.Holds("early"); err == nil {
 				t.Error("the router holds a span sent before its peer's LNK_CONN")
 			}
 		})
@@ -159,7 +159,7 @@ func TestALinkLostToGarbageWithdrawsItsSpansEverywhere(t *testing.T) {
 		if err := r.lacks("pfs"); err != nil {
 			return err
 		}
-		if _, err := r.linkTo("origin"); err == nil {
+		if _, err := r.LinkTo("origin"); err == nil {
 			return fmt.Errorf("r still has a link to origin")
 		}
 		return nil

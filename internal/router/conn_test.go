@@ -175,7 +175,7 @@ func TestAConnectionBeyondMaxLinksIsClosedAtOnce(t *testing.T) {
 	dialLeaf(t, r.tcpURL(), leafConfig{Label: "l2"})
 	eventually(t, "both leaves linked", func() error {
 		for _, l := range []string{"l1", "l2"} {
-			if _, err := r.linkTo(l); err != nil {
+			if _, err := r.LinkTo(l); err != nil {
 				return err
 			}
 		}

@@ -1,74 +1,30 @@
 package router_test
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest"
-
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
-	"github.com/dmsgd/dmsgd/internal/iocom"
-	"github.com/dmsgd/dmsgd/internal/router"
 	"github.com/dmsgd/dmsgd/internal/shell"
 	"github.com/dmsgd/dmsgd/internal/span"
+	"github.com/dmsgd/dmsgd/internal/testnet"
 )
 
-// waitTimeout bounds every wait in these tests. Everything here converges
-// in milliseconds on loopback; reaching it means a hang or a lost event.
-const waitTimeout = 10 * time.Second
+// The waiting, logging and router-starting helpers are shared with the
+// circuit tests (internal/testnet).
+const waitTimeout = testnet.Timeout
 
-// eventually polls cond until it returns nil, failing tb with cond's last
-// complaint after waitTimeout.
-func eventually(tb testing.TB, what string, cond func() error) {
-	tb.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for delay := 100 * time.Microsecond; ; delay = min(2*delay, 10*time.Millisecond) {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting until %s: %v", waitTimeout, what, err)
-		}
-		time.Sleep(delay)
-	}
-}
-
-// waitChan waits for ch to be closed, failing tb after waitTimeout.
-func waitChan(tb testing.TB, what string, ch <-chan struct{}) {
-	tb.Helper()
-	select {
-	case <-ch:
-	case <-time.After(waitTimeout):
-		tb.Fatalf("timed out after %v waiting until %s", waitTimeout, what)
-	}
-}
-
-// testLogger logs to the test at warn level (shown only for failing tests
-// or with -v); DMSGD_TEST_LOG=debug|info turns up the volume.
-func testLogger(tb testing.TB) *zap.Logger {
-	level := zapcore.WarnLevel
-	if s := os.Getenv("DMSGD_TEST_LOG"); s != "" {
-		if err := level.Set(s); err != nil {
-			tb.Fatalf("DMSGD_TEST_LOG=%q: %v", s, err)
-		}
-	}
-	return zaptest.NewLogger(tb, zaptest.Level(level))
-}
+var (
+	eventually = testnet.Eventually
+	waitChan   = testnet.WaitChan
+	testLogger = testnet.Logger
+)
 
 // routerOption adjusts a test router's configuration before it starts.
-type routerOption func(*config.Config)
+type routerOption = testnet.Option
 
 func withMaxRelays(k int) routerOption { return func(c *config.Config) { c.Span.MaxRelays = k } }
 func withShellTCP(p string) routerOption {
@@ -106,128 +62,38 @@ func withTarget(tb testing.TB, addr string) routerOption {
 	}
 }
 
-// testRouter is one router serving on loopback for the length of a test.
+// testRouter is one router serving on loopback for the length of a test,
+// with the short names these tests use.
 type testRouter struct {
-	*router.Router
+	*testnet.Router
 	tb     testing.TB
 	label  string
 	cfg    *config.Config
 	port   int
 	socket string // shell socket path
-
-	cancel   context.CancelFunc
-	served   chan struct{}
-	serveErr error
-	stopOnce sync.Once
 }
 
-// newRouter starts a router labelled label: a tcp listener on a free
-// loopback port, a shell socket in a temporary directory, short
-// keepalives. The test's cleanup stops it and checks it shut down.
+// newRouter starts a router labelled label (testnet.Start); the test's
+// cleanup stops it and checks it shut down.
 func newRouter(tb testing.TB, label string, opts ...routerOption) *testRouter {
 	tb.Helper()
-	cfg := config.Defaults()
-	cfg.Listen = []string{"tcp://127.0.0.1:0"}
-	cfg.Shell.Socket = filepath.Join(shortTempDir(tb), "shell.sock")
-	cfg.Node.Label = label
-	cfg.Node.ID = config.NodeIDFor(label)
-	cfg.Node.ClusterID = config.NodeIDFor(cfg.Node.ClusterLabel)
-	cfg.Keepalive.Interval = 100 * time.Millisecond
-	cfg.Keepalive.Timeout = 5 * time.Second
-	for _, o := range opts {
-		o(cfg)
-	}
-	for _, l := range cfg.Listen {
-		pl, err := config.ParseListen(l)
-		if err != nil {
-			tb.Fatalf("listen %s: %v", l, err)
-		}
-		cfg.Listeners = append(cfg.Listeners, pl)
-	}
-
-	r := &testRouter{Router: router.New(cfg, testLogger(tb)), tb: tb, label: label, cfg: cfg,
-		socket: cfg.Shell.Socket, served: make(chan struct{})}
-	if err := r.Listen(nil); err != nil {
-		tb.Fatalf("router %s: Listen: %v", label, err)
-	}
-	for _, a := range r.Addrs() {
-		if ta, ok := a.(*net.TCPAddr); ok {
-			r.port = ta.Port
-		}
-	}
-	if r.port == 0 {
-		tb.Fatalf("router %s: no tcp listener among %v", label, r.Addrs())
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	go func() {
-		defer close(r.served)
-		r.serveErr = r.Serve(ctx)
-	}()
-	panics := iocom.Panics()
-	tb.Cleanup(func() {
-		r.stop()
-		if n := iocom.Panics() - panics; n != 0 {
-			tb.Errorf("router %s: link code recovered from %d panic(s)", label, n)
-		}
-	})
-	return r
+	r := testnet.Start(tb, label, testLogger(tb), opts...)
+	return &testRouter{Router: r, tb: tb, label: label, cfg: r.Cfg, port: r.Port, socket: r.Socket}
 }
 
-// shortTempDir is a per-test temporary directory whose paths stay well
-// under the 108-byte limit of unix socket addresses.
-func shortTempDir(tb testing.TB) string {
-	dir := tb.TempDir()
-	if len(dir) < 80 {
-		return dir
-	}
-	dir, err := os.MkdirTemp("", "rt")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+// stop stops the router and returns Serve's error.
+func (r *testRouter) stop() error { return r.Stop() }
 
-// stop cancels Serve's context and waits for Serve to return; it returns
-// Serve's error. Calling it again returns the same result.
-func (r *testRouter) stop() error {
-	r.tb.Helper()
-	r.stopOnce.Do(func() {
-		r.cancel()
-		select {
-		case <-r.served:
-		case <-time.After(waitTimeout):
-			r.tb.Errorf("router %s: Serve did not return within %v of its context ending", r.label, waitTimeout)
-		}
-	})
-	return r.serveErr
-}
-
-func (r *testRouter) addr() string     { return "127.0.0.1:" + strconv.Itoa(r.port) }
+func (r *testRouter) addr() string     { return r.Addr() }
 func (r *testRouter) tcpURL() string   { return "tcp://" + r.addr() }
 func (r *testRouter) shellURL() string { return "unix://" + r.socket }
 func (r *testRouter) nodeID() string   { return r.cfg.Node.ID.String() }
 func (r *testRouter) rnss() uint32     { return r.Engine().Rnss() }
 
-// linkTo returns the id of the router's link whose peer announced label.
-func (r *testRouter) linkTo(label string) (string, error) {
-	var ids []string
-	for _, l := range r.Tree().Links {
-		if l.PeerLabel == label && l.State == "up" {
-			ids = append(ids, l.ID)
-		}
-	}
-	if len(ids) != 1 {
-		return "", fmt.Errorf("%s: links to %q: %v", r.label, label, ids)
-	}
-	return ids[0], nil
-}
-
 // mustLinkTo is linkTo for a link that must exist by now.
 func (r *testRouter) mustLinkTo(label string) string {
 	r.tb.Helper()
-	id, err := r.linkTo(label)
+	id, err := r.LinkTo(label)
 	if err != nil {
 		r.tb.Fatal(err)
 	}
@@ -261,22 +127,9 @@ func (r *testRouter) bestDist(label string) (uint32, error) {
 	return n.Links[0].Dist, nil
 }
 
-// holds reports an error unless the router holds a node labelled label
-// (of any peer type).
-func (r *testRouter) holds(label string) error {
-	for _, c := range r.Tree().Clusters {
-		for _, n := range c.Nodes {
-			if n.Label == label {
-				return nil
-			}
-		}
-	}
-	return fmt.Errorf("%s does not hold node %s", r.label, label)
-}
-
 // lacks reports an error while the router holds a node labelled label.
 func (r *testRouter) lacks(label string) error {
-	if r.holds(label) == nil {
+	if r.Holds(label) == nil {
 		return fmt.Errorf("%s still holds node %s", r.label, label)
 	}
 	return nil
@@ -325,7 +178,7 @@ func line(tb testing.TB, n int, opts ...routerOption) []*testRouter {
 	}
 	for _, r := range rs {
 		for _, o := range rs {
-			eventually(tb, r.label+" holds "+o.label, func() error { return r.holds(o.label) })
+			eventually(tb, r.label+" holds "+o.label, func() error { return r.Holds(o.label) })
 		}
 	}
 	return rs

@@ -46,7 +46,7 @@ func TestAVolconfSlotKeepsAnOutboundLinkWhileItsLNKCONNIsOpen(t *testing.T) {
 				if err := a.lacks("b"); err != nil {
 					return err
 				}
-				if _, err := a.linkTo("b"); err == nil {
+				if _, err := a.LinkTo("b"); err == nil {
 					return fmt.Errorf("a still has a link to b")
 				}
 				return b.lacks("a")

@@ -171,7 +171,7 @@ func TestALeafReceivesOnlyTheSpansItsLNKCONNFiltersLetThrough(t *testing.T) {
 	origin.advertise(hammer2Span("x1", "clx", 1, 7)) // pfs_type 1
 	origin.advertise(hammer2Span("y2", "cly", 2, 7)) // pfs_type 2
 	for _, l := range []string{"x1", "y2"} {
-		eventually(t, "hub holds "+l, func() error { return hub.holds(l) })
+		eventually(t, "hub holds "+l, func() error { return hub.Holds(l) })
 	}
 
 	all := ^uint64(0)
@@ -208,7 +208,7 @@ func TestALeafReceivesOnlyTheSpansItsLNKCONNFiltersLetThrough(t *testing.T) {
 			c.FsLabel, c.ProtoVersion = label, 1
 			obs := dialLeaf(t, hub.tcpURL(), leafConfig{Label: label, Conn: &c, V2: tc.v2})
 			eventually(t, label+" holds exactly "+fmt.Sprint(tc.want), func() error {
-				id, err := hub.linkTo(label)
+				id, err := hub.LinkTo(label)
 				if err != nil {
 					return err
 				}

@@ -1,0 +1,133 @@
+package testnet
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+	"github.com/dmsgd/dmsgd/internal/iocom"
+	"github.com/dmsgd/dmsgd/internal/router"
+)
+
+// Option adjusts a test router's configuration before it starts.
+type Option func(*config.Config)
+
+// Router is one router serving on loopback for the length of a test.
+type Router struct {
+	*router.Router
+	TB     testing.TB
+	Label  string
+	Cfg    *config.Config
+	Port   int    // its tcp listener's port
+	Socket string // its shell socket
+
+	cancel   context.CancelFunc
+	served   chan struct{}
+	serveErr error
+	stopOnce sync.Once
+}
+
+// Start starts a router labelled label: a tcp listener on a free loopback
+// port, a shell socket in a temporary directory, short keepalives, then
+// opts. The test's cleanup stops it, checks Serve returned and that its
+// links recovered from no panic.
+func Start(tb testing.TB, label string, log *zap.Logger, opts ...Option) *Router {
+	tb.Helper()
+	cfg := config.Defaults()
+	cfg.Listen = []string{"tcp://127.0.0.1:0"}
+	cfg.Shell.Socket = filepath.Join(ShortTempDir(tb), "shell.sock")
+	cfg.Node.Label = label
+	cfg.Node.ID = config.NodeIDFor(label)
+	cfg.Node.ClusterID = config.NodeIDFor(cfg.Node.ClusterLabel)
+	cfg.Keepalive.Interval = 100 * time.Millisecond
+	cfg.Keepalive.Timeout = 5 * time.Second
+	for _, o := range opts {
+		o(cfg)
+	}
+	for _, l := range cfg.Listen {
+		pl, err := config.ParseListen(l)
+		if err != nil {
+			tb.Fatalf("listen %s: %v", l, err)
+		}
+		cfg.Listeners = append(cfg.Listeners, pl)
+	}
+	r := &Router{Router: router.New(cfg, log), TB: tb, Label: label, Cfg: cfg,
+		Socket: cfg.Shell.Socket, served: make(chan struct{})}
+	if err := r.Listen(nil); err != nil {
+		tb.Fatalf("router %s: Listen: %v", label, err)
+	}
+	for _, a := range r.Addrs() {
+		if ta, ok := a.(*net.TCPAddr); ok {
+			r.Port = ta.Port
+		}
+	}
+	if r.Port == 0 {
+		tb.Fatalf("router %s: no tcp listener among %v", label, r.Addrs())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() {
+		defer close(r.served)
+		r.serveErr = r.Serve(ctx)
+	}()
+	panics := iocom.Panics()
+	tb.Cleanup(func() {
+		r.Stop()
+		if n := iocom.Panics() - panics; n != 0 {
+			tb.Errorf("router %s: link code recovered from %d panic(s)", label, n)
+		}
+	})
+	return r
+}
+
+// Stop cancels Serve's context, waits for Serve to return and returns its
+// error. Calling it again returns the same result.
+func (r *Router) Stop() error {
+	r.stopOnce.Do(func() {
+		r.cancel()
+		select {
+		case <-r.served:
+		case <-time.After(Timeout):
+			r.TB.Errorf("router %s: Serve did not return within %v of its context ending", r.Label, Timeout)
+		}
+	})
+	return r.serveErr
+}
+
+// Addr is the router's tcp listener, host:port.
+func (r *Router) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.Port) }
+
+// LinkTo returns the id of the router's one open link whose peer announced
+// label.
+func (r *Router) LinkTo(label string) (string, error) {
+	var ids []string
+	for _, l := range r.Tree().Links {
+		if l.PeerLabel == label && l.State == "up" {
+			ids = append(ids, l.ID)
+		}
+	}
+	if len(ids) != 1 {
+		return "", fmt.Errorf("%s: links to %q: %v", r.Label, label, ids)
+	}
+	return ids[0], nil
+}
+
+// Holds reports an error unless the router holds a node labelled label.
+func (r *Router) Holds(label string) error {
+	for _, c := range r.Tree().Clusters {
+		for _, n := range c.Nodes {
+			if n.Label == label && len(n.Links) > 0 {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%s does not hold node %s", r.Label, label)
+}
