@@ -73,13 +73,8 @@ func TestCircuitLinkLoss(t *testing.T) {
 			spanTo(t, r2, r3.addr())
 			rs := []*testRouter{r1, r2, r3}
 			waitConverged(t, rs)
-			l1 := dialLeaf(t, r1.addr(), "leaf1", leafOptions{})
-			l2 := dialLeaf(t, r3.addr(), "leaf2", leafOptions{})
-			c1 := l1.openTo("leaf2")
-			c2 := l2.waitAccepted(0)
-			waitRelayed(t, rs, 1)
 			const held = 4
-			hold(t, c1, c2, held)
+			l1, l2, c1, c2 := heldCircuit(t, rs, held)
 
 			tc.kill(r2, p)
 			checkTerminated(t, c1, dmsg.ErrLostLink, dmsg.ErrLostLink, 2*held)
@@ -93,13 +88,8 @@ func TestCircuitLinkLoss(t *testing.T) {
 // the circuit is aborted at both ends with LOSTLINK.
 func TestCircuitTargetWithdrawn(t *testing.T) {
 	rs := line(t, 3)
-	l1 := dialLeaf(t, rs[0].addr(), "leaf1", leafOptions{})
-	l2 := dialLeaf(t, rs[2].addr(), "leaf2", leafOptions{})
-	c1 := l1.openTo("leaf2")
-	c2 := l2.waitAccepted(0)
-	waitRelayed(t, rs, 1)
 	const held = 3
-	hold(t, c1, c2, held)
+	l1, l2, c1, c2 := heldCircuit(t, rs, held)
 
 	l2.withdraw()
 	checkTerminated(t, c1, dmsg.ErrLostLink, dmsg.ErrLostLink, 2*held)
@@ -114,13 +104,8 @@ func TestCircuitOrderlyClose(t *testing.T) {
 	for _, byOpener := range []bool{true, false} {
 		t.Run(fmt.Sprintf("ByOpener=%v", byOpener), func(t *testing.T) {
 			rs := line(t, 3)
-			l1 := dialLeaf(t, rs[0].addr(), "leaf1", leafOptions{})
-			l2 := dialLeaf(t, rs[2].addr(), "leaf2", leafOptions{})
-			c1 := l1.openTo("leaf2")
-			c2 := l2.waitAccepted(0)
-			waitRelayed(t, rs, 1)
 			const held = 3
-			hold(t, c1, c2, held)
+			l1, l2, c1, c2 := heldCircuit(t, rs, held)
 			closer, far := c1, c2
 			if !byOpener {
 				closer, far = c2, c1

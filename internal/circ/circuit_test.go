@@ -53,6 +53,20 @@ func waitRelayed(tb testing.TB, rs []*testRouter, n int) {
 	}
 }
 
+// heldCircuit joins leaf1 on the first router of rs and leaf2 on the last
+// by a circuit, relayed by every router, with held transactions open
+// inside it in each direction.
+func heldCircuit(tb testing.TB, rs []*testRouter, held int) (l1, l2 *leaf, c1, c2 *circuit) {
+	tb.Helper()
+	l1 = dialLeaf(tb, rs[0].addr(), "leaf1", leafOptions{})
+	l2 = dialLeaf(tb, rs[len(rs)-1].addr(), "leaf2", leafOptions{})
+	c1 = l1.openTo("leaf2")
+	c2 = l2.waitAccepted(0)
+	waitRelayed(tb, rs, 1)
+	hold(tb, c1, c2, held)
+	return l1, l2, c1, c2
+}
+
 // hold opens n held transactions in each direction of the circuit between
 // x and y (each end keeps them open) and waits until both ends see all
 // 2n.
