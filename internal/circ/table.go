@@ -40,9 +40,6 @@ func NewTable(conn *iocom.Conn, name string, owner any) *Table {
 // Owner returns the handle NewTable was given.
 func (t *Table) Owner() any { return t.owner }
 
-// Conn returns the table's link.
-func (t *Table) Conn() *iocom.Conn { return t.conn }
-
 func (t *Table) add(e *end) {
 	t.mu.Lock()
 	t.ends[e.key] = e

@@ -103,9 +103,6 @@ func (c *Conn) Since() time.Time { return c.since }
 // Logger returns the link's logger, which names the link and the peer.
 func (c *Conn) Logger() *zap.Logger { return c.log }
 
-// Root returns the scope of circuit 0, the link itself.
-func (c *Conn) Root() *Scope { return c.root }
-
 // Done is closed once the link is down: both goroutines have exited and
 // every state on it has been terminated.
 func (c *Conn) Done() <-chan struct{} { return c.done }

@@ -97,13 +97,6 @@ func (tx *Tx) end(cmd, code uint32) error {
 	return nil
 }
 
-// Closed reports whether this side has sent its DELETE.
-func (tx *Tx) Closed() bool {
-	tx.conn.mu.Lock()
-	defer tx.conn.mu.Unlock()
-	return tx.txDelete || tx.done
-}
-
 // Done reports whether the transaction is finished: DELETE both sent and
 // received, or terminated by link loss.
 func (tx *Tx) Done() bool {
