@@ -112,7 +112,10 @@ func (c *Conn) receive(m *dmsg.Msg) error {
 	}
 	c.mu.Lock()
 	kind, tx, err := c.classify(m)
-	s := c.scopes[keyOf(m)]
+	var s *Scope
+	if kind == rxOneWay || err != nil {
+		s = c.scopes[keyOf(m)]
+	}
 	c.mu.Unlock()
 	if err != nil {
 		if m.Circuit != 0 && s != nil {
