@@ -125,11 +125,17 @@ func newStalledLink(t *testing.T, queueBytes int) *stalledLink {
 	return &stalledLink{conn: conn, far: b}
 }
 
+// writerSlack is what the writer can still take off the queue after fill
+// stops: its 64 KiB buffer and one more message, encoded without blocking
+// before it blocks on the pipe for good.
+const writerSlack = 64<<10 + 9<<10
+
 // fill queues one-way messages until the queue holds at least its limit
-// (the writer is stuck on the pipe, so the queue only grows).
+// even after the writer has taken what it can without blocking (the pipe
+// is never read, so from then on the queue only grows).
 func (s *stalledLink) fill(t *testing.T, limit int) (sent int) {
 	t.Helper()
-	for s.conn.QueuedBytes() < limit {
+	for s.conn.QueuedBytes() < limit+writerSlack {
 		m := dmsg.NewMsg(dmsg.DbgShell)
 		m.SetAux(auxPool[:8<<10])
 		if err := s.conn.SendOneWay(m); err != nil {
