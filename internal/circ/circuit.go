@@ -60,16 +60,11 @@ func (c *Circuit) other(e *end) *end {
 	return c.a
 }
 
-// forward relays m, which arrived at end in, to the opposite end, then
+// forward relays f, which arrived at end in, to the opposite end, then
 // waits while that end's queue is over the bound.
-func (c *Circuit) forward(in *end, m *dmsg.Msg) {
+func (c *Circuit) forward(in *end, f *iocom.Frame) {
 	out := c.other(in)
-	m.Circuit = out.key.id
-	m.Cmd &^= dmsg.FlagRevCirc
-	if !out.key.local {
-		m.Cmd |= dmsg.FlagRevCirc
-	}
-	size := int64(m.EncodedSize())
+	size := int64(f.EncodedSize())
 	c.msgs.Add(1)
 	c.bytes.Add(uint64(size))
 	full := out.queued.Add(size) > c.r.limits.queueBytes.Load()
@@ -80,9 +75,8 @@ func (c *Circuit) forward(in *end, m *dmsg.Msg) {
 		room = make(chan struct{})
 		out.wait.Store(&room)
 	}
-	if err := out.table.conn.RelayFrom(in.table.conn, m, out); err != nil {
+	if err := f.RelayTo(out.table.conn, out.key.id, !out.key.local, out); err != nil {
 		out.queued.Add(-size)
-		m.Release()
 		return
 	}
 	if full {

@@ -21,7 +21,8 @@ type rawPeer struct {
 	wmu sync.Mutex
 
 	// onMsg, if set before start, sees every received message first; it
-	// returns true to skip the bookkeeping (benchmark data path).
+	// returns true to skip the bookkeeping (benchmark data path), and m is
+	// then recycled: onMsg must not keep it.
 	onMsg func(m *dmsg.Msg) bool
 
 	mu      sync.Mutex
@@ -153,6 +154,7 @@ func (p *rawPeer) readLoop() {
 			return
 		}
 		if p.onMsg != nil && p.onMsg(m) {
+			m.Release()
 			continue
 		}
 		p.note(m)

@@ -16,8 +16,8 @@ type key struct {
 
 // keyOf returns the key a received message's circuit field names: with
 // REVCIRC the circuit is one the receiver (we) opened.
-func keyOf(m *dmsg.Msg) key {
-	return key{id: m.Circuit, local: m.Cmd&dmsg.FlagRevCirc != 0}
+func keyOf(h *dmsg.Header) key {
+	return key{id: h.Circuit, local: h.Cmd&dmsg.FlagRevCirc != 0}
 }
 
 // Table is one link's circuit table. The router keeps one per link and
@@ -68,16 +68,16 @@ func (t *Table) Len() int {
 	return len(t.ends)
 }
 
-// Forward relays m if its circuit is one this router relays on the link.
+// Forward relays f if its circuit is one this router relays on the link.
 // It reports false for circuits it does not know (those ending here, or
 // gone: iocom then delivers or drops them). It may block while the
 // circuit's queue toward the other side is full; that pauses this link's
 // reader, which is the backpressure DMSG has.
-func (t *Table) Forward(_ *iocom.Conn, m *dmsg.Msg) bool {
-	e := t.lookup(keyOf(m))
+func (t *Table) Forward(_ *iocom.Conn, f *iocom.Frame) bool {
+	e := t.lookup(keyOf(&f.Header))
 	if e == nil {
 		return false
 	}
-	e.c.forward(e, m)
+	e.c.forward(e, f)
 	return true
 }

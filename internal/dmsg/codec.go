@@ -1,9 +1,6 @@
 package dmsg
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -122,122 +119,52 @@ func (e *Encoder) Encode(m *Msg) error {
 	return err
 }
 
-// Decoder reads messages from one direction of a link, checking framing,
-// limits, both CRCs and the salt sequence before handing a message out.
-// It is not safe for concurrent use. After an error other than io.EOF the
-// stream is unusable: DMSG has no resynchronisation.
-type Decoder struct {
-	r   *bufio.Reader
-	seq uint8
-	hdr [MaxHeaderSize]byte
+// WriteFrames writes b, whole little-endian messages back to back in wire
+// form as Decoder.Frame returned them, numbering them with the next
+// sequence numbers: each frame's salt and hdr_crc are rewritten in place,
+// everything else goes out as it is. It returns how many frames b held.
+func (e *Encoder) WriteFrames(b []byte) (int, error) {
+	frames := 0
+	for off := 0; off < len(b); frames++ {
+		n, size := FrameSize(b[off:])
+		if size == 0 || off+size > len(b) {
+			return frames, fmt.Errorf("write frames: %w: a frame is cut at byte %d", ErrHeaderSize, off)
+		}
+		e.seal(b[off : off+n])
+		off += size
+	}
+	_, err := e.w.Write(b)
+	return frames, err
 }
 
-// NewDecoder returns a Decoder reading from r, buffered unless r already
-// is a *bufio.Reader.
-func NewDecoder(r io.Reader) *Decoder {
-	br, ok := r.(*bufio.Reader)
-	if !ok {
-		br = bufio.NewReaderSize(r, 64<<10)
-	}
-	return &Decoder{r: br}
-}
-
-// Buffered reports how many bytes are already read from the stream but not
-// yet decoded.
-func (d *Decoder) Buffered() int { return d.r.Buffered() }
-
-// Decode reads the next message. It returns io.EOF only when the stream ends
-// cleanly at a message boundary; an end inside a message is
-// io.ErrUnexpectedEOF.
-func (d *Decoder) Decode() (*Msg, error) {
-	base := d.hdr[:BaseHeaderSize]
-	if _, err := io.ReadFull(d.r, base); err != nil {
-		return nil, err
-	}
-	var order binary.ByteOrder
-	switch magic := le.Uint16(base[offMagic:]); magic {
-	case Magic:
-		order = binary.LittleEndian
-	case MagicSwapped:
-		order = binary.BigEndian
-	default:
-		return nil, fmt.Errorf("%w %#04x", ErrBadMagic, magic)
-	}
-	cmd := order.Uint32(base[offCmd:])
-	units := cmd & SizeMask
-	if units == 0 || units > MaxHeaderUnits {
-		return nil, fmt.Errorf("%w: %d units in %s", ErrHeaderSize, units, CmdString(cmd))
-	}
-	auxBytes := order.Uint32(base[offAuxBytes:])
-	if auxBytes > MaxAuxSize {
-		return nil, fmt.Errorf("%w: %d bytes in %s", ErrAuxSize, auxBytes, CmdString(cmd))
-	}
-	if order.Uint64(base[offAuxDescr:]) != 0 {
-		return nil, fmt.Errorf("%w (%s)", ErrAuxDescr, CmdString(cmd))
-	}
-	n := int(units) * Align
-	hdr := d.hdr[:n]
-	if _, err := io.ReadFull(d.r, hdr[BaseHeaderSize:]); err != nil {
-		return nil, noEOF(err)
-	}
-	want := order.Uint32(hdr[offHdrCRC:])
+// seal gives hdr, a whole little-endian extended header, the next salt and
+// a fresh hdr_crc.
+func (e *Encoder) seal(hdr []byte) {
+	le.PutUint32(hdr[offSalt:], e.saltHigh()|uint32(e.seq))
+	e.seq++
 	le.PutUint32(hdr[offHdrCRC:], 0)
-	got := CRC(hdr)
-	order.PutUint32(hdr[offHdrCRC:], want)
-	if got != want {
-		return nil, fmt.Errorf("%w in %s: got %#08x, header says %#08x", ErrHeaderCRC, CmdString(cmd), got, want)
-	}
-	var h Header
-	h.get(hdr, order)
-	if seq := uint8(h.Salt); seq != d.seq {
-		return nil, fmt.Errorf("%w: got %d, want %d", ErrSequence, seq, d.seq)
-	}
-	d.seq++
-	ext := 0
-	if n > BaseHeaderSize {
-		ext = n
-	}
-	m := newPooledMsg(ext + AlignUp(int(auxBytes)))
-	m.Header, m.auxSealed = h, true
-	if ext > 0 {
-		m.Ext = m.buf[:n:n]
-		clear(m.Ext[:BaseHeaderSize])
-		copy(m.Ext[BaseHeaderSize:], hdr[BaseHeaderSize:])
-		if order != binary.LittleEndian {
-			swapExt(Base(cmd), m.Ext)
-		}
-	}
-	if auxBytes > 0 {
-		if err := d.readAux(m, m.buf[ext:ext+AlignUp(int(auxBytes))]); err != nil {
-			m.Release()
-			return nil, err
-		}
-	}
-	return m, nil
+	le.PutUint32(hdr[offHdrCRC:], CRC(hdr))
 }
 
-// readAux reads m's aux data and padding into buf, its aligned size.
-func (d *Decoder) readAux(m *Msg, buf []byte) error {
-	if _, err := io.ReadFull(d.r, buf); err != nil {
-		return noEOF(err)
+// FrameSize returns the extended header size and the whole wire size of
+// the little-endian message frame starts with, read from its header (0, 0
+// if frame is shorter than a base header).
+func FrameSize(frame []byte) (hdr, size int) {
+	if len(frame) < BaseHeaderSize {
+		return 0, 0
 	}
-	if got := CRC(buf); got != m.AuxCRC {
-		return fmt.Errorf("%w in %s: got %#08x, header says %#08x", ErrAuxCRC, CmdString(m.Cmd), got, m.AuxCRC)
-	}
-	// aux_crc is defined over the aux data padded with zeros (PROTOCOL.md
-	// 1.4). m.Aux drops the padding, so a message accepted with nonzero
-	// padding that its CRC covers would re-encode with a wrong aux_crc.
-	if pad := buf[m.AuxBytes:]; !bytes.Equal(pad, zeroPad[:len(pad)]) {
-		return fmt.Errorf("%w in %s: aux padding is not zero", ErrAuxCRC, CmdString(m.Cmd))
-	}
-	m.Aux = buf[:m.AuxBytes:m.AuxBytes]
-	return nil
+	hdr = HeaderBytes(le.Uint32(frame[offCmd:]))
+	return hdr, hdr + AlignUp(int(le.Uint32(frame[offAuxBytes:])))
 }
 
-// noEOF turns an EOF inside a message into io.ErrUnexpectedEOF.
-func noEOF(err error) error {
-	if errors.Is(err, io.EOF) {
-		return io.ErrUnexpectedEOF
+// SetFrameCircuit rewrites the circuit field and the REVCIRC flag of the
+// little-endian message frame starts with, as a router relaying it does.
+// The header CRC is left stale: WriteFrames reseals it.
+func SetFrameCircuit(frame []byte, circuit uint64, revCirc bool) {
+	le.PutUint64(frame[offCircuit:], circuit)
+	cmd := le.Uint32(frame[offCmd:]) &^ FlagRevCirc
+	if revCirc {
+		cmd |= FlagRevCirc
 	}
-	return err
+	le.PutUint32(frame[offCmd:], cmd)
 }

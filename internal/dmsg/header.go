@@ -122,20 +122,45 @@ func (h *Header) put(b []byte) {
 	le.PutUint32(b[offHdrCRC:], h.HdrCRC)
 }
 
-// get reads h from b[0:64] in the given byte order.
-func (h *Header) get(b []byte, o binary.ByteOrder) {
-	h.Reserved02 = o.Uint16(b[offReserved02:])
-	h.Salt = o.Uint32(b[offSalt:])
-	h.MsgID = o.Uint64(b[offMsgID:])
-	h.Circuit = o.Uint64(b[offCircuit:])
-	h.Reserved18 = o.Uint64(b[offReserved18:])
-	h.Cmd = o.Uint32(b[offCmd:])
-	h.AuxCRC = o.Uint32(b[offAuxCRC:])
-	h.AuxBytes = o.Uint32(b[offAuxBytes:])
-	h.Error = o.Uint32(b[offError:])
-	h.AuxDescr = o.Uint64(b[offAuxDescr:])
-	h.Reserved38 = o.Uint32(b[offReserved38:])
-	h.HdrCRC = o.Uint32(b[offHdrCRC:])
+// get reads h from b[0:64], byte-swapping every field for an
+// opposite-endian sender.
+func (h *Header) get(b []byte, swapped bool) {
+	h.Reserved02 = u16(b[offReserved02:], swapped)
+	h.Salt = u32(b[offSalt:], swapped)
+	h.MsgID = u64(b[offMsgID:], swapped)
+	h.Circuit = u64(b[offCircuit:], swapped)
+	h.Reserved18 = u64(b[offReserved18:], swapped)
+	h.Cmd = u32(b[offCmd:], swapped)
+	h.AuxCRC = u32(b[offAuxCRC:], swapped)
+	h.AuxBytes = u32(b[offAuxBytes:], swapped)
+	h.Error = u32(b[offError:], swapped)
+	h.AuxDescr = u64(b[offAuxDescr:], swapped)
+	h.Reserved38 = u32(b[offReserved38:], swapped)
+	h.HdrCRC = u32(b[offHdrCRC:], swapped)
+}
+
+// u16, u32 and u64 read a header field, little-endian unless swapped.
+// They are plain functions, not a binary.ByteOrder, so that they inline:
+// every received message goes through them.
+func u16(b []byte, swapped bool) uint16 {
+	if swapped {
+		return binary.BigEndian.Uint16(b)
+	}
+	return binary.LittleEndian.Uint16(b)
+}
+
+func u32(b []byte, swapped bool) uint32 {
+	if swapped {
+		return binary.BigEndian.Uint32(b)
+	}
+	return binary.LittleEndian.Uint32(b)
+}
+
+func u64(b []byte, swapped bool) uint64 {
+	if swapped {
+		return binary.BigEndian.Uint64(b)
+	}
+	return binary.LittleEndian.Uint64(b)
 }
 
 // Base returns the base command (protocol | command | size) of cmd.

@@ -9,69 +9,6 @@ import (
 // ErrScopeExists is returned when a circuit scope is opened twice.
 var ErrScopeExists = errors.New("circuit scope already open")
 
-// Relay queues a message a router forwards on a circuit: m goes out as it
-// is (msgid, cmd, error and aux untouched) apart from what the caller set
-// (circuit and REVCIRC) and what every link recomputes (salt, hdr_crc). It
-// bypasses the state machine: the transactions inside a circuit belong to
-// its two ends. acct is told when m has left the queue; m is then
-// released for reuse (dmsg.Msg.Release), so the caller must not keep it.
-func (c *Conn) Relay(m *dmsg.Msg, acct Accounter) error {
-	return c.RelayFrom(nil, m, acct)
-}
-
-// RelayFrom is Relay called from the reader of link from (in its Forward
-// hook). The writer of c is then woken only once from's input is drained,
-// not for every message: a burst decoded from one read leaves in one
-// batch and one write, which is what makes relaying cheap.
-func (c *Conn) RelayFrom(from *Conn, m *dmsg.Msg, acct Accounter) error {
-	if acct == nil {
-		acct = noAccount{}
-	}
-	c.mu.Lock()
-	if c.dead {
-		c.mu.Unlock()
-		return ErrClosed
-	}
-	c.q = append(c.q, outMsg{m: m, acct: acct, release: true})
-	c.qBytes += m.EncodedSize()
-	first := len(c.q) == 1
-	c.mu.Unlock()
-	switch {
-	case !first: // a wake-up is already due
-	case from == nil:
-		c.kick()
-	default:
-		from.deferWake(c)
-	}
-	return nil
-}
-
-// deferWake records that c's writer must be woken when this link's input
-// is drained. Only this link's reader goroutine calls it.
-func (c *Conn) deferWake(w *Conn) {
-	for _, x := range c.relayedTo {
-		if x == w {
-			return
-		}
-	}
-	c.relayedTo = append(c.relayedTo, w)
-}
-
-// wakeRelayed wakes the writers this link relayed to since its input was
-// last drained; with direct, it sends small bursts itself (writeNow). Only
-// this link's reader goroutine calls it.
-func (c *Conn) wakeRelayed(direct bool) {
-	for i, w := range c.relayedTo {
-		if direct {
-			w.writeNow()
-		} else {
-			w.kick()
-		}
-		c.relayedTo[i] = nil
-	}
-	c.relayedTo = c.relayedTo[:0]
-}
-
 // OpenScope makes this side an end of circuit id: messages arriving on it
 // run through their own state tables and reach h. local says whether this
 // side opened the circuit (its LNK_CIRC). Circuit 0 always exists.
@@ -145,8 +82,3 @@ func (s *Scope) Closed() bool {
 	defer s.conn.mu.Unlock()
 	return s.closed
 }
-
-// noAccount is the Accounter of relayed messages nobody counts.
-type noAccount struct{}
-
-func (noAccount) Written(int) {}

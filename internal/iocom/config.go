@@ -43,9 +43,11 @@ type Config struct {
 	Handler Handler
 
 	// Forward, if set, is offered every message whose circuit is not 0
-	// before the state machine sees it; returning true consumes it. A
-	// router relays circuits this way.
-	Forward func(c *Conn, m *dmsg.Msg) bool
+	// before the state machine sees it, with only its header read. It
+	// consumes the message by relaying it (Frame.RelayTo) and then returns
+	// true; returning false leaves the message to this link. A router
+	// relays circuits this way.
+	Forward func(c *Conn, f *Frame) bool
 
 	// Logger receives link events; nil means no logging.
 	Logger *zap.Logger

@@ -38,7 +38,11 @@ type Conn struct {
 	done       chan struct{}
 	err        atomic.Pointer[error]
 
-	relayedTo []*Conn // writers to wake when our input drains (reader only)
+	// The reader goroutine's own.
+	dec       *dmsg.Decoder
+	frame     Frame    // the circuit message offered to Forward
+	stages    []*stage // relayed, not yet queued on the links relayed to
+	relayedTo []*Conn  // writers to wake when our input drains
 
 	// The write side of the socket belongs to whoever holds wmu: the
 	// writer goroutine, or a relaying reader sending a small burst itself.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -16,6 +17,7 @@ import (
 // goroutine instead of blocking on a peer that does not read.
 type outBuf struct {
 	nc  net.Conn
+	rc  syscall.RawConn // for writes that never wait; nil: use a deadline
 	buf []byte
 
 	// noDeadline marks a stream that a timed-out write breaks for good
@@ -26,12 +28,23 @@ type outBuf struct {
 
 func newOutBuf(nc net.Conn) *outBuf {
 	_, isTLS := nc.(*tls.Conn)
-	return &outBuf{nc: nc, buf: make([]byte, 0, writeBufferSize), noDeadline: isTLS}
+	o := &outBuf{nc: nc, buf: make([]byte, 0, writeBufferSize), noDeadline: isTLS}
+	if sc, ok := nc.(syscall.Conn); ok && !isTLS {
+		o.rc, _ = sc.SyscallConn()
+	}
+	return o
 }
 
+// directMin is the size from which a write is not copied into the buffer
+// but handed to the socket with what is buffered, in one writev.
+const directMin = 16 << 10
+
 // Write buffers p. A full buffer is flushed first; a large p goes straight
-// to the socket once the buffer is empty, without being copied.
+// to the socket with the buffered bytes, without being copied.
 func (o *outBuf) Write(p []byte) (int, error) {
+	if len(p) >= directMin && !o.noDeadline {
+		return o.writeThrough(p)
+	}
 	if len(o.buf)+len(p) > cap(o.buf) {
 		if err := o.flush(time.Time{}); err != nil {
 			return 0, err
@@ -44,6 +57,22 @@ func (o *outBuf) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// writeThrough writes the buffered bytes and p in one system call. Only
+// the writer goroutine writes this much (see writeNow), without a
+// deadline, so a short write is an error that ends the link.
+func (o *outBuf) writeThrough(p []byte) (int, error) {
+	if len(o.buf) == 0 {
+		return o.nc.Write(p)
+	}
+	bufs := net.Buffers{o.buf, p}
+	_, err := bufs.WriteTo(o.nc)
+	o.buf = o.buf[:0]
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 // pending reports whether bytes wait to be written.
 func (o *outBuf) pending() bool { return len(o.buf) > 0 }
 
@@ -51,10 +80,14 @@ func (o *outBuf) pending() bool { return len(o.buf) > 0 }
 var errSlowPeer = errors.New("socket full")
 
 // flush writes the buffered bytes; with a non-zero deadline it gives up at
-// the deadline, keeps what was not written and returns errSlowPeer.
+// the deadline (or, on a socket, as soon as the socket takes no more),
+// keeps what was not written and returns errSlowPeer.
 func (o *outBuf) flush(deadline time.Time) error {
 	if len(o.buf) == 0 {
 		return nil
+	}
+	if !deadline.IsZero() && o.rc != nil {
+		return o.tryWrite()
 	}
 	if !deadline.IsZero() {
 		o.nc.SetWriteDeadline(deadline)
@@ -66,4 +99,26 @@ func (o *outBuf) flush(deadline time.Time) error {
 		return errSlowPeer
 	}
 	return err
+}
+
+// tryWrite writes what the socket takes at once, with one non-blocking
+// write: no deadline to arm and disarm on the way of a relayed request.
+func (o *outBuf) tryWrite() error {
+	var n int
+	var werr error
+	err := o.rc.Write(func(fd uintptr) bool {
+		n, werr = syscall.Write(int(fd), o.buf)
+		return true // never wait for the socket: that is the writer's job
+	})
+	n = max(n, 0)
+	o.buf = o.buf[:copy(o.buf, o.buf[n:])]
+	switch {
+	case err != nil:
+		return err
+	case werr == syscall.EAGAIN || werr == syscall.EINTR || (werr == nil && len(o.buf) > 0):
+		return errSlowPeer
+	case werr != nil:
+		return &net.OpError{Op: "write", Net: o.nc.LocalAddr().Network(), Addr: o.nc.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
+	}
+	return nil
 }

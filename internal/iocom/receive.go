@@ -20,20 +20,46 @@ import (
 func (c *Conn) readLoop() {
 	defer c.finish()
 	defer c.recoverPanic("reader")
-	dec := dmsg.NewDecoder(&rxStream{c: c, timeout: c.cfg.keepaliveTimeout()})
+	c.dec = dmsg.NewDecoder(&rxStream{c: c, timeout: c.cfg.keepaliveTimeout()})
 	for {
-		m, err := dec.Decode()
-		if err != nil {
+		if err := c.readOne(); err != nil {
 			c.fail(readError(err))
 			return
 		}
-		c.rxMsgs.Add(1)
-		c.rxBytes.Add(uint64(m.EncodedSize()))
-		if err := c.receive(m); err != nil {
-			c.fail(err)
-			return
+	}
+}
+
+// readOne reads one message and relays or handles it; an error ends the
+// link.
+func (c *Conn) readOne() error {
+	h, err := c.dec.Next()
+	if err != nil {
+		return err
+	}
+	c.rxMsgs.Add(1)
+	if ce := c.log.Check(zapcore.DebugLevel, "rx"); ce != nil {
+		ce.Write(headerFields(h)...)
+	}
+	if h.Circuit != 0 && c.cfg.Forward != nil {
+		f := &c.frame
+		*f = Frame{Header: *h, c: c}
+		if c.cfg.Forward(c, f) {
+			c.rxBytes.Add(uint64(f.EncodedSize()))
+			if !f.used {
+				return errors.New("internal error: Forward claimed a message it did not relay")
+			}
+			return f.err
 		}
 	}
+	// What this message makes us send must not overtake what we relayed
+	// before it.
+	c.publishAll()
+	m, err := c.dec.Msg()
+	if err != nil {
+		return err
+	}
+	c.rxBytes.Add(uint64(m.EncodedSize()))
+	return c.receive(m)
 }
 
 // rxStream is what the reader decodes from. With a keepalive timeout it
@@ -104,12 +130,6 @@ func (c *Conn) recoverPanic(where string) {
 
 // receive handles one decoded message.
 func (c *Conn) receive(m *dmsg.Msg) error {
-	if ce := c.log.Check(zapcore.DebugLevel, "rx"); ce != nil {
-		ce.Write(msgFields(m)...)
-	}
-	if m.Circuit != 0 && c.cfg.Forward != nil && c.cfg.Forward(c, m) {
-		return nil
-	}
 	c.mu.Lock()
 	kind, tx, err := c.classify(m)
 	var s *Scope
@@ -245,12 +265,14 @@ func (c *Conn) logDown() {
 	}
 }
 
-func msgFields(m *dmsg.Msg) []zap.Field {
+func msgFields(m *dmsg.Msg) []zap.Field { return headerFields(&m.Header) }
+
+func headerFields(h *dmsg.Header) []zap.Field {
 	return []zap.Field{
-		zap.String("cmd", dmsg.CmdString(m.Cmd)),
-		zap.String("msgid", fmt.Sprintf("%016x", m.MsgID)),
-		zap.Uint64("circuit", m.Circuit),
-		zap.Uint32("error", m.Error),
-		zap.Uint32("aux", m.AuxBytes),
+		zap.String("cmd", dmsg.CmdString(h.Cmd)),
+		zap.String("msgid", fmt.Sprintf("%016x", h.MsgID)),
+		zap.Uint64("circuit", h.Circuit),
+		zap.Uint32("error", h.Error),
+		zap.Uint32("aux", h.AuxBytes),
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
@@ -17,12 +18,16 @@ import (
 // of small messages leaves in few syscalls.
 const writeBufferSize = 64 << 10
 
-// outMsg is one queued message and, for relayed circuit traffic, who to
-// tell once it has left the queue.
+// outMsg is one queued message, or a run of relayed frames in the queue's
+// byte slab, and, for relayed circuit traffic, who to tell once it has
+// left the queue.
 type outMsg struct {
 	m       *dmsg.Msg
 	acct    Accounter
 	release bool // recycle m once written (relayed messages)
+
+	raw   []byte // relayed frames, back to back, in chunk
+	chunk *chunk
 }
 
 // Accounter is told when a relayed message has been written out of a
@@ -231,26 +236,21 @@ func (c *Conn) isClosing() bool {
 // writeBatch encodes batch into the buffer and releases its bytes from the
 // queue accounting.
 func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
-	n := 0
+	n, msgs := 0, 0
 	debug := c.log.Core().Enabled(zapcore.DebugLevel)
 	for i, o := range batch {
-		if debug {
-			c.log.Debug("tx", msgFields(o.m)...)
-		}
-		if err := enc.Encode(o.m); err != nil {
+		size, frames, err := c.writeOne(enc, &o, debug)
+		if err != nil {
 			return err
 		}
-		size := o.m.EncodedSize()
 		n += size
+		msgs += frames
 		if o.acct != nil {
 			o.acct.Written(size)
 		}
-		if o.release {
-			o.m.Release()
-		}
 		batch[i] = outMsg{}
 	}
-	c.txMsgs.Add(uint64(len(batch)))
+	c.txMsgs.Add(uint64(msgs))
 	c.txBytes.Add(uint64(n))
 	c.mu.Lock()
 	c.qBytes -= n
@@ -260,6 +260,30 @@ func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
 	}
 	c.mu.Unlock()
 	return nil
+}
+
+// writeOne encodes one queue entry and returns its size and how many
+// messages it held.
+func (c *Conn) writeOne(enc *dmsg.Encoder, o *outMsg, debug bool) (int, int, error) {
+	if o.raw != nil {
+		frames, err := enc.WriteFrames(o.raw)
+		o.chunk.unref()
+		if debug {
+			c.log.Debug("tx relayed frames", zap.Int("messages", frames), zap.Int("bytes", len(o.raw)))
+		}
+		return len(o.raw), frames, err
+	}
+	if debug {
+		c.log.Debug("tx", msgFields(o.m)...)
+	}
+	if err := enc.Encode(o.m); err != nil {
+		return 0, 0, err
+	}
+	size := o.m.EncodedSize()
+	if o.release {
+		o.m.Release()
+	}
+	return size, 1, nil
 }
 
 // keepalive implements the sending half of PROTOCOL.md 3.2 from the writer

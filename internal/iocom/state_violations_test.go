@@ -327,30 +327,50 @@ func TestAPanickingHandlerClosesOnlyItsLink(t *testing.T) {
 }
 
 // TestForwardIsOfferedCircuitMessages: with Config.Forward set, messages of
-// non-zero circuits go to it before the state machine.
+// non-zero circuits go to it before the state machine, and what it relays
+// leaves the other link with only the circuit and REVCIRC changed.
 func TestForwardIsOfferedCircuitMessages(t *testing.T) {
 	guard(t)
+	out, outPeer := newRawLink(t, iocom.Config{ID: "out"})
 	rec := newRecorder(defaultPolicies)
-	forwarded := make(chan *dmsg.Msg, 4)
+	var offered []string // only the reader goroutine appends
 	conn, peer := newRawLink(t, iocom.Config{ID: "router", Handler: rec,
-		Forward: func(c *iocom.Conn, m *dmsg.Msg) bool {
-			forwarded <- m
-			return m.Circuit == 7
+		Forward: func(c *iocom.Conn, f *iocom.Frame) bool {
+			offered = append(offered, fmt.Sprintf("%d:%s", f.Circuit, dmsg.CmdString(f.Cmd)))
+			if f.Circuit != 7 {
+				return false
+			}
+			if err := f.RelayTo(out, 70, true, nil); err != nil {
+				t.Errorf("RelayTo: %v", err)
+			}
+			return true
 		}})
+	big := make([]byte, 40<<10) // too large to be relayed as bytes
+	for i := range big {
+		big[i] = byte(i)
+	}
 	h := &harness{t: t, conn: conn, peer: peer, rec: rec, ours: make(map[string]*iocom.Tx)}
 	h.run(
-		peerSends(dmsg.LnkSpan|C, theirs(5), onCircuit(7)),
+		peerSends(dmsg.LnkSpan|C, theirs(5), onCircuit(7), withAux("hello")),
+		peerSends(dmsg.DbgShell|dmsg.FlagRevCirc, theirs(0), onCircuit(7), withAuxBytes(big)),
 		peerSends(dmsg.DbgShell, theirs(0), onCircuit(8)), // declined: no such scope, dropped
 		peerSends(dmsg.LnkSpan|C, theirs(5)),              // circuit 0: never offered
 		handlerGets("accept", dmsg.LnkSpan|C, theirs(5)),
 		connSends(ackReply, theirs(5), 0),
 	)
-	close(forwarded)
-	var got []string
-	for m := range forwarded {
-		got = append(got, fmt.Sprintf("%d:%s", m.Circuit, dmsg.CmdString(m.Cmd)))
+	want := "[7:LNK_SPAN|CREATE 7:DBG_SHELL|REVCIRC 8:DBG_SHELL]"
+	if fmt.Sprint(offered) != want {
+		t.Fatalf("Forward was offered %v, want %s", offered, want)
 	}
-	if want := "[7:LNK_SPAN|CREATE 8:DBG_SHELL]"; fmt.Sprint(got) != want {
-		t.Fatalf("Forward was offered %v, want %s", got, want)
+	m := outPeer.expect(dmsg.LnkSpan|C|dmsg.FlagRevCirc, 5)
+	if m.Circuit != 70 || string(m.Aux) != "hello" {
+		t.Errorf("relayed as circuit %d with aux %q, want circuit 70 and %q", m.Circuit, m.Aux, "hello")
+	}
+	m = outPeer.expect(dmsg.DbgShell|dmsg.FlagRevCirc, 0)
+	if m.Circuit != 70 || !bytes.Equal(m.Aux, big) {
+		t.Errorf("large message relayed as circuit %d with %d aux bytes, want circuit 70 and the %d sent", m.Circuit, len(m.Aux), len(big))
+	}
+	if s := out.Stats(); s.TxMsgs != 2 {
+		t.Errorf("out link counts %d messages sent, want 2", s.TxMsgs)
 	}
 }

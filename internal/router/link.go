@@ -70,7 +70,7 @@ func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 		KeepaliveTimeout:  orDisabled(cfg.Keepalive.Timeout),
 		QueueBytes:        int(cfg.Limits.QueueBytesPerLink),
 		Handler:           l,
-		Forward:           func(c *iocom.Conn, m *dmsg.Msg) bool { return l.circuits.Forward(c, m) },
+		Forward:           func(c *iocom.Conn, f *iocom.Frame) bool { return l.circuits.Forward(c, f) },
 		Logger:            r.log,
 	})
 	l.circuits = circ.NewTable(l.conn, l.id, l)

@@ -1,0 +1,262 @@
+package iocom
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+)
+
+// Relaying is what a router does with almost all of its traffic: a message
+// arriving on one link's circuit leaves on another link's circuit with
+// nothing changed but the circuit id, the REVCIRC flag and what every link
+// recomputes (salt, hdr_crc). So the reader offers each circuit message to
+// the Forward hook as a Frame, before decoding more than its header, and a
+// relayed frame is copied once, as bytes, from the reader's buffer into a
+// chunk of memory; the outbound link's writer reseals and writes it from
+// there.
+//
+// The reader stages what it relays to each link and queues it there in one
+// step when its own input is drained (or before it handles a message
+// itself, which keeps the order of what it relays and what it sends): a
+// burst costs one lock of the outbound queue, not one per message.
+
+// rawFrameMax bounds the frames relayed as bytes. Larger ones are decoded
+// into a pooled message, whose aux data the writer hands to the socket
+// without another copy.
+const rawFrameMax = 16 << 10
+
+// chunkSize is the size of the chunks relayed frames are copied into.
+const chunkSize = 64 << 10
+
+// chunk holds relayed frames back to back. The reader that fills it and
+// the queue entries that point into it each hold a reference; the last one
+// to let go puts it back in the pool.
+type chunk struct {
+	buf  []byte
+	refs atomic.Int32
+}
+
+var chunkPool = sync.Pool{New: func() any { return &chunk{buf: make([]byte, 0, chunkSize)} }}
+
+func newChunk() *chunk {
+	ch := chunkPool.Get().(*chunk)
+	ch.refs.Store(1)
+	return ch
+}
+
+func (ch *chunk) unref() {
+	if ch.refs.Add(-1) == 0 {
+		ch.buf = ch.buf[:0]
+		chunkPool.Put(ch)
+	}
+}
+
+// stage is what a reader has relayed to one link and not yet queued there:
+// runs of frames in its current chunk.
+type stage struct {
+	from  *Conn // the reader's link
+	to    *Conn
+	ch    *chunk
+	runs  []stagedRun
+	bytes int
+}
+
+// stagedRun is a run of frames of one circuit (one Accounter).
+type stagedRun struct {
+	acct   Accounter
+	off, n int
+}
+
+// Frame is a received circuit message whose header has been read and
+// checked but whose aux data is still in the link's input: a Forward hook
+// looks at the header and relays the message with RelayTo, or leaves it to
+// the link's own state machine by not calling it.
+type Frame struct {
+	dmsg.Header // read-only
+
+	c    *Conn
+	used bool  // RelayTo consumed the message
+	err  error // reading it failed: the source link is broken
+}
+
+// EncodedSize is the number of bytes the message occupies on the wire.
+func (f *Frame) EncodedSize() int {
+	return dmsg.HeaderBytes(f.Cmd) + dmsg.AlignUp(int(f.AuxBytes))
+}
+
+// RelayTo consumes the message and sends it on link to, on circuit with
+// REVCIRC as revCirc. acct is told when it has left to's queue, or at once
+// if to is down (the message is then dropped). The writer of to is woken
+// once this link's input is drained, not for every message: a burst read
+// at once leaves in one batch and one write.
+//
+// An error means reading the message failed; it ends this link.
+func (f *Frame) RelayTo(to *Conn, circuit uint64, revCirc bool, acct Accounter) error {
+	if f.used {
+		return f.err
+	}
+	f.used = true
+	if acct == nil {
+		acct = noAccount{}
+	}
+	c := f.c
+	frame, ok, err := c.dec.Frame(rawFrameMax)
+	if err != nil {
+		f.err = err
+		return err
+	}
+	if ok {
+		c.stageFor(to).add(frame, circuit, revCirc, acct)
+		return nil
+	}
+	// Too large to stage, or opposite-endian: decoded, and queued after
+	// what is staged for the link so that the circuit keeps its order.
+	m, err := c.dec.Msg()
+	if err != nil {
+		f.err = err
+		return err
+	}
+	m.Circuit = circuit
+	m.Cmd &^= dmsg.FlagRevCirc
+	if revCirc {
+		m.Cmd |= dmsg.FlagRevCirc
+	}
+	c.publishTo(to)
+	if to.queueMsg(m, acct) {
+		c.deferWake(to)
+	}
+	return nil
+}
+
+// stageFor returns this reader's stage for link to. Only the reader
+// goroutine calls it.
+func (c *Conn) stageFor(to *Conn) *stage {
+	for _, st := range c.stages {
+		if st.to == to {
+			return st
+		}
+	}
+	st := &stage{from: c, to: to, ch: newChunk()}
+	c.stages = append(c.stages, st)
+	return st
+}
+
+// add copies frame into the stage with its circuit rewritten.
+func (st *stage) add(frame []byte, circuit uint64, revCirc bool, acct Accounter) {
+	if cap(st.ch.buf)-len(st.ch.buf) < len(frame) {
+		if st.publish() {
+			st.from.deferWake(st.to)
+		}
+		st.ch.unref()
+		st.ch = newChunk()
+	}
+	off := len(st.ch.buf)
+	st.ch.buf = append(st.ch.buf, frame...)
+	dmsg.SetFrameCircuit(st.ch.buf[off:], circuit, revCirc)
+	st.bytes += len(frame)
+	if k := len(st.runs) - 1; k >= 0 && st.runs[k].acct == acct && st.runs[k].off+st.runs[k].n == off {
+		st.runs[k].n += len(frame)
+		return
+	}
+	st.runs = append(st.runs, stagedRun{acct: acct, off: off, n: len(frame)})
+}
+
+// publish queues the staged runs on the stage's link. It reports whether
+// the link's queue was empty before, so that its writer must be woken.
+func (st *stage) publish() bool {
+	if len(st.runs) == 0 {
+		return false
+	}
+	to := st.to
+	to.mu.Lock()
+	if to.dead {
+		to.mu.Unlock()
+		for _, r := range st.runs {
+			r.acct.Written(r.n)
+		}
+		st.runs, st.bytes = st.runs[:0], 0
+		return false
+	}
+	first := len(to.q) == 0
+	for i, r := range st.runs {
+		st.ch.refs.Add(1)
+		to.q = append(to.q, outMsg{acct: r.acct, raw: st.ch.buf[r.off : r.off+r.n], chunk: st.ch})
+		st.runs[i] = stagedRun{}
+	}
+	to.qBytes += st.bytes
+	to.mu.Unlock()
+	st.runs, st.bytes = st.runs[:0], 0
+	return first
+}
+
+// publishTo queues what this reader staged for link to.
+func (c *Conn) publishTo(to *Conn) {
+	for _, st := range c.stages {
+		if st.to == to && st.publish() {
+			c.deferWake(to)
+		}
+	}
+}
+
+// publishAll queues everything this reader staged and drops its stages
+// (their chunks stay alive while queue entries point into them). Only the
+// reader goroutine calls it.
+func (c *Conn) publishAll() {
+	for i, st := range c.stages {
+		if st.publish() {
+			c.deferWake(st.to)
+		}
+		st.ch.unref()
+		c.stages[i] = nil
+	}
+	c.stages = c.stages[:0]
+}
+
+// queueMsg queues a relayed message, to be released once written. It
+// reports whether the queue was empty before.
+func (c *Conn) queueMsg(m *dmsg.Msg, acct Accounter) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead {
+		acct.Written(m.EncodedSize())
+		m.Release()
+		return false
+	}
+	c.q = append(c.q, outMsg{m: m, acct: acct, release: true})
+	c.qBytes += m.EncodedSize()
+	return len(c.q) == 1
+}
+
+// deferWake records that c's writer must be woken when this link's input
+// is drained. Only this link's reader goroutine calls it.
+func (c *Conn) deferWake(w *Conn) {
+	for _, x := range c.relayedTo {
+		if x == w {
+			return
+		}
+	}
+	c.relayedTo = append(c.relayedTo, w)
+}
+
+// wakeRelayed queues what this reader staged and wakes the writers it
+// relayed to since its input was last drained; with direct, it sends
+// small bursts itself (writeNow). Only this link's reader goroutine calls
+// it.
+func (c *Conn) wakeRelayed(direct bool) {
+	c.publishAll()
+	for i, w := range c.relayedTo {
+		if direct {
+			w.writeNow()
+		} else {
+			w.kick()
+		}
+		c.relayedTo[i] = nil
+	}
+	c.relayedTo = c.relayedTo[:0]
+}
+
+// noAccount is the Accounter of relayed messages nobody counts.
+type noAccount struct{}
+
+func (noAccount) Written(int) {}
