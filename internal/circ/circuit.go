@@ -16,7 +16,8 @@ type end struct {
 	table *Table
 	key   key
 	tx    *iocom.Tx
-	span  uint64 // the span msgid the circuit was built on, on this link
+	span  uint64      // the span msgid the circuit was built on, on this link
+	gone  atomic.Bool // removed from its table
 
 	// queued counts the bytes relayed toward this end still in its link's
 	// outbound queue; waiters block while it is over the circuit's bound.
@@ -68,19 +69,20 @@ func (c *Circuit) forward(in *end, f *iocom.Frame) {
 	c.msgs.Add(1)
 	c.bytes.Add(uint64(size))
 	full := out.queued.Add(size) > c.r.limits.queueBytes.Load()
-	var room chan struct{}
+	var room *chan struct{}
 	if full {
 		// Register as a waiter before queueing, so the writer cannot
 		// drain the queue unseen between the two.
-		room = make(chan struct{})
-		out.wait.Store(&room)
+		ch := make(chan struct{})
+		room = &ch
+		out.wait.Store(room)
 	}
 	if err := f.RelayTo(out.table.conn, out.key.id, !out.key.local, out); err != nil {
 		out.queued.Add(-size)
 		return
 	}
 	if full {
-		c.waitRoom(in, out, room)
+		c.waitRoom(in, out, *room)
 	}
 }
 

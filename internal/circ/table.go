@@ -29,6 +29,10 @@ type Table struct {
 
 	mu   sync.RWMutex
 	ends map[key]*end
+
+	// last is the end Forward found last: a link usually carries one busy
+	// circuit at a time. Only the link's reader goroutine (Forward) uses it.
+	last *end
 }
 
 // NewTable returns the empty circuit table of a link called name; owner is
@@ -47,6 +51,7 @@ func (t *Table) add(e *end) {
 }
 
 func (t *Table) remove(e *end) {
+	e.gone.Store(true)
 	t.mu.Lock()
 	if t.ends[e.key] == e {
 		delete(t.ends, e.key)
@@ -74,9 +79,13 @@ func (t *Table) Len() int {
 // circuit's queue toward the other side is full; that pauses this link's
 // reader, which is the backpressure DMSG has.
 func (t *Table) Forward(_ *iocom.Conn, f *iocom.Frame) bool {
-	e := t.lookup(keyOf(&f.Header))
-	if e == nil {
-		return false
+	k := keyOf(f.Header)
+	e := t.last
+	if e == nil || e.key != k || e.gone.Load() {
+		if e = t.lookup(k); e == nil {
+			return false
+		}
+		t.last = e
 	}
 	e.c.forward(e, f)
 	return true

@@ -35,14 +35,16 @@ func newOutBuf(nc net.Conn) *outBuf {
 	return o
 }
 
-// directMin is the size from which a write is not copied into the buffer
-// but handed to the socket with what is buffered, in one writev.
+// directMin is the size from which a write that does not fit is not
+// copied into the buffer but handed to the socket with what is buffered,
+// in one writev.
 const directMin = 16 << 10
 
-// Write buffers p. A full buffer is flushed first; a large p goes straight
-// to the socket with the buffered bytes, without being copied.
+// Write buffers p. When p does not fit, the buffer is flushed first, or a
+// large p goes to the socket with the buffered bytes, without being
+// copied. Writes that fit never touch the socket (see writeNow).
 func (o *outBuf) Write(p []byte) (int, error) {
-	if len(p) >= directMin && !o.noDeadline {
+	if len(o.buf)+len(p) > cap(o.buf) && len(p) >= directMin && !o.noDeadline {
 		return o.writeThrough(p)
 	}
 	if len(o.buf)+len(p) > cap(o.buf) {

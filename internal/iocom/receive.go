@@ -42,7 +42,7 @@ func (c *Conn) readOne() error {
 	}
 	if h.Circuit != 0 && c.cfg.Forward != nil {
 		f := &c.frame
-		*f = Frame{Header: *h, c: c}
+		*f = Frame{Header: h, c: c}
 		if c.cfg.Forward(c, f) {
 			c.rxBytes.Add(uint64(f.EncodedSize()))
 			if !f.used {

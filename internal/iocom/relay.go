@@ -73,7 +73,7 @@ type stagedRun struct {
 // looks at the header and relays the message with RelayTo, or leaves it to
 // the link's own state machine by not calling it.
 type Frame struct {
-	dmsg.Header // read-only
+	*dmsg.Header // read-only, valid during the Forward call
 
 	c    *Conn
 	used bool  // RelayTo consumed the message

@@ -161,9 +161,10 @@ func (c *Conn) drainLocked(deadline time.Time) error {
 	}
 }
 
-// directWriteMax bounds what a relaying reader writes itself: more is
-// left to the writer goroutine, which keeps bulk traffic pipelined.
-const directWriteMax = 4 << 10
+// directWriteMax bounds what a relaying reader writes itself: no more than
+// the write buffer holds, so that it never waits for the socket to take a
+// full buffer (only the writer goroutine waits).
+const directWriteMax = writeBufferSize
 
 // directWriteWait bounds how long a relaying reader waits for another
 // link's socket to take a small write; a slower peer is left to the
