@@ -175,3 +175,77 @@ func fixFraming(seq uint8, data []byte) []byte {
 	}
 	return data
 }
+
+// FuzzFrame reads the same bytes with Decode and with the relay path
+// (Next, then Frame up to max bytes, else Msg): both must hand out the
+// same messages and fail at the same one. Every frame must be the exact
+// bytes received, and relayed on a new circuit (SetFrameCircuit,
+// WriteFrames) it must decode as the same message on that circuit.
+func FuzzFrame(f *testing.F) {
+	for _, name := range captureFiles(f) {
+		data := readCapture(f, name)
+		f.Add(uint16(4096), false, data)
+		f.Add(uint16(64), true, data)
+	}
+	f.Fuzz(func(t *testing.T, max uint16, fix bool, data []byte) {
+		if fix {
+			data = fixFraming(0, data)
+		}
+		want := dmsg.NewDecoder(bytes.NewReader(data))
+		got := dmsg.NewDecoder(bytes.NewReader(data))
+		off := 0
+		for i := 0; ; i++ {
+			wm, werr := want.Decode()
+			m, frame, err := nextByFrame(got, int(max))
+			if (werr == nil) != (err == nil) {
+				t.Fatalf("message %d: Decode error %v, relay path error %v", i, werr, err)
+			}
+			if err != nil {
+				return
+			}
+			n := wm.EncodedSize()
+			if frame != nil {
+				if !bytes.Equal(frame, data[off:off+n]) {
+					t.Fatalf("message %d: frame differs from the input at byte %d", i, firstDiff(frame, data[off:off+n]))
+				}
+				checkRelays(t, frame, wm)
+			} else if diff := sameMsg(m, wm); diff != "" {
+				t.Fatalf("message %d: %s", i, diff)
+			}
+			off += n
+		}
+	})
+}
+
+// nextByFrame reads a message the way a relaying link does.
+func nextByFrame(d *dmsg.Decoder, max int) (*dmsg.Msg, []byte, error) {
+	if _, err := d.Next(); err != nil {
+		return nil, nil, err
+	}
+	frame, ok, err := d.Frame(max)
+	if err != nil || ok {
+		return nil, bytes.Clone(frame), err
+	}
+	m, err := d.Msg()
+	return m, nil, err
+}
+
+// checkRelays relays frame onto circuit 77 and decodes it.
+func checkRelays(t *testing.T, frame []byte, want *dmsg.Msg) {
+	t.Helper()
+	dmsg.SetFrameCircuit(frame, 77, true)
+	var out bytes.Buffer
+	if _, err := dmsg.NewEncoder(&out).WriteFrames(frame); err != nil {
+		t.Fatalf("WriteFrames of a received frame: %v", err)
+	}
+	m, err := dmsg.NewDecoder(&out).Decode()
+	if err != nil {
+		t.Fatalf("decoding a relayed %s: %v", dmsg.CmdString(want.Cmd), err)
+	}
+	w := *want
+	w.Circuit, w.Cmd = 77, want.Cmd|dmsg.FlagRevCirc
+	w.Salt, w.HdrCRC = m.Salt, m.HdrCRC
+	if diff := sameMsg(m, &w); diff != "" {
+		t.Fatalf("relayed %s: %s", dmsg.CmdString(want.Cmd), diff)
+	}
+}
