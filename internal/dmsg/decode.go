@@ -92,9 +92,11 @@ func (d *Decoder) Next() (*Header, error) {
 		return nil, fmt.Errorf("%w (%s)", ErrAuxDescr, CmdString(cmd))
 	}
 	n := int(units) * Align
-	hdr, err := d.r.Peek(n)
-	if err != nil {
-		return nil, noEOF(err)
+	hdr := base
+	if n > BaseHeaderSize {
+		if hdr, err = d.r.Peek(n); err != nil {
+			return nil, noEOF(err)
+		}
 	}
 	if err := d.checkHeader(hdr, cmd); err != nil {
 		return nil, err

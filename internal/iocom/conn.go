@@ -40,6 +40,7 @@ type Conn struct {
 
 	// The reader goroutine's own.
 	dec       *dmsg.Decoder
+	rxDebug   bool     // log every message received
 	frame     Frame    // the circuit message offered to Forward
 	stages    []*stage // relayed, not yet queued on the links relayed to
 	relayedTo []*Conn  // writers to wake when our input drains

@@ -37,8 +37,8 @@ func (c *Conn) readOne() error {
 		return err
 	}
 	c.rxMsgs.Add(1)
-	if ce := c.log.Check(zapcore.DebugLevel, "rx"); ce != nil {
-		ce.Write(headerFields(h)...)
+	if c.rxDebug {
+		c.log.Debug("rx", headerFields(h)...)
 	}
 	if h.Circuit != 0 && c.cfg.Forward != nil {
 		f := &c.frame
@@ -80,6 +80,8 @@ type rxStream struct {
 // are woken (see RelayFrom).
 func (r *rxStream) Read(p []byte) (int, error) {
 	r.c.wakeRelayed(true)
+	// The log level is looked up once per read, not per message.
+	r.c.rxDebug = r.c.log.Core().Enabled(zapcore.DebugLevel)
 	if r.timeout <= 0 {
 		return r.c.nc.Read(p)
 	}
