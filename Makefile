@@ -63,6 +63,7 @@ install: build
 # Short fuzz runs of the frame decoder, the link state machine and circuit relaying.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/dmsg
+	$(GO) test -run '^$$' -fuzz '^FuzzFrame$$' -fuzztime $(FUZZTIME) ./internal/dmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzLink$$' -fuzztime $(FUZZTIME) ./internal/iocom
 	$(GO) test -run '^$$' -fuzz '^FuzzCircuit$$' -fuzztime $(FUZZTIME) ./internal/circ
 

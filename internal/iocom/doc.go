@@ -4,10 +4,16 @@
 //
 // A Conn runs exactly two goroutines: a reader that decodes frames, runs the
 // state machine and calls handlers, and a writer that drains the outbound
-// queue into the socket, flushing only when the queue is empty. Nothing else
-// touches the socket. Every handler of a Conn runs on its reader goroutine,
-// one message at a time, and never with an iocom lock held, so handlers may
-// send on any Conn.
+// queue into the socket, flushing only when the queue is empty. Every
+// handler of a Conn runs on its reader goroutine, one message at a time,
+// and never with an iocom lock held, so handlers may send on any Conn.
+//
+// Circuit traffic a router relays skips the state machine (relay.go): the
+// reader offers each circuit message to the Forward hook with only its
+// header decoded, copies a relayed one as bytes into the outbound link's
+// queue, and when its input is drained writes small queues to the other
+// socket itself, without waiting, instead of waking that link's writer.
+// Whoever holds a Conn's write lock owns its socket's write side.
 //
 // A protocol violation, a framing error, a keepalive timeout or a panic in
 // a handler closes only that Conn: every transaction still open on it is

@@ -43,12 +43,13 @@ func (c *Conn) readOne() error {
 	if h.Circuit != 0 && c.cfg.Forward != nil {
 		f := &c.frame
 		*f = Frame{Header: h, c: c}
-		if c.cfg.Forward(c, f) {
+		claimed := c.cfg.Forward(c, f)
+		if f.used {
 			c.rxBytes.Add(uint64(f.EncodedSize()))
-			if !f.used {
-				return errors.New("internal error: Forward claimed a message it did not relay")
-			}
 			return f.err
+		}
+		if claimed {
+			return errors.New("internal error: Forward claimed a message it did not relay")
 		}
 	}
 	// What this message makes us send must not overtake what we relayed
