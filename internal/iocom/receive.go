@@ -53,8 +53,9 @@ func (c *Conn) readOne() error {
 		}
 	}
 	// What this message makes us send must not overtake what we relayed
-	// before it.
-	c.publishAll()
+	// before it, and its handler may take a while: what we relayed goes
+	// out now.
+	c.wakeRelayed(true)
 	m, err := c.dec.Msg()
 	if err != nil {
 		return err
