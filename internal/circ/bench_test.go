@@ -144,8 +144,12 @@ func (p *path) throughput(b *testing.B, n, size int) time.Duration {
 	m := dmsg.NewMsg(dmsg.DbgShell)
 	m.Circuit = p.sendCirc
 	m.SetAux(make([]byte, size))
+	burst, err := p.send.encodeN(m, n)
+	if err != nil {
+		b.Fatal(err)
+	}
 	start := time.Now()
-	if err := p.send.writeN(m, n); err != nil {
+	if err := p.send.writeBurst(burst); err != nil {
 		b.Fatal(err)
 	}
 	select {

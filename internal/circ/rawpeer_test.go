@@ -86,44 +86,64 @@ func (p *rawPeer) write(m *dmsg.Msg) error {
 	return p.enc.Encode(m)
 }
 
-// writeN sends m n times and flushes. It encodes one turn of the sequence
-// number (256 copies of m) once and writes it over and over, so that the
-// sender costs next to nothing per message and the benchmarks measure the
-// path to the receiver; LNK_PADs, which routers drop, fill up the last
-// turn so that the Encoder is in step again afterwards.
-func (p *rawPeer) writeN(m *dmsg.Msg, n int) error {
+// burst is n copies of a message, encoded for one peer ahead of time: one
+// turn of the sequence number (256 copies), written n/256 times, then n%256
+// copies and LNK_PADs (which routers drop) to fill up the last turn, so
+// that the peer's Encoder is in step again afterwards.
+type burst struct {
+	turn, last []byte
+	turns      int
+}
+
+// encodeN prepares a burst of n copies of m, numbered from the peer's
+// current sequence number. Writing it (writeBurst) then costs the sender
+// next to nothing per message, so the benchmarks measure the path to the
+// receiver.
+func (p *rawPeer) encodeN(m *dmsg.Msg, n int) (*burst, error) {
+	b := &burst{turns: n / 256}
+	pad := &dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPad}}
+	for i := range 256 {
+		salt := uint32(uint8(int(p.seq) + i))
+		if b.turns > 0 || i < n%256 {
+			c := *m
+			c.Salt = salt
+			f, err := dmsg.AppendMsg(nil, &c)
+			if err != nil {
+				return nil, err
+			}
+			if b.turns > 0 {
+				b.turn = append(b.turn, f...)
+			}
+			if i < n%256 {
+				b.last = append(b.last, f...)
+				continue
+			}
+		}
+		if n%256 != 0 {
+			pc := *pad
+			pc.Salt = salt
+			f, err := dmsg.AppendMsg(nil, &pc)
+			if err != nil {
+				return nil, err
+			}
+			b.last = append(b.last, f...)
+		}
+	}
+	return b, nil
+}
+
+// writeBurst writes a burst and flushes.
+func (p *rawPeer) writeBurst(b *burst) error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
 	p.nc.SetWriteDeadline(time.Now().Add(2 * time.Minute))
-	pad := &dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPad}}
-	var turn, last []byte // 256 copies of m; n%256 of them then LNK_PADs
-	for i := range 256 {
-		salt := uint32(uint8(int(p.seq) + i))
-		c := *m
-		c.Salt = salt
-		b, err := dmsg.AppendMsg(nil, &c)
-		if err != nil {
-			return err
-		}
-		turn = append(turn, b...)
-		if i >= n%256 {
-			pc := *pad
-			pc.Salt = salt
-			if b, err = dmsg.AppendMsg(nil, &pc); err != nil {
-				return err
-			}
-		}
-		last = append(last, b...)
-	}
-	for range n / 256 {
-		if _, err := p.bw.Write(turn); err != nil {
+	for range b.turns {
+		if _, err := p.bw.Write(b.turn); err != nil {
 			return err
 		}
 	}
-	if n%256 != 0 {
-		if _, err := p.bw.Write(last); err != nil {
-			return err
-		}
+	if _, err := p.bw.Write(b.last); err != nil {
+		return err
 	}
 	return p.bw.Flush()
 }
