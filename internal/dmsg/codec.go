@@ -119,22 +119,26 @@ func (e *Encoder) Encode(m *Msg) error {
 	return err
 }
 
-// WriteFrames writes b, whole little-endian messages back to back in wire
-// form as Decoder.Frame returned them, numbering them with the next
-// sequence numbers: each frame's salt and hdr_crc are rewritten in place,
-// everything else goes out as it is. It returns how many frames b held.
-func (e *Encoder) WriteFrames(b []byte) (int, error) {
+// SealFrames readies b, whole little-endian messages back to back in wire
+// form as Decoder.Frame returned them, to be written next: each frame gets
+// the next sequence number in its salt and a fresh hdr_crc, in place;
+// everything else stays as it is. It returns how many frames b holds. If
+// b does not hold whole frames, nothing is changed.
+func (e *Encoder) SealFrames(b []byte) (int, error) {
 	frames := 0
 	for off := 0; off < len(b); frames++ {
-		n, size := FrameSize(b[off:])
+		_, size := FrameSize(b[off:])
 		if size == 0 || off+size > len(b) {
-			return frames, fmt.Errorf("write frames: %w: a frame is cut at byte %d", ErrHeaderSize, off)
+			return 0, fmt.Errorf("seal frames: %w: a frame is cut at byte %d", ErrHeaderSize, off)
 		}
+		off += size
+	}
+	for off := 0; off < len(b); {
+		n, size := FrameSize(b[off:])
 		e.seal(b[off : off+n])
 		off += size
 	}
-	_, err := e.w.Write(b)
-	return frames, err
+	return frames, nil
 }
 
 // seal gives hdr, a whole little-endian extended header, the next salt and
@@ -159,7 +163,7 @@ func FrameSize(frame []byte) (hdr, size int) {
 
 // SetFrameCircuit rewrites the circuit field and the REVCIRC flag of the
 // little-endian message frame starts with, as a router relaying it does.
-// The header CRC is left stale: WriteFrames reseals it.
+// The header CRC is left stale: SealFrames reseals it.
 func SetFrameCircuit(frame []byte, circuit uint64, revCirc bool) {
 	le.PutUint64(frame[offCircuit:], circuit)
 	cmd := le.Uint32(frame[offCmd:]) &^ FlagRevCirc

@@ -180,7 +180,7 @@ func fixFraming(seq uint8, data []byte) []byte {
 // (Next, then Frame up to max bytes, else Msg): both must hand out the
 // same messages and fail at the same one. Every frame must be the exact
 // bytes received, and relayed on a new circuit (SetFrameCircuit,
-// WriteFrames) it must decode as the same message on that circuit.
+// SealFrames) it must decode as the same message on that circuit.
 func FuzzFrame(f *testing.F) {
 	for _, name := range captureFiles(f) {
 		data := readCapture(f, name)
@@ -235,9 +235,10 @@ func checkRelays(t *testing.T, frame []byte, want *dmsg.Msg) {
 	t.Helper()
 	dmsg.SetFrameCircuit(frame, 77, true)
 	var out bytes.Buffer
-	if _, err := dmsg.NewEncoder(&out).WriteFrames(frame); err != nil {
-		t.Fatalf("WriteFrames of a received frame: %v", err)
+	if _, err := dmsg.NewEncoder(&out).SealFrames(frame); err != nil {
+		t.Fatalf("SealFrames of a received frame: %v", err)
 	}
+	out.Write(frame)
 	m, err := dmsg.NewDecoder(&out).Decode()
 	if err != nil {
 		t.Fatalf("decoding a relayed %s: %v", dmsg.CmdString(want.Cmd), err)

@@ -143,8 +143,10 @@ func (c *Conn) writeLoop() {
 }
 
 // drainLocked writes everything queued, batch by batch, and flushes once
-// the queue is empty; a non-zero deadline bounds that last flush (see
-// writeNow). The caller holds c.wmu, which owns the write side of the
+// the queue is empty. With a non-zero deadline (writeNow) it writes one
+// batch, the one writeNow sized, and that flush gives up at the deadline;
+// whoever queues more after it finds the queue empty and wakes the
+// writer. The caller holds c.wmu, which owns the write side of the
 // socket: the writer goroutine, or a relaying reader.
 func (c *Conn) drainLocked(deadline time.Time) error {
 	for {
@@ -158,6 +160,9 @@ func (c *Conn) drainLocked(deadline time.Time) error {
 			return err
 		}
 		c.lastSend.Store(time.Now().UnixNano())
+		if !deadline.IsZero() {
+			return c.out.flush(deadline)
+		}
 	}
 }
 
@@ -267,8 +272,14 @@ func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
 // messages it held.
 func (c *Conn) writeOne(enc *dmsg.Encoder, o *outMsg, debug bool) (int, int, error) {
 	if o.raw != nil {
-		frames, err := enc.WriteFrames(o.raw)
-		o.chunk.unref()
+		// The frames go out from their chunk, not copied; the buffer
+		// takes over the entry's reference to it.
+		frames, err := enc.SealFrames(o.raw)
+		if err != nil {
+			o.chunk.unref()
+			return 0, 0, err
+		}
+		err = c.out.lend(o.raw, o.chunk)
 		if debug {
 			c.log.Debug("tx relayed frames", zap.Int("messages", frames), zap.Int("bytes", len(o.raw)))
 		}
