@@ -31,7 +31,8 @@ type outBuf struct {
 	vec     [][]byte
 	ownTail bool
 	held    []*chunk
-	lent    int // borrowed bytes in vec
+	lent    int         // borrowed bytes in vec
+	scratch net.Buffers // a copy of vec for a write that may stop short
 
 	// noDeadline marks a stream that a timed-out write breaks for good
 	// (TLS: a record may have been cut): it is only ever written without
@@ -154,8 +155,10 @@ func (o *outBuf) flush(deadline time.Time) error {
 		var n64 int64
 		// WriteTo consumes the slices it is given; keepUnwritten needs
 		// them as they were.
-		bufs := append(net.Buffers(nil), o.vec...)
+		o.scratch = append(o.scratch[:0], o.vec...)
+		bufs := o.scratch
 		n64, err = bufs.WriteTo(o.nc)
+		clear(o.scratch)
 		n = int(n64)
 		o.nc.SetWriteDeadline(time.Time{})
 		if errors.Is(err, os.ErrDeadlineExceeded) {
