@@ -32,6 +32,8 @@ type Target struct {
 	Host string
 	// Port is the TCP port, DefaultPort when the path omitted it.
 	Port int
+	// ConnForm is the LNK_CONN form to send (media copies' conn_form).
+	ConnForm ConnForm
 }
 
 // Addr returns the target's dial address, host:port (IPv6 in brackets).

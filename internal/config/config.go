@@ -125,9 +125,26 @@ type Copy struct {
 	CopyID int `mapstructure:"copyid"`
 	// Path is a span path, span:HOST[:PORT] or span+tls:HOST[:PORT].
 	Path string `mapstructure:"path"`
-	// Target is Path parsed, with Name set to the media name.
+	// ConnForm is "auto" (or empty), "dmsgd" or "libdmsg": see ConnForm.
+	ConnForm string `mapstructure:"conn_form"`
+	// Target is Path parsed, with Name set to the media name and the
+	// LNK_CONN form.
 	Target Target `mapstructure:"-"`
 }
+
+// ConnForm is the LNK_CONN form a router sends on an outbound link
+// (PROTOCOL.md section 10).
+type ConnForm string
+
+const (
+	// ConnAuto sends the dmsgd form (0x1108) and falls back to the
+	// libdmsg 2014+ form (0x1106) when the peer shows it needs that.
+	ConnAuto ConnForm = ""
+	// ConnDmsgd sends only the dmsgd form: a refusal is final.
+	ConnDmsgd ConnForm = "dmsgd"
+	// ConnLibdmsg sends the libdmsg form from the start.
+	ConnLibdmsg ConnForm = "libdmsg"
+)
 
 // TLS configures TLS 1.3 with pinned peer keys.
 type TLS struct {

@@ -122,6 +122,7 @@ media:
         path: span+tls:10.0.0.2
       - copyid: 2
         path: span:[::1]:9871
+        conn_form: libdmsg
 tls:
   cert: node.crt
   key: node.key
@@ -162,7 +163,7 @@ metrics:
 		Keepalive: Keepalive{Interval: 2 * time.Second, Timeout: 0},
 		Media: []Media{{Name: "lab", Copies: []Copy{
 			{CopyID: 1, Path: "span+tls:10.0.0.2", Target: Target{Name: "lab", TLS: true, Host: "10.0.0.2", Port: 987}},
-			{CopyID: 2, Path: "span:[::1]:9871", Target: Target{Name: "lab", Host: "::1", Port: 9871}},
+			{CopyID: 2, Path: "span:[::1]:9871", ConnForm: "libdmsg", Target: Target{Name: "lab", Host: "::1", Port: 9871, ConnForm: ConnLibdmsg}},
 		}}},
 		TLS: TLS{Cert: "node.crt", Key: "node.key", Peers: []Peer{{
 			Name: "node-b", PubKey: "ed25519:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", Key: pub,
@@ -213,6 +214,7 @@ media:
         path: span:[::1
       - copyid: 2
         path: span:10.0.0.2
+        conn_form: v3
 tls:
   peers:
     - name: b
@@ -241,12 +243,13 @@ extra: 1
 		path + `:19: media[0].copies[0].copyid: must be 1..255, not 0`,
 		path + `:20: media[0].copies[0].path: span path "span:[::1": missing ']' after IPv6 address`,
 		path + `:22: media[0].copies[1].path: span:10.0.0.2:987 is plain TCP to a non-loopback address; use span+tls: or set tls.insecure_plain_tcp: true`,
-		path + `:26: tls.peers[0].pubkey: public key: 3 bytes, want 32`,
-		path + `:28: limits.queue_bytes_per_link: size "16XB": must be a whole number of bytes with an optional unit (KiB, MiB, GiB, KB, MB, GB)`,
-		path + `:29: limits.circuit_stall: must be positive, not -1s`,
-		path + `:31: log.level: must be debug, info, warn or error, not "verbose"`,
-		path + `:33: metrics.listen: "localhost" must be HOST:PORT, as in 127.0.0.1:9871`,
-		path + `:34: extra: unknown key`,
+		path + `:23: media[0].copies[1].conn_form: must be auto, dmsgd or libdmsg, not "v3"`,
+		path + `:27: tls.peers[0].pubkey: public key: 3 bytes, want 32`,
+		path + `:29: limits.queue_bytes_per_link: size "16XB": must be a whole number of bytes with an optional unit (KiB, MiB, GiB, KB, MB, GB)`,
+		path + `:30: limits.circuit_stall: must be positive, not -1s`,
+		path + `:32: log.level: must be debug, info, warn or error, not "verbose"`,
+		path + `:34: metrics.listen: "localhost" must be HOST:PORT, as in 127.0.0.1:9871`,
+		path + `:35: extra: unknown key`,
 	}
 	got := problemLines(t, err)
 	if !reflect.DeepEqual(got, want) {

@@ -143,6 +143,14 @@ func validateMedia(c *Config, ps *problems) {
 				continue
 			}
 			t.Name = m.Name
+			switch cp.ConnForm {
+			case "", "auto":
+				t.ConnForm = ConnAuto
+			case string(ConnDmsgd), string(ConnLibdmsg):
+				t.ConnForm = ConnForm(cp.ConnForm)
+			default:
+				ps.add(ckey+".conn_form", "must be auto, dmsgd or libdmsg, not %q", cp.ConnForm)
+			}
 			cp.Target = t
 			checkTarget(c, ps, ckey+".path", t)
 		}

@@ -3,6 +3,7 @@ package router
 import (
 	"go.uber.org/zap"
 
+	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 	"github.com/dmsgd/dmsgd/internal/iocom"
 	"github.com/dmsgd/dmsgd/internal/shell"
@@ -24,7 +25,8 @@ func (r *Router) ourConn() dmsg.Conn {
 }
 
 // sendConn opens our LNK_CONN, in the dmsgd form first or in the libdmsg
-// 2014+ form after a fallback (PROTOCOL.md section 10).
+// 2014+ form after a fallback or when the target's conn_form says so
+// (PROTOCOL.md section 10).
 func (l *link) sendConn(v2 bool) {
 	c := l.r.ourConn()
 	tx, err := l.conn.Open(dmsg.NewConnMsg(0, &c, v2), l.ourConnMsg)
@@ -48,7 +50,11 @@ func (l *link) ourConnMsg(tx *iocom.Tx, m *dmsg.Msg) {
 	l.mu.Lock()
 	retry := m.Error == dmsg.ErrNoSupp && !l.ourV2 && l.ourTx == tx
 	l.mu.Unlock()
-	if retry {
+	switch {
+	case retry && l.opts.target.ConnForm == config.ConnDmsgd:
+		l.conn.Logger().Warn("peer refused our LNK_CONN; conn_form dmsgd keeps the libdmsg form from being tried",
+			zap.String("error", dmsg.ErrorString(m.Error)))
+	case retry:
 		l.conn.Logger().Debug("peer refused our LNK_CONN; sending the libdmsg form")
 		l.sendConn(true)
 	}
@@ -57,6 +63,9 @@ func (l *link) ourConnMsg(tx *iocom.Tx, m *dmsg.Msg) {
 // fallbackToV2 replaces our dmsgd-form LNK_CONN with the libdmsg form when
 // the peer shows it speaks only that generation.
 func (l *link) fallbackToV2() {
+	if l.opts.target.ConnForm == config.ConnDmsgd {
+		return
+	}
 	l.mu.Lock()
 	old, v2 := l.ourTx, l.ourV2
 	l.mu.Unlock()

@@ -2,8 +2,10 @@ package router_test
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
@@ -199,4 +201,74 @@ func TestAConnectionBeyondMaxLinksIsClosedAtOnce(t *testing.T) {
 	})
 	again := dialRaw(t, r.tcpURL(), true)
 	again.expect("the router's LNK_CONN on a connection within the limit", isConnCreate)
+}
+
+// listenRaw listens on loopback for one connection, which accept returns
+// as a raw peer: a router's outbound link to a peer the test plays.
+func listenRaw(t *testing.T) (addr string, accept func() *rawPeer) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan net.Conn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err == nil {
+			got <- nc
+		}
+	}()
+	return ln.Addr().String(), func() *rawPeer {
+		select {
+		case nc := <-got:
+			return startRaw(t, nc, true)
+		case <-time.After(waitTimeout):
+			t.Fatal("the router did not dial its target")
+			return nil
+		}
+	}
+}
+
+// withConnForm sets the LNK_CONN form of the router's static targets.
+func withConnForm(f config.ConnForm) routerOption {
+	return func(c *config.Config) {
+		for i := range c.Media {
+			for k := range c.Media[i].Copies {
+				c.Media[i].Copies[k].ConnForm = string(f)
+				c.Media[i].Copies[k].Target.ConnForm = f
+			}
+		}
+	}
+}
+
+// PROTOCOL.md section 10 lets a target force either LNK_CONN form.
+func TestATargetsConnFormForcesTheLNKCONNForm(t *testing.T) {
+	t.Run("libdmsg sends the 0x1106 form from the start", func(t *testing.T) {
+		addr, accept := listenRaw(t)
+		newRouter(t, "r", withTarget(t, addr), withConnForm(config.ConnLibdmsg))
+		p := accept()
+		first := p.expect("the router's LNK_CONN", isConnCreate)
+		if first.Cmd != dmsg.LnkConnV2|dmsg.FlagCreate {
+			t.Fatalf("first LNK_CONN is %s, want the 0x1106 form", dmsg.CmdString(first.Cmd))
+		}
+		if c, err := first.Conn(); err != nil || c.FsLabel != "r" {
+			t.Fatalf("0x1106 LNK_CONN = %+v, %v; want the router's identity", c, err)
+		}
+	})
+	t.Run("dmsgd never falls back", func(t *testing.T) {
+		addr, accept := listenRaw(t)
+		newRouter(t, "r", withTarget(t, addr), withConnForm(config.ConnDmsgd))
+		p := accept()
+		first := p.expect("the router's 0x1108 LNK_CONN", isCmd(dmsg.LnkConn, dmsg.FlagCreate))
+		// Both signs that would make an auto target fall back.
+		p.send(connMsg(libdmsgConn(), true, 0x1000))
+		p.send(refusal(first.MsgID, dmsg.ErrNoSupp))
+		rest := p.barrier()
+		for _, m := range rest {
+			if dmsg.Base(m.Cmd) == dmsg.LnkConnV2 {
+				t.Fatalf("the router sent the 0x1106 form although conn_form is dmsgd:\n%s", p.transcript())
+			}
+		}
+	})
 }

@@ -83,7 +83,7 @@ func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 	// Our LNK_CONN is queued before the reader starts: the peer's
 	// LNK_CONN makes the engine relay spans at once, and those must not
 	// reach the peer ahead of our LNK_CONN.
-	l.sendConn(false)
+	l.sendConn(opts.target.ConnForm == config.ConnLibdmsg)
 	l.conn.Start()
 	go l.reap()
 	return l

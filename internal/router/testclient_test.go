@@ -402,6 +402,11 @@ func dialRaw(tb testing.TB, addr string, autoPong bool) *rawPeer {
 	if err != nil {
 		tb.Fatalf("raw peer: dial %s: %v", addr, err)
 	}
+	return startRaw(tb, nc, autoPong)
+}
+
+// startRaw runs a raw peer over an established connection.
+func startRaw(tb testing.TB, nc net.Conn, autoPong bool) *rawPeer {
 	p := &rawPeer{tb: tb, nc: nc, changed: make(chan struct{}), autoPong: autoPong, done: make(chan struct{})}
 	p.enc = dmsg.NewEncoder(&p.buf)
 	go p.readLoop()
