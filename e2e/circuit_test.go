@@ -177,3 +177,96 @@ func checkData(m *dmsg.Msg, circ, seq uint64) error {
 	}
 	return nil
 }
+
+// Several circuits in both directions share the links of a line of three
+// routers; killing the router one leaf hangs off aborts every circuit at
+// the other leaf with LOSTLINK, and the surviving routers drop them all.
+func TestCircuitsBothWaysAbortWhenALeafsRouterDies(t *testing.T) {
+	ds := startLine(t, 3)
+	a := dialLeaf(t, ds[0].port, "leafA")
+	b := dialLeaf(t, ds[2].port, "leafB")
+	var toB, toA uint64
+	a.wait("leafB's span at leafA", 30*time.Second, func() bool { toB = a.spans["leafB"]; return toB != 0 })
+	b.wait("leafA's span at leafB", 30*time.Second, func() bool { toA = b.spans["leafA"]; return toA != 0 })
+
+	// leafA opens circuits 100..102 to leafB, leafB opens 200 to leafA.
+	for id := uint64(100); id <= 102; id++ {
+		m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: toB})
+		m.MsgID = id
+		a.send(m)
+	}
+	m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: toA})
+	m.MsgID = 200
+	b.send(m)
+	accept := func(l *leaf, n int) []uint64 {
+		var ids []uint64
+		l.wait(fmt.Sprintf("%d LNK_CIRCs", n), 20*time.Second, func() bool {
+			ids = append([]uint64(nil), l.circIn...)
+			return len(ids) == n
+		})
+		for _, id := range ids {
+			l.send(&dmsg.Msg{Header: dmsg.Header{MsgID: id,
+				Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}})
+		}
+		return ids
+	}
+	atB := accept(b, 3)
+	atA := accept(a, 1)
+	a.wait("leafA's circuits accepted", 20*time.Second, func() bool { return a.circUp[100] && a.circUp[101] && a.circUp[102] })
+	b.wait("leafB's circuit accepted", 20*time.Second, func() bool { return b.circUp[200] })
+
+	// Data on every circuit, both ways, arrives where it belongs.
+	for _, id := range []uint64{100, 101, 102} {
+		a.stream(id, id*1000, id*1000+99)
+	}
+	b.stream(200, 1, 100)
+	got := map[uint64]int{}
+	for range 300 {
+		select {
+		case m := <-b.data:
+			got[m.Circuit]++
+		case <-time.After(20 * time.Second):
+			t.Fatalf("leafB got %v of 100 messages per circuit", got)
+		}
+	}
+	for _, id := range atB {
+		if got[id] != 100 {
+			t.Fatalf("leafB got %v, want 100 messages on each of %v", got, atB)
+		}
+	}
+	for range 100 {
+		select {
+		case m := <-a.data:
+			if m.Circuit != atA[0] || m.Cmd&dmsg.FlagRevCirc != 0 {
+				t.Fatalf("leafA got %s on circuit %d, want circuit %d without REVCIRC", dmsg.CmdString(m.Cmd), m.Circuit, atA[0])
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("leafA did not get leafB's messages")
+		}
+	}
+
+	ds[0].kill()
+	b.wait("every circuit ended at leafB", 20*time.Second, func() bool {
+		_, mine := b.circEnd[200]
+		n := 0
+		for _, id := range atB {
+			if _, ok := b.circEnd[id]; ok {
+				n++
+			}
+		}
+		return mine && n == len(atB)
+	})
+	b.mu.Lock()
+	for id, code := range b.circEnd {
+		if code != dmsg.ErrLostLink {
+			t.Errorf("leafB's circuit %d ended with %s, want LOSTLINK", id, dmsg.ErrorString(code))
+		}
+	}
+	b.mu.Unlock()
+	for _, d := range ds[1:] {
+		waitFor(t, 10*time.Second, d.name+" has no circuits", func() bool {
+			tj, err := d.tree()
+			return err == nil && len(tj.Circuits) == 0
+		})
+	}
+}

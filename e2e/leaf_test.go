@@ -127,7 +127,11 @@ func (l *leaf) note(m *dmsg.Msg) {
 		}
 	case reply && create && !del && m.MsgID >= 100:
 		l.circUp[m.MsgID] = true
-	case del && m.MsgID >= 100:
+	case reply && del && m.MsgID >= 100:
+		// The far side ended a LNK_CIRC we opened: close ours too.
+		if _, ended := l.circEnd[m.MsgID]; !ended {
+			go l.send(&dmsg.Msg{Header: dmsg.Header{MsgID: m.MsgID, Cmd: dmsg.LnkError | dmsg.FlagDelete}})
+		}
 		l.circEnd[m.MsgID] = m.Error
 	}
 	// A router closing a transaction of its own (DELETE, not REPLY) on a
