@@ -31,24 +31,58 @@ const chunkSize = 64 << 10
 
 // chunk holds relayed frames back to back. The reader that fills it and
 // the queue entries that point into it each hold a reference; the last one
-// to let go puts it back in the pool.
+// to let go puts it back in its pool.
 type chunk struct {
-	buf  []byte
-	refs atomic.Int32
+	buf   []byte
+	refs  atomic.Int32
+	class int8 // its pool: a small class, or bigChunk
 }
 
-var chunkPool = sync.Pool{New: func() any { return &chunk{buf: make([]byte, 0, chunkSize)} }}
+// A reader copies a burst into a big chunk; a burst that used little of it
+// moves to a small chunk of its size before it is queued (stage.compact),
+// so that what waits in a slow link's queue costs about its own size.
+const (
+	bigChunk      = -1
+	smallChunkMin = 256 // the smallest small chunk; each class doubles
+	smallClasses  = 7   // up to 16 KiB
+	compactBelow  = smallChunkMin << (smallClasses - 1)
+)
+
+var (
+	bigChunks   = sync.Pool{New: func() any { return &chunk{buf: make([]byte, 0, chunkSize), class: bigChunk} }}
+	smallChunks [smallClasses]sync.Pool
+)
 
 func newChunk() *chunk {
-	ch := chunkPool.Get().(*chunk)
+	ch := bigChunks.Get().(*chunk)
+	ch.refs.Store(1)
+	return ch
+}
+
+// newSmallChunk returns a chunk of the smallest class that holds n bytes
+// (n <= compactBelow).
+func newSmallChunk(n int) *chunk {
+	c := 0
+	for smallChunkMin<<c < n {
+		c++
+	}
+	ch, _ := smallChunks[c].Get().(*chunk)
+	if ch == nil {
+		ch = &chunk{buf: make([]byte, 0, smallChunkMin<<c), class: int8(c)}
+	}
 	ch.refs.Store(1)
 	return ch
 }
 
 func (ch *chunk) unref() {
-	if ch.refs.Add(-1) == 0 {
-		ch.buf = ch.buf[:0]
-		chunkPool.Put(ch)
+	if ch.refs.Add(-1) != 0 {
+		return
+	}
+	ch.buf = ch.buf[:0]
+	if ch.class == bigChunk {
+		bigChunks.Put(ch)
+	} else {
+		smallChunks[ch.class].Put(ch)
 	}
 }
 
@@ -162,6 +196,23 @@ func (st *stage) add(frame []byte, circuit uint64, revCirc bool, acct Accounter)
 	st.runs = append(st.runs, stagedRun{acct: acct, off: off, n: len(frame)})
 }
 
+// compact moves the staged runs to a small chunk of their size when they
+// used little of a chunk nothing else points into: the big one goes back
+// to the pool at once instead of waiting, mostly empty, in a slow link's
+// queue.
+func (st *stage) compact() {
+	if len(st.runs) == 0 || st.bytes > compactBelow || st.ch.refs.Load() != 1 {
+		return
+	}
+	small := newSmallChunk(st.bytes)
+	for i, r := range st.runs {
+		st.runs[i].off = len(small.buf)
+		small.buf = append(small.buf, st.ch.buf[r.off:r.off+r.n]...)
+	}
+	st.ch.unref()
+	st.ch = small
+}
+
 // publish queues the staged runs on the stage's link. It reports whether
 // the link's queue was empty before, so that its writer must be woken.
 func (st *stage) publish() bool {
@@ -193,7 +244,11 @@ func (st *stage) publish() bool {
 // publishTo queues what this reader staged for link to.
 func (c *Conn) publishTo(to *Conn) {
 	for _, st := range c.stages {
-		if st.to == to && st.publish() {
+		if st.to != to {
+			continue
+		}
+		st.compact()
+		if st.publish() {
 			c.deferWake(to)
 		}
 	}
@@ -204,6 +259,7 @@ func (c *Conn) publishTo(to *Conn) {
 // reader goroutine calls it.
 func (c *Conn) publishAll() {
 	for i, st := range c.stages {
+		st.compact()
 		if st.publish() {
 			c.deferWake(st.to)
 		}

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 	"github.com/dmsgd/dmsgd/internal/iocom"
@@ -231,4 +233,47 @@ func TestRelayToALinkThatIsDownDropsTheMessages(t *testing.T) {
 	if isDone(r.in) {
 		t.Fatal("the link the messages arrived on went down")
 	}
+}
+
+// TestSmallBurstsToAStuckLinkCostAboutTheirSize: a reader copies what it
+// relays from one read into one piece of memory. Messages that arrive a
+// read at a time toward a link whose peer does not read must still cost
+// about their own size while queued, not a whole piece each; otherwise a
+// circuit's queue bound would not bound the router's memory.
+func TestSmallBurstsToAStuckLinkCostAboutTheirSize(t *testing.T) {
+	guard(t)
+	a, b := net.Pipe() // b never reads: everything relayed to out stays queued
+	t.Cleanup(func() { b.Close() })
+	out := startConn(t, a, iocom.Config{ID: "out", KeepaliveInterval: -1, KeepaliveTimeout: -1})
+	acct := &byteCount{}
+	x, y := net.Pipe() // one write of the peer is one read of the reader
+	startConn(t, x, iocom.Config{ID: "in", KeepaliveInterval: -1, KeepaliveTimeout: -1,
+		Forward: func(_ *iocom.Conn, f *iocom.Frame) bool {
+			f.RelayTo(out, 70, false, acct)
+			return true
+		}})
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const n = 2000
+	for i := range n {
+		f := frame(t, msg(dmsg.DbgShell, 0, onCircuit(7), withAux("small")), uint8(i))
+		y.SetWriteDeadline(time.Now().Add(testTimeout))
+		if _, err := y.Write(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each write above returned once the reader had it; one more makes
+	// sure the last message was relayed.
+	time.Sleep(50 * time.Millisecond)
+	relayed := int64(n * 128)
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	growth := int64(after.HeapInuse) - int64(before.HeapInuse)
+	t.Logf("%d bytes relayed to a stuck link (%d still queued), heap grew by %d KiB", relayed, out.QueuedBytes(), growth>>10)
+	if limit := 8*relayed + 1<<20; growth > limit {
+		t.Errorf("%d bytes relayed to a stuck link hold %d KiB of heap, more than %d KiB", relayed, growth>>10, limit>>10)
+	}
+	y.Close()
 }
