@@ -39,11 +39,12 @@ type Conn struct {
 	err        atomic.Pointer[error]
 
 	// The reader goroutine's own.
-	dec       *dmsg.Decoder
-	rxDebug   bool     // log every message received
-	frame     Frame    // the circuit message offered to Forward
-	stages    []*stage // relayed, not yet queued on the links relayed to
-	relayedTo []*Conn  // writers to wake when our input drains
+	dec         *dmsg.Decoder
+	rxDebug     bool     // log every message received
+	frame       Frame    // the circuit message offered to Forward
+	stages      []*stage // relayed, not yet queued on the links relayed to
+	spareStages []*stage
+	relayedTo   []*Conn // writers to wake when our input drains
 
 	// The write side of the socket belongs to whoever holds wmu: the
 	// writer goroutine, or a relaying reader sending a small burst itself.

@@ -171,7 +171,13 @@ func (c *Conn) stageFor(to *Conn) *stage {
 			return st
 		}
 	}
-	st := &stage{from: c, to: to, ch: newChunk()}
+	var st *stage
+	if k := len(c.spareStages); k > 0 {
+		st, c.spareStages = c.spareStages[k-1], c.spareStages[:k-1]
+	} else {
+		st = &stage{from: c}
+	}
+	st.to, st.ch = to, newChunk()
 	c.stages = append(c.stages, st)
 	return st
 }
@@ -264,10 +270,17 @@ func (c *Conn) publishAll() {
 			c.deferWake(st.to)
 		}
 		st.ch.unref()
+		st.to, st.ch = nil, nil
 		c.stages[i] = nil
+		if len(c.spareStages) < maxSpareStages {
+			c.spareStages = append(c.spareStages, st)
+		}
 	}
 	c.stages = c.stages[:0]
 }
+
+// maxSpareStages bounds the emptied stages a reader keeps for reuse.
+const maxSpareStages = 8
 
 // queueMsg queues a relayed message, to be released once written. It
 // reports whether the queue was empty before.
