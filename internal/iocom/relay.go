@@ -120,10 +120,10 @@ func (f *Frame) EncodedSize() int {
 }
 
 // RelayTo consumes the message and sends it on link to, on circuit with
-// REVCIRC as revCirc. acct is told when it has left to's queue, or at once
-// if to is down (the message is then dropped). The writer of to is woken
-// once this link's input is drained, not for every message: a burst read
-// at once leaves in one batch and one write.
+// REVCIRC as revCirc. acct is told when it has left to's queue, or when it
+// is dropped because to is down. The writer of to is woken once this
+// link's input is drained, not for every message: a burst read at once
+// leaves in one batch and one write.
 //
 // An error means reading the message failed; it ends this link.
 func (f *Frame) RelayTo(to *Conn, circuit uint64, revCirc bool, acct Accounter) error {
