@@ -2,10 +2,12 @@ package iocom_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -276,4 +278,50 @@ func TestSmallBurstsToAStuckLinkCostAboutTheirSize(t *testing.T) {
 		t.Errorf("%d bytes relayed to a stuck link hold %d KiB of heap, more than %d KiB", relayed, growth>>10, limit>>10)
 	}
 	y.Close()
+}
+
+// bigEndianFrame is m (a command with a 64-byte header) as an
+// opposite-endian sender puts it on the wire as message seq of its
+// stream: magic 48 32, every header integer byte-swapped, hdr_crc over
+// the bytes as sent.
+func bigEndianFrame(tb testing.TB, m *dmsg.Msg, seq uint8) []byte {
+	b := frame(tb, m, seq)
+	b[0], b[1] = 0x48, 0x32
+	for _, f := range []struct{ off, size int }{
+		{0x02, 2}, {0x04, 4}, {0x08, 8}, {0x10, 8}, {0x18, 8}, {0x20, 4},
+		{0x24, 4}, {0x28, 4}, {0x2C, 4}, {0x30, 8}, {0x38, 4},
+	} {
+		slices.Reverse(b[f.off : f.off+f.size])
+	}
+	clear(b[0x3C:0x40])
+	binary.BigEndian.PutUint32(b[0x3C:], dmsg.CRC(b[:dmsg.BaseHeaderSize]))
+	return b
+}
+
+// TestAnOppositeEndianMessageIsRelayedInOrderAsOurs: it cannot be passed
+// on as bytes, so it is decoded, and still leaves between its neighbours.
+func TestAnOppositeEndianMessageIsRelayedInOrderAsOurs(t *testing.T) {
+	guard(t)
+	r := newRelayRig(t, relayPairs[0], nil, map[uint64]route{7: {circuit: 70, acct: &byteCount{}}})
+	var stream []byte
+	for i, aux := range []string{"before", "swapped", "after"} {
+		m := msg(dmsg.DbgShell, 0, onCircuit(7), withAux(aux))
+		if aux == "swapped" {
+			stream = append(stream, bigEndianFrame(t, m, uint8(i))...)
+		} else {
+			stream = append(stream, frame(t, m, uint8(i))...)
+		}
+	}
+	if err := r.inPeer.writeRaw(stream); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"before", "swapped", "after"} {
+		m, err := r.outPeer.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Circuit != 70 || string(m.Aux) != want {
+			t.Fatalf("got %s, want %q relayed on circuit 70", describe(m), want)
+		}
+	}
 }
