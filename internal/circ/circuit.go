@@ -25,8 +25,12 @@ type end struct {
 	wait   atomic.Pointer[chan struct{}]
 }
 
-// Written is told by the link's writer that relayed bytes left the queue.
-func (e *end) Written(n int) {
+// Written is told by the link's writer that relayed messages left the
+// queue: the circuit counts them there, once per run rather than per
+// message.
+func (e *end) Written(msgs, n int) {
+	e.c.msgs.Add(uint64(msgs))
+	e.c.bytes.Add(uint64(n))
 	if e.queued.Add(-int64(n)) > e.c.r.limits.queueBytes.Load()/2 {
 		return
 	}
@@ -44,7 +48,7 @@ type Circuit struct {
 	target string
 	since  time.Time
 
-	msgs, bytes atomic.Uint64
+	msgs, bytes atomic.Uint64 // carried, counted as they leave toward either end
 
 	done chan struct{} // closed when the circuit leaves the tables
 
@@ -66,8 +70,6 @@ func (c *Circuit) other(e *end) *end {
 func (c *Circuit) forward(in *end, f *iocom.Frame) {
 	out := c.other(in)
 	size := int64(f.EncodedSize())
-	c.msgs.Add(1)
-	c.bytes.Add(uint64(size))
 	full := out.queued.Add(size) > c.r.limits.queueBytes.Load()
 	var room *chan struct{}
 	if full {

@@ -40,9 +40,10 @@ type Conn struct {
 
 	// The reader goroutine's own.
 	dec         *dmsg.Decoder
-	rxDebug     bool     // log every message received
-	frame       Frame    // the circuit message offered to Forward
-	stages      []*stage // relayed, not yet queued on the links relayed to
+	rxDebug     bool                         // log every message received
+	rx          struct{ msgs, bytes uint64 } // counted here, published to rxMsgs, rxBytes
+	frame       Frame                        // the circuit message offered to Forward
+	stages      []*stage                     // relayed, not yet queued on the links relayed to
 	spareStages []*stage
 	relayedTo   []*Conn // writers to wake when our input drains
 

@@ -36,7 +36,7 @@ func (c *Conn) readOne() error {
 	if err != nil {
 		return err
 	}
-	c.rxMsgs.Add(1)
+	c.rx.msgs++
 	if c.rxDebug {
 		c.log.Debug("rx", headerFields(h)...)
 	}
@@ -45,7 +45,7 @@ func (c *Conn) readOne() error {
 		*f = Frame{Header: h, c: c}
 		claimed := c.cfg.Forward(c, f)
 		if f.used {
-			c.rxBytes.Add(uint64(f.EncodedSize()))
+			c.rx.bytes += uint64(f.EncodedSize())
 			return f.err
 		}
 		if claimed {
@@ -60,7 +60,7 @@ func (c *Conn) readOne() error {
 	if err != nil {
 		return err
 	}
-	c.rxBytes.Add(uint64(m.EncodedSize()))
+	c.rx.bytes += uint64(m.EncodedSize())
 	return c.receive(m)
 }
 
@@ -82,6 +82,7 @@ type rxStream struct {
 // are woken (see RelayFrom).
 func (r *rxStream) Read(p []byte) (int, error) {
 	r.c.wakeRelayed(true)
+	r.c.publishRxStats()
 	// The log level is looked up once per read, not per message.
 	r.c.rxDebug = r.c.log.Core().Enabled(zapcore.DebugLevel)
 	if r.timeout <= 0 {
@@ -229,6 +230,7 @@ func (c *Conn) deliver(tx *Tx, m *dmsg.Msg) {
 // once, waits for the writer and reports the link down.
 func (c *Conn) finish() {
 	c.wakeRelayed(false)
+	c.publishRxStats()
 	c.fail(nil)
 	c.mu.Lock()
 	scopes := make([]*Scope, 0, len(c.scopes))
@@ -279,4 +281,12 @@ func headerFields(h *dmsg.Header) []zap.Field {
 		zap.Uint32("error", h.Error),
 		zap.Uint32("aux", h.AuxBytes),
 	}
+}
+
+// publishRxStats makes the reader's counts visible to Stats. The reader
+// counts in plain fields and publishes once per read of the socket, not
+// once per message.
+func (c *Conn) publishRxStats() {
+	c.rxMsgs.Store(c.rx.msgs)
+	c.rxBytes.Store(c.rx.bytes)
 }

@@ -96,10 +96,11 @@ type stage struct {
 	bytes int
 }
 
-// stagedRun is a run of frames of one circuit (one Accounter).
+// stagedRun is a run of frames of one circuit (one Accounter): n bytes
+// at off, msgs messages.
 type stagedRun struct {
-	acct   Accounter
-	off, n int
+	acct         Accounter
+	off, n, msgs int
 }
 
 // Frame is a received circuit message whose header has been read and
@@ -197,9 +198,10 @@ func (st *stage) add(frame []byte, circuit uint64, revCirc bool, acct Accounter)
 	st.bytes += len(frame)
 	if k := len(st.runs) - 1; k >= 0 && st.runs[k].acct == acct && st.runs[k].off+st.runs[k].n == off {
 		st.runs[k].n += len(frame)
+		st.runs[k].msgs++
 		return
 	}
-	st.runs = append(st.runs, stagedRun{acct: acct, off: off, n: len(frame)})
+	st.runs = append(st.runs, stagedRun{acct: acct, off: off, n: len(frame), msgs: 1})
 }
 
 // compact moves the staged runs to a small chunk of their size when they
@@ -230,7 +232,7 @@ func (st *stage) publish() bool {
 	if to.dead {
 		to.mu.Unlock()
 		for _, r := range st.runs {
-			r.acct.Written(r.n)
+			r.acct.Written(r.msgs, r.n)
 		}
 		st.runs, st.bytes = st.runs[:0], 0
 		return false
@@ -288,7 +290,7 @@ func (c *Conn) queueMsg(m *dmsg.Msg, acct Accounter) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dead {
-		acct.Written(m.EncodedSize())
+		acct.Written(1, m.EncodedSize())
 		m.Release()
 		return false
 	}
@@ -328,4 +330,4 @@ func (c *Conn) wakeRelayed(direct bool) {
 // noAccount is the Accounter of relayed messages nobody counts.
 type noAccount struct{}
 
-func (noAccount) Written(int) {}
+func (noAccount) Written(int, int) {}

@@ -38,7 +38,7 @@ type route struct {
 // byteCount is an Accounter adding up what it is told.
 type byteCount struct{ n atomic.Int64 }
 
-func (b *byteCount) Written(n int) { b.n.Add(int64(n)) }
+func (b *byteCount) Written(_, n int) { b.n.Add(int64(n)) }
 
 // pairs makes the two ends of a fresh connection for a rig.
 type pairs struct {

@@ -30,10 +30,11 @@ type outMsg struct {
 	chunk *chunk
 }
 
-// Accounter is told when a relayed message has been written out of a
-// link's queue, so a circuit can bound what it holds queued.
+// Accounter is told when relayed messages have been written out of a
+// link's queue (or dropped with it), so a circuit can bound what it holds
+// queued and count what it carried. A run of messages is told at once.
 type Accounter interface {
-	Written(bytes int)
+	Written(msgs, bytes int)
 }
 
 // enqueueLocked appends m to the outbound queue. Called with c.mu held; it
@@ -252,7 +253,7 @@ func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
 		n += size
 		msgs += frames
 		if o.acct != nil {
-			o.acct.Written(size)
+			o.acct.Written(frames, size)
 		}
 		batch[i] = outMsg{}
 	}
