@@ -3,6 +3,7 @@ package e2e
 import (
 	bin "encoding/binary"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,8 +55,9 @@ func TestCircuitAcrossThreeRoutersStreamsInOrderAndAbortsWhenOneDies(t *testing.
 	sent := make(chan uint64, 1)
 	go func() { sent <- a.streamUntil(circ, first+1, stop) }()
 	got := make(chan uint64, 1)
-	go func() { got <- b.receiveUntilEnd(t, atB, first+1) }()
-	time.Sleep(300 * time.Millisecond)
+	var progress atomic.Uint64
+	go func() { got <- b.receiveUntilEnd(t, atB, first+1, &progress) }()
+	waitFor(t, 20*time.Second, "the second stream flowing", func() bool { return progress.Load() > first+500 })
 	ds[2].kill()
 
 	a.wait("leafA's circuit ended", 20*time.Second, func() bool { _, ok := a.circEnd[circ]; return ok })
@@ -147,8 +149,8 @@ func (l *leaf) receive(t *testing.T, circ, from, to uint64) {
 }
 
 // receiveUntilEnd checks messages from on arrive in order until nothing
-// more comes, and returns the number of the last one.
-func (l *leaf) receiveUntilEnd(t *testing.T, circ, from uint64) uint64 {
+// more comes, and returns the number of the last one; progress follows it.
+func (l *leaf) receiveUntilEnd(t *testing.T, circ, from uint64, progress *atomic.Uint64) uint64 {
 	seq := from
 	for {
 		select {
@@ -157,6 +159,7 @@ func (l *leaf) receiveUntilEnd(t *testing.T, circ, from uint64) uint64 {
 				t.Error(err)
 				return seq
 			}
+			progress.Store(seq)
 			seq++
 		case <-time.After(3 * time.Second):
 			return seq - 1

@@ -249,7 +249,7 @@ func TestSmallBurstsToAStuckLinkCostAboutTheirSize(t *testing.T) {
 	out := startConn(t, a, iocom.Config{ID: "out", KeepaliveInterval: -1, KeepaliveTimeout: -1})
 	acct := &byteCount{}
 	x, y := net.Pipe() // one write of the peer is one read of the reader
-	startConn(t, x, iocom.Config{ID: "in", KeepaliveInterval: -1, KeepaliveTimeout: -1,
+	in := startConn(t, x, iocom.Config{ID: "in", KeepaliveInterval: -1, KeepaliveTimeout: -1,
 		Forward: func(_ *iocom.Conn, f *iocom.Frame) bool {
 			f.RelayTo(out, 70, false, acct)
 			return true
@@ -265,9 +265,9 @@ func TestSmallBurstsToAStuckLinkCostAboutTheirSize(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Each write above returned once the reader had it; one more makes
-	// sure the last message was relayed.
-	time.Sleep(50 * time.Millisecond)
+	// The reader counts a message once it has relayed it, and shows its
+	// counts when it goes back to the socket.
+	waitUntil(t, "every message relayed", func() bool { return in.Stats().RxMsgs == n })
 	relayed := int64(n * 128)
 	runtime.GC()
 	var after runtime.MemStats
