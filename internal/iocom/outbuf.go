@@ -13,10 +13,11 @@ import (
 // writes them to the socket in large pieces. Two things set it apart from
 // a bufio.Writer:
 //
-//   - It survives a write that times out: what the socket did not take
-//     stays buffered for the next flush. That lets a relaying reader try a
-//     write that never waits (writeNow) and leave the rest to the writer
-//     goroutine instead of blocking on a peer that does not read.
+//   - It survives a write that stops short (tryFlush): what the socket
+//     did not take stays buffered for the next flush. That lets a
+//     relaying reader try a write that never waits (writeNow) and leave
+//     the rest to the writer goroutine instead of blocking on a peer that
+//     does not read.
 //   - Relayed frames are not copied into it: it borrows them where they
 //     already are (their chunk) and hands them to the socket together
 //     with its own bytes, in one writev.
@@ -65,7 +66,7 @@ func (o *outBuf) Write(p []byte) (int, error) {
 		if len(p) >= directMin && !o.noDeadline {
 			return o.writeThrough(p)
 		}
-		if err := o.flush(time.Time{}); err != nil {
+		if err := o.flush(); err != nil {
 			return 0, err
 		}
 		if len(p) >= cap(o.buf) {
@@ -88,7 +89,7 @@ func (o *outBuf) Write(p []byte) (int, error) {
 // without copying it. The outBuf takes over the caller's reference to ch.
 func (o *outBuf) lend(p []byte, ch *chunk) error {
 	if o.lent+len(p) > lendMax {
-		if err := o.flush(time.Time{}); err != nil {
+		if err := o.flush(); err != nil {
 			ch.unref()
 			return err
 		}
@@ -133,25 +134,37 @@ func (o *outBuf) reset() {
 // errSlowPeer reports a timed-out flush; the unwritten bytes are kept.
 var errSlowPeer = errors.New("socket full")
 
-// flush writes what is buffered; with a non-zero deadline it gives up at
-// the deadline (or, on a socket, as soon as the socket takes no more),
-// keeps what was not written and returns errSlowPeer.
-func (o *outBuf) flush(deadline time.Time) error {
+// flush writes what is buffered, waiting for the socket as long as it
+// takes.
+func (o *outBuf) flush() error {
 	if len(o.vec) == 0 {
 		return nil
 	}
-	if deadline.IsZero() {
-		bufs := net.Buffers(o.vec)
-		_, err := bufs.WriteTo(o.nc)
-		o.reset()
-		return err
+	bufs := net.Buffers(o.vec)
+	_, err := bufs.WriteTo(o.nc)
+	o.reset()
+	return err
+}
+
+// tryWaitMax bounds how long tryFlush waits for a stream that cannot be
+// written without waiting at all (no non-blocking writev there).
+const tryWaitMax = time.Millisecond
+
+// tryFlush writes what the socket takes without waiting (on a stream
+// without a non-blocking writev, for at most tryWaitMax), keeps what was
+// not written and then returns errSlowPeer. A relaying reader writes this
+// way (writeNow), so that a slow peer is the writer goroutine's business
+// and never holds up the reader's own link.
+func (o *outBuf) tryFlush() error {
+	if len(o.vec) == 0 {
+		return nil
 	}
 	var n int
 	var err error
 	if o.rc != nil {
 		n, err = o.tryWrite()
 	} else {
-		o.nc.SetWriteDeadline(deadline)
+		o.nc.SetWriteDeadline(time.Now().Add(tryWaitMax))
 		var n64 int64
 		// WriteTo consumes the slices it is given; keepUnwritten needs
 		// them as they were.

@@ -77,9 +77,9 @@ type rxStream struct {
 	lastRx   time.Time     // when bytes last arrived (or the reader started)
 }
 
-// Read is called by the decoder's buffer only when it has no bytes left:
-// the moment this link's input is drained, when the writers it relayed to
-// are woken (see RelayFrom).
+// Read is called by the decoder's buffer when it needs more bytes than it
+// holds: the moment this link's input is drained, when what the reader
+// relayed is queued and the writers it relayed to are woken (relay.go).
 func (r *rxStream) Read(p []byte) (int, error) {
 	r.c.wakeRelayed(true)
 	r.c.publishRxStats()

@@ -18,9 +18,9 @@ import (
 // of small messages leaves in few syscalls.
 const writeBufferSize = 64 << 10
 
-// outMsg is one queued message, or a run of relayed frames in the queue's
-// byte slab, and, for relayed circuit traffic, who to tell once it has
-// left the queue.
+// outMsg is one queued message, or a run of relayed frames in a chunk,
+// and, for relayed circuit traffic, who to tell once it has left the
+// queue.
 type outMsg struct {
 	m       *dmsg.Msg
 	acct    Accounter
@@ -124,7 +124,7 @@ func (c *Conn) writeLoop() {
 	defer ka.stop()
 	for {
 		c.wmu.Lock()
-		err := c.drainLocked(time.Time{})
+		err := c.drainLocked(false)
 		c.wmu.Unlock()
 		if err != nil {
 			c.fail(writeError(err))
@@ -144,38 +144,37 @@ func (c *Conn) writeLoop() {
 }
 
 // drainLocked writes everything queued, batch by batch, and flushes once
-// the queue is empty. With a non-zero deadline (writeNow) it writes one
-// batch, the one writeNow sized, and that flush gives up at the deadline;
-// whoever queues more after it finds the queue empty and wakes the
-// writer. The caller holds c.wmu, which owns the write side of the
-// socket: the writer goroutine, or a relaying reader.
-func (c *Conn) drainLocked(deadline time.Time) error {
+// the queue is empty. With try (writeNow) it writes one batch, the one
+// writeNow sized, with tryFlush; whoever queues more after it finds the
+// queue empty and wakes the writer. The caller holds c.wmu, which owns
+// the write side of the socket: the writer goroutine, or a relaying
+// reader.
+func (c *Conn) drainLocked(try bool) error {
 	for {
 		c.mu.Lock()
 		c.wbatch, c.q = c.q, c.wbatch[:0]
 		c.mu.Unlock()
 		if len(c.wbatch) == 0 {
-			return c.out.flush(deadline)
+			break
 		}
 		if err := c.writeBatch(c.enc, c.wbatch); err != nil {
 			return err
 		}
 		c.lastSend.Store(time.Now().UnixNano())
-		if !deadline.IsZero() {
-			return c.out.flush(deadline)
+		if try {
+			break
 		}
 	}
+	if try {
+		return c.out.tryFlush()
+	}
+	return c.out.flush()
 }
 
 // directWriteMax bounds what a relaying reader writes itself: no more than
 // the write buffer holds, so that it never waits for the socket to take a
 // full buffer (only the writer goroutine waits).
 const directWriteMax = writeBufferSize
-
-// directWriteWait bounds how long a relaying reader waits for another
-// link's socket to take a small write; a slower peer is left to the
-// writer goroutine, so it can never hold up the reader's own link.
-const directWriteWait = time.Millisecond
 
 // writeNow sends what is queued from the calling goroutine when the link's
 // write side is free and the queue is small, saving the writer goroutine's
@@ -194,7 +193,7 @@ func (c *Conn) writeNow() {
 		c.kick()
 		return
 	}
-	err := c.drainLocked(time.Now().Add(directWriteWait))
+	err := c.drainLocked(true)
 	c.wmu.Unlock()
 	switch {
 	case errors.Is(err, errSlowPeer):
