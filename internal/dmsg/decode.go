@@ -22,10 +22,10 @@ type Decoder struct {
 	r   *bufio.Reader
 	seq uint8
 
-	cur     Header // the header Next read
-	swapped bool   // the current message is opposite-endian
-	hdrSize int    // its extended header size; 0: no current message
-	hdr     [MaxHeaderSize]byte
+	cur     Header               // the header Next read
+	swapped bool                 // the current message is opposite-endian
+	hdrSize int                  // its extended header size; 0: no current message
+	base    [BaseHeaderSize]byte // the base header, to check its CRC
 }
 
 // NewDecoder returns a Decoder reading from r, buffered unless r already
@@ -111,7 +111,7 @@ func (d *Decoder) checkHeader(hdr []byte, cmd uint32) error {
 	want := u32(hdr[offHdrCRC:], d.swapped)
 	// hdr_crc is computed with its own field zeroed; hdr is the reader's
 	// buffer, so the zeroing happens in a copy of the base header.
-	b := d.hdr[:BaseHeaderSize]
+	b := d.base[:]
 	copy(b, hdr)
 	le.PutUint32(b[offHdrCRC:], 0)
 	got := CRC(b)
