@@ -30,6 +30,7 @@ type leaf struct {
 	data    chan *dmsg.Msg    // circuit data received
 	changed chan struct{}
 	done    chan struct{}
+	replies sync.WaitGroup // answers the reader sends without waiting for them
 }
 
 // dialLeaf connects a leaf to a router's listen port, introduces it with
@@ -66,6 +67,7 @@ func dialLeaf(t *testing.T, port int, label string) *leaf {
 func (l *leaf) close() {
 	l.nc.Close()
 	<-l.done
+	l.replies.Wait()
 }
 
 // send writes and flushes messages.
@@ -130,7 +132,8 @@ func (l *leaf) note(m *dmsg.Msg) {
 	case reply && del && m.MsgID >= 100:
 		// The far side ended a LNK_CIRC we opened: close ours too.
 		if _, ended := l.circEnd[m.MsgID]; !ended {
-			go l.send(&dmsg.Msg{Header: dmsg.Header{MsgID: m.MsgID, Cmd: dmsg.LnkError | dmsg.FlagDelete}})
+			id := m.MsgID
+			l.replies.Go(func() { l.send(&dmsg.Msg{Header: dmsg.Header{MsgID: id, Cmd: dmsg.LnkError | dmsg.FlagDelete}}) })
 		}
 		l.circEnd[m.MsgID] = m.Error
 	}
@@ -140,8 +143,10 @@ func (l *leaf) note(m *dmsg.Msg) {
 		for _, id := range l.circIn {
 			if id == m.MsgID {
 				l.circEnd[id] = m.Error
-				go l.send(&dmsg.Msg{Header: dmsg.Header{MsgID: id,
-					Cmd: dmsg.LnkError | dmsg.FlagDelete | dmsg.FlagReply | dmsg.FlagRevTrans}})
+				l.replies.Go(func() {
+					l.send(&dmsg.Msg{Header: dmsg.Header{MsgID: id,
+						Cmd: dmsg.LnkError | dmsg.FlagDelete | dmsg.FlagReply | dmsg.FlagRevTrans}})
+				})
 			}
 		}
 	}
