@@ -89,7 +89,6 @@ func (ch *chunk) unref() {
 // stage is what a reader has relayed to one link and not yet queued there:
 // runs of frames in its current chunk.
 type stage struct {
-	from  *Conn // the reader's link
 	to    *Conn
 	ch    *chunk
 	runs  []stagedRun
@@ -142,7 +141,9 @@ func (f *Frame) RelayTo(to *Conn, circuit uint64, revCirc bool, acct Accounter) 
 		return err
 	}
 	if ok {
-		c.stageFor(to).add(frame, circuit, revCirc, acct)
+		if c.stageFor(to).add(frame, circuit, revCirc, acct) {
+			c.deferWake(to)
+		}
 		return nil
 	}
 	// Too large to stage, or opposite-endian: decoded, and queued after
@@ -176,19 +177,19 @@ func (c *Conn) stageFor(to *Conn) *stage {
 	if k := len(c.spareStages); k > 0 {
 		st, c.spareStages = c.spareStages[k-1], c.spareStages[:k-1]
 	} else {
-		st = &stage{from: c}
+		st = &stage{}
 	}
 	st.to, st.ch = to, newChunk()
 	c.stages = append(c.stages, st)
 	return st
 }
 
-// add copies frame into the stage with its circuit rewritten.
-func (st *stage) add(frame []byte, circuit uint64, revCirc bool, acct Accounter) {
+// add copies frame into the stage with its circuit rewritten. A full
+// chunk is queued first; add then reports whether the link's writer must
+// be woken.
+func (st *stage) add(frame []byte, circuit uint64, revCirc bool, acct Accounter) (wake bool) {
 	if cap(st.ch.buf)-len(st.ch.buf) < len(frame) {
-		if st.publish() {
-			st.from.deferWake(st.to)
-		}
+		wake = st.publish()
 		st.ch.unref()
 		st.ch = newChunk()
 	}
@@ -199,9 +200,10 @@ func (st *stage) add(frame []byte, circuit uint64, revCirc bool, acct Accounter)
 	if k := len(st.runs) - 1; k >= 0 && st.runs[k].acct == acct && st.runs[k].off+st.runs[k].n == off {
 		st.runs[k].n += len(frame)
 		st.runs[k].msgs++
-		return
+		return wake
 	}
 	st.runs = append(st.runs, stagedRun{acct: acct, off: off, n: len(frame), msgs: 1})
+	return wake
 }
 
 // compact moves the staged runs to a small chunk of their size when they
