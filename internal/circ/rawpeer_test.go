@@ -101,35 +101,34 @@ type burst struct {
 // receiver.
 func (p *rawPeer) encodeN(m *dmsg.Msg, n int) (*burst, error) {
 	b := &burst{turns: n / 256}
+	k := n % 256
 	pad := &dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPad}}
+	var err error
 	for i := range 256 {
-		salt := uint32(uint8(int(p.seq) + i))
-		if b.turns > 0 || i < n%256 {
-			c := *m
-			c.Salt = salt
-			f, err := dmsg.AppendMsg(nil, &c)
-			if err != nil {
+		if b.turns > 0 {
+			if b.turn, err = appendNumbered(b.turn, m, p.seq+uint8(i)); err != nil {
 				return nil, err
-			}
-			if b.turns > 0 {
-				b.turn = append(b.turn, f...)
-			}
-			if i < n%256 {
-				b.last = append(b.last, f...)
-				continue
 			}
 		}
-		if n%256 != 0 {
-			pc := *pad
-			pc.Salt = salt
-			f, err := dmsg.AppendMsg(nil, &pc)
-			if err != nil {
-				return nil, err
-			}
-			b.last = append(b.last, f...)
+		if k == 0 {
+			continue
+		}
+		src := m
+		if i >= k {
+			src = pad
+		}
+		if b.last, err = appendNumbered(b.last, src, p.seq+uint8(i)); err != nil {
+			return nil, err
 		}
 	}
 	return b, nil
+}
+
+// appendNumbered appends the wire form of m as message seq of a stream.
+func appendNumbered(dst []byte, m *dmsg.Msg, seq uint8) ([]byte, error) {
+	c := *m
+	c.Salt = uint32(seq)
+	return dmsg.AppendMsg(dst, &c)
 }
 
 // writeBurst writes a burst and flushes.
