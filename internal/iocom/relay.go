@@ -289,16 +289,19 @@ const maxSpareStages = 8
 // queueMsg queues a relayed message, to be released once written. It
 // reports whether the queue was empty before.
 func (c *Conn) queueMsg(m *dmsg.Msg, acct Accounter) bool {
+	size := m.EncodedSize()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.dead {
-		acct.Written(1, m.EncodedSize())
+		c.mu.Unlock()
+		acct.Written(1, size)
 		m.Release()
 		return false
 	}
 	c.q = append(c.q, outMsg{m: m, acct: acct, release: true})
-	c.qBytes += m.EncodedSize()
-	return len(c.q) == 1
+	c.qBytes += size
+	first := len(c.q) == 1
+	c.mu.Unlock()
+	return first
 }
 
 // deferWake records that c's writer must be woken when this link's input
