@@ -45,6 +45,29 @@ type Conn struct {
 	PfsMask      uint64 // bit N: send me spans of pfs_type N; 0 = all
 	ClLabel      string // cluster label filter (empty = any)
 	FsLabel      string // the sender's node label
+
+	// Caps are the dmsgd extensions the sender speaks (Cap*), carried in
+	// reserved bytes of the dmsgd form only (docs/PROTOCOL.md 11.1): an
+	// extension is used on a link only when both LNK_CONNs name it, so
+	// peers that leave the bytes zero never see one.
+	Caps uint32
+	// CircWindow is the window the sender grants its peer on every
+	// circuit of the link when both name CapCircWindow
+	// (docs/PROTOCOL.md 11.2).
+	CircWindow uint32
+}
+
+// Capability bits of Conn.Caps (docs/PROTOCOL.md 11.1).
+const (
+	// CapCircWindow: per-circuit flow control (LNK_CREDIT).
+	CapCircWindow uint32 = 1 << 0
+	// CapSignedSpans: signed router advertisements.
+	CapSignedSpans uint32 = 1 << 1
+)
+
+// Shared reports whether both LNK_CONNs of a link name capability cap.
+func (c *Conn) Shared(peer *Conn, cap uint32) bool {
+	return c.Caps&cap != 0 && peer.Caps&cap != 0
 }
 
 // LNK_CONN field offsets (message offsets, base header included).
@@ -58,6 +81,8 @@ const (
 	connProtoVer  = 0x7A
 	connStatus    = 0x7C
 	connRnss      = 0x80
+	connCaps      = 0x84 // dmsgd extension: in the reserved bytes
+	connWindow    = 0x88 // dmsgd extension: in the reserved bytes
 	connPfsMask   = 0xC0
 	connClLabel   = 0xC8
 	connFsLabel   = 0x148
@@ -80,13 +105,16 @@ func (c *Conn) MarshalTo(hdr []byte) {
 	le.PutUint16(b[connProtoVer:], c.ProtoVersion)
 	le.PutUint32(b[connStatus:], c.Status)
 	le.PutUint32(b[connRnss:], c.Rnss)
+	le.PutUint32(b[connCaps:], c.Caps)
+	le.PutUint32(b[connWindow:], c.CircWindow)
 	le.PutUint64(b[connPfsMask:], c.PfsMask)
 	putLabel(b[connClLabel:connClLabel+LabelSize], c.ClLabel)
 	putLabel(b[connFsLabel:connFsLabel+LabelSize], c.FsLabel)
 }
 
 // MarshalV2To writes c in the 384-byte libdmsg 2014+ form (0x1106). Fields
-// that form lacks (pfs_clid, pfs_type, pfs_mask, cl_label) are not sent.
+// that form lacks (pfs_clid, pfs_type, pfs_mask, cl_label) are not sent,
+// nor are the dmsgd extensions: a libdmsg peer never sees one.
 func (c *Conn) MarshalV2To(hdr []byte) {
 	b := hdr[:ConnV2Size]
 	clear(b[BaseHeaderSize:])
@@ -110,6 +138,8 @@ func (c *Conn) unmarshal(b []byte) {
 	c.ProtoVersion = le.Uint16(b[connProtoVer:])
 	c.Status = le.Uint32(b[connStatus:])
 	c.Rnss = le.Uint32(b[connRnss:])
+	c.Caps = le.Uint32(b[connCaps:])
+	c.CircWindow = le.Uint32(b[connWindow:])
 	c.PfsMask = le.Uint64(b[connPfsMask:])
 	c.ClLabel = getLabel(b[connClLabel : connClLabel+LabelSize])
 	c.FsLabel = getLabel(b[connFsLabel : connFsLabel+LabelSize])

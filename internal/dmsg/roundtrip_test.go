@@ -141,6 +141,7 @@ func randomConn(r *rand.Rand) dmsg.Conn {
 		PeerMask: r.Uint64(), PeerType: uint8(r.Uint32()), PfsType: uint8(r.Uint32()),
 		ProtoVersion: uint16(r.Uint32()), Status: r.Uint32(), Rnss: r.Uint32(),
 		PfsMask: r.Uint64(), ClLabel: randomLabel(r, 127), FsLabel: randomLabel(r, 127),
+		Caps: r.Uint32(), CircWindow: r.Uint32(),
 	}
 }
 

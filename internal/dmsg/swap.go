@@ -15,7 +15,7 @@ type intField struct {
 var extInts = map[uint32][]intField{
 	LnkConn: {
 		{connPeerMask, 8}, {connProtoVer, 2}, {connStatus, 4},
-		{connRnss, 4}, {connPfsMask, 8},
+		{connRnss, 4}, {connCaps, 4}, {connWindow, 4}, {connPfsMask, 8},
 	},
 	LnkConnV2: {
 		{connPeerMask, 8}, {connProtoVer, 2}, {connStatus, 4}, {connRnss, 4},

@@ -1,0 +1,55 @@
+// Package metrics owns dmsgd's Prometheus metrics: the counters the
+// router's packages bump as events happen (limits hit, protocol errors),
+// and the registry /metrics serves.
+//
+// It is a package of its own because iocom, span, circ and router all
+// count events and none of them may import another for it. A nil
+// *Metrics is valid and counts nothing, so tests and tools that do not
+// scrape need not build one.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics is one router's set of metrics.
+type Metrics struct {
+	reg        *prometheus.Registry
+	limits     *prometheus.CounterVec
+	violations *prometheus.CounterVec
+}
+
+// New returns a router's metrics, registered in a registry of their own.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmsgd_limit_refusals_total",
+			Help: "Things refused, or links closed, because a limit was reached, by limit (the config key under limits:).",
+		}, []string{"limit"}),
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmsgd_protocol_errors_total",
+			Help: "Protocol violations and framing errors seen from peers, by kind.",
+		}, []string{"kind"}),
+	}
+	m.reg.MustRegister(m.limits, m.violations)
+	return m
+}
+
+// Registry returns the registry /metrics serves.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// LimitHit counts one refusal because limit (such as "max_links") was
+// reached.
+func (m *Metrics) LimitHit(limit string) {
+	if m != nil {
+		m.limits.WithLabelValues(limit).Inc()
+	}
+}
+
+// ProtocolError counts one protocol violation or framing error of kind.
+func (m *Metrics) ProtocolError(kind string) {
+	if m != nil {
+		m.violations.WithLabelValues(kind).Inc()
+	}
+}
