@@ -12,6 +12,8 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 	"github.com/dmsgd/dmsgd/internal/iocom"
+	"github.com/dmsgd/dmsgd/internal/metrics"
+	"github.com/dmsgd/dmsgd/internal/ratelog"
 )
 
 // Defaults of the config file's limits.
@@ -27,6 +29,11 @@ type Config struct {
 	Stall       time.Duration // DefaultStall when 0
 	MaxCircuits int           // DefaultMaxCircuits when 0
 	Logger      *zap.Logger
+	// Events logs refusals a peer can repeat at will, once per kind and
+	// window; nil drops them.
+	Events *ratelog.Logger
+	// Metrics counts limits hit; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // limits are the Config's bounds in force; a reload may change them while

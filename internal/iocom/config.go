@@ -6,6 +6,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/metrics"
+	"github.com/dmsgd/dmsgd/internal/ratelog"
 )
 
 // Defaults of PROTOCOL.md 3.2 and the config file's limits.
@@ -51,6 +53,14 @@ type Config struct {
 
 	// Logger receives link events; nil means no logging.
 	Logger *zap.Logger
+
+	// Events logs what a peer can repeat at will (refusals, violations)
+	// once per kind and window; nil drops those lines. It is shared by
+	// the router's links.
+	Events *ratelog.Logger
+
+	// Metrics counts limits hit and protocol errors; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 func (cfg *Config) keepaliveInterval() time.Duration {

@@ -72,6 +72,8 @@ func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 		Handler:           l,
 		Forward:           func(c *iocom.Conn, f *iocom.Frame) bool { return l.circuits.Forward(c, f) },
 		Logger:            r.log,
+		Events:            r.events,
+		Metrics:           r.metrics,
 	})
 	l.circuits = circ.NewTable(l.conn, l.id, l)
 	r.links[l.id] = l

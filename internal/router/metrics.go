@@ -28,12 +28,12 @@ func (r *Router) listenMetrics() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", r.serveMetrics)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	r.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	r.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	r.metricsAddr = l.Addr()
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		if err := r.metrics.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := r.metricsSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			r.log.Error("metrics endpoint stopped", zap.Error(err))
 		}
 	}()
@@ -45,12 +45,12 @@ func (r *Router) listenMetrics() error {
 func (r *Router) MetricsAddr() net.Addr { return r.metricsAddr }
 
 func (r *Router) stopMetrics() {
-	if r.metrics == nil {
+	if r.metricsSrv == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	r.metrics.Shutdown(ctx)
+	r.metricsSrv.Shutdown(ctx)
 }
 
 // serveMetrics writes the router's gauges and its links' counters.

@@ -22,7 +22,7 @@ func (r *Router) Reload(newer *config.Config) ([]string, error) {
 	if len(changes) == 0 {
 		return nil, nil
 	}
-	if err := r.engine.Reconfigure(spanConfig(newer, r.engine.Rnss(), r.log)); err != nil {
+	if err := r.engine.Reconfigure(r.spanConfig(newer, r.engine.Rnss())); err != nil {
 		return nil, fmt.Errorf("reload refused: %w", err)
 	}
 	r.cfg.Store(newer)

@@ -19,6 +19,8 @@ import (
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 	"github.com/dmsgd/dmsgd/internal/iocom"
+	"github.com/dmsgd/dmsgd/internal/metrics"
+	"github.com/dmsgd/dmsgd/internal/ratelog"
 	"github.com/dmsgd/dmsgd/internal/span"
 	"github.com/dmsgd/dmsgd/internal/volconf"
 )
@@ -34,13 +36,18 @@ type Router struct {
 
 	cfg atomic.Pointer[config.Config]
 
+	// events logs what peers can repeat at will once per kind and window;
+	// metrics counts it. Both are shared by every link.
+	events  *ratelog.Logger
+	metrics *metrics.Metrics
+
 	mu        sync.Mutex
 	links     map[string]*link
 	listeners []*listener
 	volconf   map[uuid.UUID]*mediaState
 	closing   bool
 
-	metrics     *http.Server // nil when metrics.listen is empty
+	metricsSrv  *http.Server // nil when metrics.listen is empty
 	metricsAddr net.Addr
 
 	nextLink atomic.Uint64
@@ -66,27 +73,32 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 		label:   cfg.Node.Label,
 		links:   make(map[string]*link),
 		volconf: make(map[uuid.UUID]*mediaState),
+		events:  ratelog.New(log, 0),
+		metrics: metrics.New(),
 	}
 	r.cfg.Store(cfg)
-	r.engine = span.New(spanConfig(cfg, 0, log))
+	r.engine = span.New(r.spanConfig(cfg, 0))
 	r.circuits = circ.New(circ.Config{
 		QueueBytes:  int(cfg.Limits.CircuitQueueBytes),
 		Stall:       cfg.Limits.CircuitStall,
 		MaxCircuits: cfg.Limits.MaxCircuits,
 		Logger:      log,
+		Events:      r.events,
+		Metrics:     r.metrics,
 	}, r.resolveCircuit, r)
 	r.media = volconf.New(volconf.Options{Connect: r.connectTarget, Logger: log})
 	return r
 }
 
 // spanConfig derives the engine's configuration from the file.
-func spanConfig(cfg *config.Config, rnss uint32, log *zap.Logger) span.Config {
+func (r *Router) spanConfig(cfg *config.Config, rnss uint32) span.Config {
 	sc := span.Config{
 		MaxRelays:       cfg.Span.MaxRelays,
 		Symmetric:       cfg.Span.Symmetric,
 		Rnss:            rnss,
 		MaxSpansPerConn: cfg.Limits.MaxSpansPerLink,
-		Logger:          log,
+		Logger:          r.log,
+		Metrics:         r.metrics,
 	}
 	if cfg.Node.Advertise {
 		sc.Self = &dmsg.Span{
@@ -218,6 +230,7 @@ func (r *Router) shutdown() {
 	}
 	wg.Wait()
 	r.wg.Wait()
+	r.events.Close()
 	r.log.Info("shutdown complete")
 }
 

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/metrics"
 )
 
 // DefaultMaxRelays is K when Config.MaxRelays is 0 (PROTOCOL.md 4.3).
@@ -32,6 +33,8 @@ type Config struct {
 	// Logger receives topology events: connections at info, spans at
 	// debug. nil = nop. The daemon must not sample it.
 	Logger *zap.Logger
+	// Metrics counts limits hit; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Stats counts what an Engine holds. A router that has lost every
