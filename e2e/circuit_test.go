@@ -56,7 +56,14 @@ func TestCircuitAcrossThreeRoutersStreamsInOrderAndAbortsWhenOneDies(t *testing.
 	go func() { sent <- a.streamUntil(circ, first+1, stop) }()
 	got := make(chan uint64, 1)
 	var progress atomic.Uint64
-	go func() { got <- b.receiveUntilEnd(t, atB, first+1, &progress) }()
+	go func() {
+		got <- b.receiveUntilEnd(t, atB, first+1, &progress, func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			_, ok := b.circEnd[atB]
+			return ok
+		})
+	}()
 	waitFor(t, 20*time.Second, "the second stream flowing", func() bool { return progress.Load() > first+500 })
 	ds[2].kill()
 
@@ -148,20 +155,47 @@ func (l *leaf) receive(t *testing.T, circ, from, to uint64) {
 	}
 }
 
-// receiveUntilEnd checks messages from on arrive in order until nothing
-// more comes, and returns the number of the last one; progress follows it.
-func (l *leaf) receiveUntilEnd(t *testing.T, circ, from uint64, progress *atomic.Uint64) uint64 {
+// receiveUntilEnd checks messages from on arrive in order until the
+// circuit has ended (ended reports it) and returns the number of the last
+// one; progress follows it. The leaf queues a circuit's data before it
+// notes the circuit's end, so once ended is true whatever is queued is
+// all that arrived.
+func (l *leaf) receiveUntilEnd(t *testing.T, circ, from uint64, progress *atomic.Uint64, ended func() bool) uint64 {
 	seq := from
+	deadline := time.After(time.Minute)
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
+	take := func(m *dmsg.Msg) bool {
+		if err := checkData(m, circ, seq); err != nil {
+			t.Error(err)
+			return false
+		}
+		progress.Store(seq)
+		seq++
+		return true
+	}
 	for {
 		select {
 		case m := <-l.data:
-			if err := checkData(m, circ, seq); err != nil {
-				t.Error(err)
+			if !take(m) {
 				return seq
 			}
-			progress.Store(seq)
-			seq++
-		case <-time.After(3 * time.Second):
+		case <-poll.C:
+			if !ended() {
+				continue
+			}
+			for {
+				select {
+				case m := <-l.data:
+					if !take(m) {
+						return seq
+					}
+				default:
+					return seq - 1
+				}
+			}
+		case <-deadline:
+			t.Errorf("circuit %d still open a minute into the stream", circ)
 			return seq - 1
 		}
 	}

@@ -73,7 +73,7 @@ func newDaemon(t *testing.T, name string, dialPorts ...int) *daemon {
 	fmt.Fprintf(&b, "listen:\n  - tcp://127.0.0.1:%d\n", d.port)
 	fmt.Fprintf(&b, "shell:\n  socket: %s\n", d.shell)
 	fmt.Fprintf(&b, "node:\n  label: %s\n", name)
-	b.WriteString("keepalive:\n  interval: 200ms\n  timeout: 2s\n")
+	b.WriteString("keepalive:\n  interval: 200ms\n  timeout: 10s\n")
 	b.WriteString("log:\n  level: debug\n  format: json\n")
 	if len(dialPorts) > 0 {
 		b.WriteString("media:\n  - name: uplinks\n    copies:\n")

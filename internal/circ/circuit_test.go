@@ -386,6 +386,20 @@ func TestCircuitIDRewriting(t *testing.T) {
 			}
 		}
 	}
+	// The tap records a frame only after forwarding it, so the last ones
+	// may have arrived before they were recorded: wait for the record.
+	eventually(t, "the tap recorded every circuit frame", func() error {
+		var seen [2]int
+		for _, f := range tap.tapped() {
+			if f.m.Circuit == id12 {
+				seen[f.dir]++
+			}
+		}
+		if want := 2*n + oneWays; seen[0] < want || seen[1] < want {
+			return fmt.Errorf("recorded %v, want %d each way", seen, want)
+		}
+		return nil
+	})
 	var data [2]int
 	sawCirc := false
 	for _, f := range tap.tapped() {

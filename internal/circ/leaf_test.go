@@ -111,7 +111,7 @@ func dialLeaf(tb testing.TB, addr, label string, opts leafOptions) *leaf {
 	}
 	l := &leaf{tb: tb, label: label, opts: opts, nc: nc,
 		spans: make(map[uint64]rxSpan), circs: make(map[*circuit]bool)}
-	timeout := 5 * time.Second
+	timeout := 10 * time.Second // room for a loaded machine
 	if opts.gated {
 		l.gate = newGatedConn(nc)
 		nc = l.gate
