@@ -1,6 +1,10 @@
 // Package metrics owns dmsgd's Prometheus metrics: the counters the
-// router's packages bump as events happen (limits hit, protocol errors),
-// and the registry /metrics serves.
+// router's packages bump as events happen (limits hit, protocol errors,
+// reloads, TLS refusals, circuits and spans refused or ended), the Go
+// runtime and process collectors, dmsgd_build_info, and the registry
+// /metrics serves. What the router holds at a given moment (links and
+// their traffic, spans, outbound targets) is read at scrape time by a
+// collector the router registers here.
 //
 // It is a package of its own because iocom, span, circ and router all
 // count events and none of them may import another for it. A nil
@@ -17,6 +21,7 @@ type Metrics struct {
 	reg        *prometheus.Registry
 	limits     *prometheus.CounterVec
 	violations *prometheus.CounterVec
+	op         ops
 }
 
 // New returns a router's metrics, registered in a registry of their own.
@@ -33,6 +38,8 @@ func New() *Metrics {
 		}, []string{"kind"}),
 	}
 	m.reg.MustRegister(m.limits, m.violations)
+	m.op = newOps()
+	m.op.register(m.reg)
 	return m
 }
 
@@ -48,6 +55,9 @@ func (m *Metrics) LimitHit(limit string) {
 }
 
 // ProtocolError counts one protocol violation or framing error of kind.
+// The router counts each link it closes for one (kind "framing" or
+// "transaction", from the link's error), so code that closes a link for a
+// violation must not count it again.
 func (m *Metrics) ProtocolError(kind string) {
 	if m != nil {
 		m.violations.WithLabelValues(kind).Inc()
