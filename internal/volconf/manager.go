@@ -46,6 +46,7 @@ type Manager struct {
 type keeper struct {
 	cancel context.CancelFunc
 	kick   chan struct{}
+	status tracker
 }
 
 // New returns a Manager with no targets.
@@ -125,12 +126,13 @@ func (m *Manager) reconcileLocked() {
 func (m *Manager) start(k, t config.Target) {
 	ctx, cancel := context.WithCancel(context.Background())
 	kp := &keeper{cancel: cancel, kick: make(chan struct{}, 1)}
+	kp.status.st.Target = t
 	m.running[k] = kp
 	m.log.Info("outbound target added", zap.String("target", k.String()), zap.String("source", t.Name))
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		m.keep(ctx, t, kp.kick)
+		m.keep(ctx, t, kp.kick, &kp.status)
 	}()
 }
 
@@ -169,13 +171,16 @@ func (m *Manager) Close() {
 	m.wg.Wait()
 }
 
-// keep dials t until ctx ends, waiting a backoff between attempts.
-func (m *Manager) keep(ctx context.Context, t config.Target, kick <-chan struct{}) {
+// keep dials t until ctx ends, waiting a backoff between attempts, and
+// keeps st up to date.
+func (m *Manager) keep(ctx context.Context, t config.Target, kick <-chan struct{}, st *tracker) {
 	b := Backoff{Min: m.opts.MinBackoff, Max: m.opts.MaxBackoff}
 	log := m.log.With(zap.String("target", key(t).String()))
 	for ctx.Err() == nil {
 		start := time.Now()
+		st.dialing()
 		done, err := m.opts.Connect(ctx, t)
+		st.dialed(err)
 		if err == nil {
 			select {
 			case <-done:
@@ -190,6 +195,7 @@ func (m *Manager) keep(ctx context.Context, t config.Target, kick <-chan struct{
 			log.Warn("outbound link failed", zap.Error(err))
 		}
 		delay := b.Next()
+		st.waiting(time.Now().Add(delay))
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:

@@ -89,7 +89,7 @@ func (f *fakeDialer) isUp(target string) bool {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // generous: the machine may be loaded
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -178,5 +178,51 @@ func TestCloseStopsEveryLink(t *testing.T) {
 	m.Set("config", []config.Target{a}) // after Close: ignored
 	if len(m.Targets()) != 0 {
 		t.Fatal("targets after Close")
+	}
+}
+
+func TestStatusFollowsDialsFailuresAndTheBackoff(t *testing.T) {
+	f := newFakeDialer()
+	f.fail = true
+	m := New(Options{Connect: f.connect, MinBackoff: time.Hour, MaxBackoff: time.Hour})
+	defer m.Close()
+	a := target(t, "span:127.0.0.1:9001")
+	a.Name = "lab"
+	m.Set("config", []config.Target{a})
+	var st Status
+	waitFor(t, "a failed attempt waiting out its backoff", func() bool {
+		sts := m.Status()
+		if len(sts) != 1 {
+			return false
+		}
+		st = sts[0]
+		return !st.NextDial.IsZero()
+	})
+	if st.Target != a || st.Dials != 1 || st.Failures != 1 || st.Connected || st.LastError != "refused" {
+		t.Fatalf("after one refused dial: %+v", st)
+	}
+	if wait := time.Until(st.NextDial); wait < 30*time.Minute {
+		t.Fatalf("next dial in %v, want about the hour of backoff", wait)
+	}
+
+	f.mu.Lock()
+	f.fail = false
+	f.mu.Unlock()
+	m.Kick(a)
+	waitFor(t, "the kicked dial connected", func() bool {
+		st = m.Status()[0]
+		return st.Connected
+	})
+	if st.Dials != 2 || st.Failures != 1 || !st.NextDial.IsZero() {
+		t.Fatalf("after a successful dial: %+v", st)
+	}
+	f.drop(a.String())
+	waitFor(t, "the dropped link waiting to redial", func() bool {
+		st = m.Status()[0]
+		return !st.Connected && !st.NextDial.IsZero()
+	})
+	m.Set("config", nil)
+	if sts := m.Status(); len(sts) != 0 {
+		t.Fatalf("status of a removed target: %+v", sts)
 	}
 }
