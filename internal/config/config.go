@@ -186,8 +186,12 @@ type Log struct {
 
 // Metrics configures the metrics HTTP endpoint.
 type Metrics struct {
-	// Listen is host:port serving /metrics and /healthz; empty is off.
+	// Listen is host:port serving /metrics, /healthz and /readyz; empty
+	// is off.
 	Listen string `mapstructure:"listen"`
+	// ReadyTargets is how many of the configured outbound targets (media
+	// copies) must have a link up for /readyz to answer ready.
+	ReadyTargets int `mapstructure:"ready_targets"`
 }
 
 // Defaults returns the configuration used for every key not set

@@ -16,6 +16,7 @@ var liveKeys = []string{
 	"keepalive.",
 	"shell.tcp",
 	"shell.remote",
+	"metrics.ready_targets",
 }
 
 // IsLive reports whether a change of key can be applied to a running

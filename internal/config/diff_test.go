@@ -63,6 +63,11 @@ func TestDiffSeparatesLiveChangesFromRestarts(t *testing.T) {
 			changes: []string{"media: changed (1 -> 2 entries)"},
 		},
 		{
+			name:    "the readiness target count applies live",
+			edit:    func(c *Config) { c.Metrics.ReadyTargets = 1 },
+			changes: []string{"metrics.ready_targets: 0 -> 1"},
+		},
+		{
 			name:    "listen needs a restart",
 			edit:    func(c *Config) { c.Listen = []string{"tcp://127.0.0.1:9999"} },
 			restart: []string{"listen"},

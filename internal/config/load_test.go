@@ -141,7 +141,8 @@ log:
   level: debug
   format: console
 metrics:
-  listen: 127.0.0.1:9871
+  listen: 127.0.0.1:9881
+  ready_targets: 2
 `)
 	cfg := mustLoad(t, path)
 	pub := make([]byte, 32)
@@ -173,7 +174,7 @@ metrics:
 			QueueBytesPerLink: 1 << 20, CircuitQueueBytes: 65536, CircuitStall: time.Minute,
 		},
 		Log:     Log{Level: LogDebug, Format: LogConsole},
-		Metrics: Metrics{Listen: "127.0.0.1:9871"},
+		Metrics: Metrics{Listen: "127.0.0.1:9881", ReadyTargets: 2},
 		File:    path,
 		Listeners: []Listener{
 			{Network: NetworkTLS, Address: "0.0.0.0:987"},
@@ -226,6 +227,7 @@ log:
   level: verbose
 metrics:
   listen: localhost
+  ready_targets: 3
 extra: 1
 `)
 	_, err := Load(path)
@@ -248,8 +250,9 @@ extra: 1
 		path + `:29: limits.queue_bytes_per_link: size "16XB": must be a whole number of bytes with an optional unit (KiB, MiB, GiB, KB, MB, GB)`,
 		path + `:30: limits.circuit_stall: must be positive, not -1s`,
 		path + `:32: log.level: must be debug, info, warn or error, not "verbose"`,
-		path + `:34: metrics.listen: "localhost" must be HOST:PORT, as in 127.0.0.1:9871`,
-		path + `:35: extra: unknown key`,
+		path + `:34: metrics.listen: "localhost" must be HOST:PORT, as in 127.0.0.1:9881`,
+		path + `:35: metrics.ready_targets: is 3, but only 2 outbound target(s) are configured under media`,
+		path + `:36: extra: unknown key`,
 	}
 	got := problemLines(t, err)
 	if !reflect.DeepEqual(got, want) {

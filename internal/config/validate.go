@@ -20,12 +20,22 @@ func validate(c *Config, ps *problems) {
 	validateTLS(c, ps)
 	validateLimits(c, ps)
 	validateLog(c, ps)
+	validateMetrics(c, ps)
+}
+
+func validateMetrics(c *Config, ps *problems) {
 	if c.Metrics.Listen != "" {
 		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
-			ps.add("metrics.listen", "%q must be HOST:PORT, as in 127.0.0.1:9871", c.Metrics.Listen)
+			ps.add("metrics.listen", "%q must be HOST:PORT, as in 127.0.0.1:9881", c.Metrics.Listen)
 		} else if _, err := parsePort(port); err != nil {
 			ps.add("metrics.listen", "%v", err)
 		}
+	}
+	switch n, have := c.Metrics.ReadyTargets, len(c.Targets()); {
+	case n < 0:
+		ps.add("metrics.ready_targets", "must not be negative, not %d", n)
+	case n > have:
+		ps.add("metrics.ready_targets", "is %d, but only %d outbound target(s) are configured under media", n, have)
 	}
 }
 
