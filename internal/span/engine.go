@@ -58,6 +58,11 @@ var (
 	ErrRnssChange   = errors.New("span: rnss cannot change while running")
 )
 
+// ErrOwnNode refuses an advertisement of this router's own node that came
+// back from a peer: holding or relaying it would only feed loops
+// (PROTOCOL.md 4.4). It is routine, not a violation.
+var ErrOwnNode = errors.New("span: advertisement of this router's own node")
+
 // Engine is the span engine of one router. The zero value is not usable;
 // call New.
 type Engine struct {

@@ -27,16 +27,36 @@ func TestSelfAdvertisement(t *testing.T) {
 			t.Fatalf("sent %+v, want %+v", got, want)
 		}
 	})
-	t.Run("always counts as the best link of its node", func(t *testing.T) {
+	t.Run("is refused when a peer sends it back, whatever its dist", func(t *testing.T) {
 		f := newFixture(t, Config{MaxRelays: 1, Rnss: 1234, Self: &self})
 		_, src := f.conn("src", allOf)
 		dst, _ := f.conn("dst", allOf)
-		f.recv(src, rspan("me", 0, 0)) // a better (dist, rnss) than ours
+		looped := rspan("me", 0, 0) // a better (dist, rnss) than ours
+		looped.FsLabel = "renamed"  // the node id is what names our node
+		if l, err := f.e.SpanReceived(src, 1, looped); !errors.Is(err, ErrOwnNode) || l != nil {
+			t.Fatalf("SpanReceived(our own node) = %v, %v; want ErrOwnNode", l, err)
+		}
 		if tx := dst.only(t); tx.span.Rnss != 1234 {
 			t.Fatalf("dst got the received copy (rnss %d), want our own", tx.span.Rnss)
 		}
-		if l := f.e.Snapshot().Clusters[0].Nodes[0].Links[0]; l.Via != ViaLocal || l.Dist != 0 {
-			t.Fatalf("best link in the snapshot is %+v, want ours via local", l)
+		if ls := f.e.Snapshot().Clusters[0].Nodes[0].Links; len(ls) != 1 || ls[0].Via != ViaLocal || ls[0].Dist != 0 {
+			t.Fatalf("our node's links in the snapshot are %+v, want only ours via local", ls)
+		}
+		f.wantStats(Stats{Clusters: 1, Nodes: 1, Links: 1, Relays: 2, Conns: 2})
+	})
+	t.Run("is not offered to a peer whose LNK_CONN names that node", func(t *testing.T) {
+		f := newFixture(t, Config{MaxRelays: 2})
+		_, src := f.conn("src", allOf)
+		named := allOf
+		named.PfsFsid = rspan("them", 0, 0).PfsFsid
+		them, _ := f.conn("them", named)
+		other, _ := f.conn("other", allOf)
+		f.recv(src, rspan("them", 3, 0)) // them, as learnt over another path
+		if len(them.open) != 0 {
+			t.Fatalf("the node itself was offered its own advertisement: %v", them.got())
+		}
+		if tx := other.only(t); tx.span.FsLabel != "them" {
+			t.Fatalf("other got %+v, want the advertisement of them", tx.span)
 		}
 	})
 	t.Run("passes the filters like any span", func(t *testing.T) {

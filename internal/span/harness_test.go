@@ -117,6 +117,8 @@ type network struct {
 	sent     int  // messages sent so far
 	maxSteps int  // 0: a bound from the network's size (see run)
 	sink     bool // benchmarks: count messages but do not queue them
+
+	ownRefused int // spans routers refused as their own node's (ErrOwnNode)
 }
 
 func newNetwork(tb testing.TB, seed uint64, cfg Config) *network {
@@ -178,11 +180,19 @@ func (n *network) addLeaf(r int) *host {
 
 func (n *network) router(i int) *host { return n.hosts[i] }
 
+// connInfo is the LNK_CONN h sends. Odd hosts name themselves in it (a
+// dmsgd router sends its node id), so their peers never offer them their
+// own advertisement; even ones do not (as older peers), so a router they
+// link must refuse it when it comes back (ErrOwnNode).
 func (n *network) connInfo(h *host) dmsg.Conn {
-	if h.isRouter() {
-		return dmsg.Conn{PeerMask: ^uint64(0), PeerType: dmsg.PeerRouter, Rnss: h.eng.Rnss(), FsLabel: h.name}
+	var self uuid.UUID
+	if h.idx%2 == 1 {
+		self = uuid.NewSHA1(uuid.NameSpaceOID, []byte(h.name))
 	}
-	return dmsg.Conn{PeerMask: 1 << dmsg.PeerHammer2, PeerType: dmsg.PeerHammer2, FsLabel: h.name}
+	if h.isRouter() {
+		return dmsg.Conn{PeerMask: ^uint64(0), PeerType: dmsg.PeerRouter, Rnss: h.eng.Rnss(), FsLabel: h.name, PfsFsid: self}
+	}
+	return dmsg.Conn{PeerMask: 1 << dmsg.PeerHammer2, PeerType: dmsg.PeerHammer2, FsLabel: h.name, PfsFsid: self}
 }
 
 func edgeKey(a, b int) [2]int { return [2]int{min(a, b), max(a, b)} }
@@ -321,7 +331,10 @@ func (e *end) onCreate(msgid uint64, s *dmsg.Span) {
 	}
 	l, err := e.owner.eng.SpanReceived(e.conn, msgid, *s)
 	switch {
-	case errors.Is(err, ErrTooManySpans):
+	case errors.Is(err, ErrTooManySpans), errors.Is(err, ErrOwnNode):
+		if errors.Is(err, ErrOwnNode) {
+			e.net.ownRefused++
+		}
 		rx.refused, rx.replied = true, true
 		e.send(hmsg{kind: msgReply, msgid: msgid})
 	case err != nil:

@@ -229,7 +229,8 @@ func refPasses(l *Link, k clusterKey, conn *Conn) bool {
 		s.PfsType < 64 && (c.PfsMask == 0 || c.PfsMask>>s.PfsType&1 == 1)
 	rule4 := c.PeerType != k.peerType ||
 		((c.PfsClid == uuid.Nil || c.PfsClid == k.clid) && (c.ClLabel == "" || c.ClLabel == k.label))
-	return rule1 && rule2 && rule3 && rule4
+	rule5 := c.PfsFsid == uuid.Nil || c.PfsFsid != s.PfsFsid
+	return rule1 && rule2 && rule3 && rule4 && rule5
 }
 
 func sameLinks(a, b []*Link) bool {
@@ -309,6 +310,9 @@ func (n *network) checkView(o, r *host, h int, hops []int, key clusterKey, nk no
 	case h == 0:
 		if nd.links[0].conn != nil {
 			v.add("%s: own advertisement is not its best link", r.name)
+		}
+		if len(nd.links) != 1 {
+			v.add("%s holds its own node's advertisement from a peer: %s", r.name, linkList(nd.links))
 		}
 	default:
 		best := nd.links[0]

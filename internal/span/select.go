@@ -160,9 +160,11 @@ func clusterPasses(k clusterKey, c *dmsg.Conn) bool {
 }
 
 // linkPasses applies the per-link filters: the dist limit (rule 1), never
-// back where it came from (rule 2) and the pfs_type bit (rule 3).
+// back where it came from (rule 2), the pfs_type bit (rule 3), and never
+// to the node it advertises (rule 5: the connection's LNK_CONN names that
+// node as its sender).
 func linkPasses(l *Link, c *Conn) bool {
-	if l.span.Dist >= MaxDist || l.conn == c {
+	if l.span.Dist >= MaxDist || l.conn == c || isPeersOwn(l, c) {
 		return false
 	}
 	return c.info.PfsMask == 0 && l.span.PfsType < 64 || maskHas(c.info.PfsMask, l.span.PfsType)
@@ -172,4 +174,11 @@ func linkPasses(l *Link, c *Conn) bool {
 // have no bit and never pass.
 func maskHas(mask uint64, t uint8) bool {
 	return t < 64 && mask&(1<<t) != 0
+}
+
+// isPeersOwn reports whether l advertises the node at the other end of c:
+// that peer never needs its own advertisement back, and a router refuses
+// it (ErrOwnNode).
+func isPeersOwn(l *Link, c *Conn) bool {
+	return c.info.PfsFsid != uuid.Nil && l.span.PfsFsid == c.info.PfsFsid
 }

@@ -10,11 +10,12 @@ import (
 // SpanReceived records a LNK_SPAN CREATE that arrived on c with msgid and
 // relays it where it is now among a node's best. On error nothing is
 // recorded and the daemon refuses the span (REPLY|DELETE); ErrDuplicate is
-// a protocol violation (PROTOCOL.md 3) and should close the link.
+// a protocol violation (PROTOCOL.md 3) and should close the link, while
+// ErrOwnNode (our own node's advertisement, looped back) is routine.
 func (e *Engine) SpanReceived(c *Conn, msgid uint64, s dmsg.Span) (*Link, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err := e.admit(c, msgid); err != nil {
+	if err := e.admit(c, msgid, &s); err != nil {
 		return nil, err
 	}
 	l := &Link{conn: c, msgid: msgid, span: s, seq: e.nextSeq()}
@@ -30,7 +31,7 @@ func (e *Engine) SpanReceived(c *Conn, msgid uint64, s dmsg.Span) (*Link, error)
 
 // admit checks a CREATE against the connection's state and limits before
 // anything is allocated for it.
-func (e *Engine) admit(c *Conn, msgid uint64) error {
+func (e *Engine) admit(c *Conn, msgid uint64, s *dmsg.Span) error {
 	switch {
 	case c.down:
 		return ErrConnDown
@@ -38,6 +39,8 @@ func (e *Engine) admit(c *Conn, msgid uint64) error {
 		return ErrZeroMsgID
 	case c.links[msgid] != nil:
 		return ErrDuplicate
+	case e.self != nil && s.PfsFsid == e.self.span.PfsFsid:
+		return ErrOwnNode
 	case e.maxSpans > 0 && len(c.links) >= e.maxSpans:
 		return ErrTooManySpans
 	}
