@@ -56,6 +56,11 @@ type Target struct {
 	NextMsgID uint64 // the span's msgid there
 	Label     string // the node's fs_label, for dumps
 	Local     bool   // the span is this router's own advertisement
+	// NoCircuits says the next hop cannot carry circuits: it speaks the
+	// libdmsg 2014+ form of the protocol, which has no LNK_CIRC
+	// (PROTOCOL.md section 10). The LNK_CIRC is refused with CANTCIRC
+	// here and nothing is sent toward it.
+	NoCircuits bool
 }
 
 // Resolver finds the span we sent on a link with a msgid. ok is false when
@@ -73,6 +78,7 @@ type Relay struct {
 	log     *zap.Logger
 	resolve Resolver
 	local   Endpoint
+	metrics *metrics.Metrics
 
 	mu       sync.Mutex
 	circuits map[uint64]*Circuit
@@ -92,7 +98,7 @@ func New(cfg Config, resolve Resolver, local Endpoint) *Relay {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	r := &Relay{log: log, resolve: resolve, local: local,
+	r := &Relay{log: log, resolve: resolve, local: local, metrics: cfg.Metrics,
 		circuits: make(map[uint64]*Circuit), bySpan: make(map[spanRef][]*Circuit)}
 	r.limits.set(cfg.QueueBytes, cfg.Stall, cfg.MaxCircuits)
 	return r
@@ -134,10 +140,17 @@ func (r *Relay) accept(t *Table, tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	switch {
 	case !ok:
 		log.Debug("LNK_CIRC refused: no such span", zap.String("target", fmt.Sprintf("%016x", body.Target)))
+		r.metrics.CircuitRefused("no_span")
 		tx.CloseError(dmsg.ErrCantCirc)
 		return nil
 	case dst.Local:
 		return r.local.AcceptCircuit(tx)
+	case dst.NoCircuits:
+		log.Debug("LNK_CIRC refused: the next hop speaks libdmsg 2014+, which has no LNK_CIRC",
+			zap.String("target", dst.Label), zap.String("next", dst.Next.name))
+		r.metrics.CircuitRefused("libdmsg_next_hop")
+		tx.CloseError(dmsg.ErrCantCirc)
+		return nil
 	}
 	if limit := r.limits.maxCircuits.Load(); int64(r.Len()) >= limit {
 		log.Warn("LNK_CIRC refused: limits.max_circuits reached", zap.Int64("max_circuits", limit))
@@ -168,6 +181,7 @@ func (r *Relay) setup(t *Table, tx *iocom.Tx, spanMsgID uint64, dst Target) ioco
 		func(tx *iocom.Tx, m *dmsg.Msg) { c.fromB(m) })
 	if err != nil {
 		next.mu.Unlock()
+		r.metrics.CircuitRefused("next_hop_down")
 		tx.CloseError(dmsg.ErrCantCirc)
 		return nil
 	}
@@ -190,12 +204,13 @@ func (r *Relay) register(c *Circuit) {
 	r.mu.Unlock()
 	c.a.table.add(c.a)
 	c.b.table.add(c.b)
+	r.metrics.CircuitRelayed()
 	r.log.Debug("circuit relayed", c.fields()...)
 }
 
-// unregister takes c out of every table once; later messages on it are
-// dropped.
-func (r *Relay) unregister(c *Circuit) {
+// unregister takes c out of every table once, counting how it ended
+// ("closed", or abortReason); later messages on it are dropped.
+func (r *Relay) unregister(c *Circuit, reason string) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -204,6 +219,7 @@ func (r *Relay) unregister(c *Circuit) {
 	c.closed = true
 	close(c.done)
 	c.mu.Unlock()
+	r.metrics.CircuitClosed(reason)
 	c.a.table.remove(c.a)
 	c.b.table.remove(c.b)
 	r.mu.Lock()
@@ -256,18 +272,18 @@ func (c *Circuit) fromB(m *dmsg.Msg) {
 func (c *Circuit) pass(to *end, m *dmsg.Msg) {
 	if m.Cmd&dmsg.FlagAbort != 0 {
 		to.tx.Abort(m.Error)
-		c.r.unregister(c)
+		c.r.unregister(c, abortReason(m.Error))
 		return
 	}
 	to.tx.CloseError(m.Error)
 	if c.a.tx.Done() && c.b.tx.Done() {
-		c.r.unregister(c)
+		c.r.unregister(c, "closed")
 	}
 }
 
 // abort tears c down at once with code sent to both sides.
 func (r *Relay) abort(c *Circuit, code uint32) {
-	r.unregister(c)
+	r.unregister(c, abortReason(code))
 	c.a.tx.Abort(code)
 	c.b.tx.Abort(code)
 }
