@@ -33,7 +33,17 @@ func (r *Router) resolveCircuit(on *circ.Table, spanMsgID uint64) (circ.Target, 
 	if next == nil {
 		return circ.Target{}, false
 	}
-	return circ.Target{Next: next.circuits, NextMsgID: o.MsgID, Label: o.Label}, true
+	return circ.Target{Next: next.circuits, NextMsgID: o.MsgID, Label: o.Label,
+		NoCircuits: !next.carriesCircuits()}, true
+}
+
+// carriesCircuits reports whether LNK_CIRC may be sent on the link: not
+// when the peer spoke the libdmsg 2014+ LNK_CONN (0x1106), whose protocol
+// has no LNK_CIRC (PROTOCOL.md section 10); that service dies on one.
+func (l *link) carriesCircuits() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.peerV2
 }
 
 // AcceptCircuit ends a circuit at this router (its own node): it accepts
@@ -109,8 +119,11 @@ func (r *Router) Remote(label, line string) []string {
 		}
 		return out
 	}
-	via, spanID := r.bestSpan(label)
-	if via == nil {
+	via, spanID, found := r.bestSpan(label)
+	switch {
+	case via == nil && found:
+		return []string{"@" + label + ": reachable only through libdmsg 2014+ links, which carry no circuits\n"}
+	case via == nil:
 		return []string{"@" + label + ": no such node\n"}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
@@ -123,22 +136,27 @@ func (r *Router) Remote(label, line string) []string {
 }
 
 // bestSpan finds the link and msgid of the best span held for the node
-// labelled label.
-func (r *Router) bestSpan(label string) (*link, uint64) {
+// labelled label over a link that carries circuits. found reports whether
+// any span for the node is held at all.
+func (r *Router) bestSpan(label string) (via *link, msgid uint64, found bool) {
 	snap := r.engine.Snapshot()
 	for _, c := range snap.Clusters {
 		for _, n := range c.Nodes {
 			if n.FsLabel != label || len(n.Links) == 0 {
 				continue
 			}
-			best := n.Links[0]
-			r.mu.Lock()
-			l := r.links[best.Via]
-			r.mu.Unlock()
-			return l, best.MsgID
+			found = true
+			for _, sl := range n.Links {
+				r.mu.Lock()
+				l := r.links[sl.Via]
+				r.mu.Unlock()
+				if l != nil && l.carriesCircuits() {
+					return l, sl.MsgID, true
+				}
+			}
 		}
 	}
-	return nil, 0
+	return nil, 0, found
 }
 
 // remoteCall is one `@node` exchange on our side of a circuit.

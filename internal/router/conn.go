@@ -90,7 +90,7 @@ func (l *link) acceptConn(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	if info.PfsFsid == l.r.nodeID {
 		log.Warn("link refused: the peer is this router itself", zap.String("node_id", info.PfsFsid.String()))
 		tx.CloseError(dmsg.ErrParam)
-		l.conn.Close()
+		l.closeFor(downSelfLink)
 		return nil
 	}
 	l.mu.Lock()
@@ -106,9 +106,16 @@ func (l *link) acceptConn(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 		tx.Close()
 		return nil
 	}
-	if dmsg.Base(m.Cmd) == dmsg.LnkConnV2 {
+	v2 := dmsg.Base(m.Cmd) == dmsg.LnkConnV2
+	if v2 {
 		l.fallbackToV2()
 	}
+	// Set before the engine relays anything over the link: a circuit
+	// resolved toward its spans must already see the form.
+	l.mu.Lock()
+	l.peerV2 = v2
+	l.mu.Unlock()
+	l.identify(info)
 	sc := l.r.engine.ConnUp(l, info)
 	l.mu.Lock()
 	l.peer, l.peerTx, l.spanConn = &info, tx, sc

@@ -35,6 +35,10 @@ type link struct {
 	ourTx    *iocom.Tx  // our LNK_CONN
 	ourV2    bool       // ourTx is the libdmsg 2014+ form
 	session  *shell.Session
+
+	peerV2      bool      // the peer's LNK_CONN is the libdmsg 2014+ form: no LNK_CIRC
+	ident       peerIdent // who the peer is, for metrics (peerstats.go)
+	closeReason string    // why we closed the link, when we did
 }
 
 // linkOptions say how a link came to be.
@@ -115,8 +119,10 @@ func remoteName(nc net.Conn, opts linkOptions) string {
 func (l *link) reap() {
 	defer l.r.wg.Done()
 	<-l.conn.Done()
+	reason := l.downReason()
 	l.r.mu.Lock()
 	delete(l.r.links, l.id)
+	l.r.countDown(l, reason)
 	l.r.mu.Unlock()
 }
 
@@ -174,6 +180,9 @@ func (l *link) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
 func (l *link) shutdown(ctx context.Context) {
 	l.mu.Lock()
 	our, peer := l.ourTx, l.peerTx
+	if l.closeReason == "" {
+		l.closeReason = downShutdown
+	}
 	l.mu.Unlock()
 	if our != nil {
 		our.Close()

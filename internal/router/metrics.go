@@ -7,15 +7,17 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/metrics"
 )
 
 // listenMetrics binds metrics.listen, when set, serving /metrics in the
-// Prometheus text format and /healthz. It is written by hand: a few gauges
-// and counters do not justify a client library.
+// Prometheus text format, /healthz (alive) and /readyz (ready for
+// traffic); the probes answer 200 or 503 with a one-line reason.
 func (r *Router) listenMetrics() error {
 	addr := r.Config().Metrics.Listen
 	if addr == "" {
@@ -26,8 +28,12 @@ func (r *Router) listenMetrics() error {
 		return fmt.Errorf("metrics.listen %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", r.serveMetrics)
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.Handle("/metrics", promhttp.HandlerFor(r.metrics.Registry(), promhttp.HandlerOpts{
+		ErrorLog:      zap.NewStdLog(r.log),
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
+	mux.HandleFunc("/healthz", probeHandler(r.Health))
+	mux.HandleFunc("/readyz", probeHandler(r.Ready))
 	r.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	r.metricsAddr = l.Addr()
 	r.wg.Add(1)
@@ -41,8 +47,26 @@ func (r *Router) listenMetrics() error {
 	return nil
 }
 
+// probeHandler answers a health or readiness check: 200 when it passes,
+// 503 when not, with its one-line reason as the body either way.
+func probeHandler(check func() (bool, string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := check()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		io.WriteString(w, why+"\n")
+	}
+}
+
 // MetricsAddr returns the bound metrics address, nil when metrics are off.
 func (r *Router) MetricsAddr() net.Addr { return r.metricsAddr }
+
+// Metrics returns the router's metrics, for the daemon to add its build
+// information and reload results to.
+func (r *Router) Metrics() *metrics.Metrics { return r.metrics }
 
 func (r *Router) stopMetrics() {
 	if r.metricsSrv == nil {
@@ -51,39 +75,4 @@ func (r *Router) stopMetrics() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	r.metricsSrv.Shutdown(ctx)
-}
-
-// serveMetrics writes the router's gauges and its links' counters.
-func (r *Router) serveMetrics(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	st := r.engine.Stats()
-	r.mu.Lock()
-	links := r.linkList()
-	r.mu.Unlock()
-	slices.SortFunc(links, func(a, b *link) int { return compareLinkIDs(a.id, b.id) })
-	gauge(w, "dmsgd_links", "Open links.", len(links))
-	gauge(w, "dmsgd_span_clusters", "Clusters held.", st.Clusters)
-	gauge(w, "dmsgd_span_nodes", "Nodes held.", st.Nodes)
-	gauge(w, "dmsgd_span_links", "Advertisements held, our own included.", st.Links)
-	gauge(w, "dmsgd_span_relays", "Advertisements relayed.", st.Relays)
-	gauge(w, "dmsgd_circuits", "Circuits relayed.", r.circuits.Len())
-	counters := []struct {
-		name, help string
-		value      func(l *link) uint64
-	}{
-		{"dmsgd_link_rx_messages_total", "Messages received on a link.", func(l *link) uint64 { return l.conn.Stats().RxMsgs }},
-		{"dmsgd_link_tx_messages_total", "Messages sent on a link.", func(l *link) uint64 { return l.conn.Stats().TxMsgs }},
-		{"dmsgd_link_rx_bytes_total", "Bytes received on a link.", func(l *link) uint64 { return l.conn.Stats().RxBytes }},
-		{"dmsgd_link_tx_bytes_total", "Bytes sent on a link.", func(l *link) uint64 { return l.conn.Stats().TxBytes }},
-	}
-	for _, c := range counters {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", c.name, c.help, c.name)
-		for _, l := range links {
-			fmt.Fprintf(w, "%s{link=%q,remote=%q} %d\n", c.name, l.id, l.conn.RemoteAddr(), c.value(l))
-		}
-	}
-}
-
-func gauge(w io.Writer, name, help string, v int) {
-	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, v)
 }

@@ -40,6 +40,8 @@ func (r *Router) dial(ctx context.Context, t config.Target) (*link, error) {
 		nc, err = r.dialTLS(ctx, t)
 		if err == nil {
 			opts.tlsPeer = peerName(r.Config().TLS, nc.(*tls.Conn).ConnectionState())
+		} else {
+			r.countTLSFailure(dirOutbound, err)
 		}
 	} else {
 		nc, err = iocom.Dial(ctx, "tcp://"+t.Addr())
@@ -64,7 +66,13 @@ func (r *Router) connectTarget(ctx context.Context, t config.Target) (<-chan str
 	go func() {
 		select {
 		case <-ctx.Done():
-			l.conn.Close()
+			r.mu.Lock()
+			reason := downTargetRemoved
+			if r.closing {
+				reason = downShutdown
+			}
+			r.mu.Unlock()
+			l.closeFor(reason)
 		case <-l.conn.Done():
 		}
 	}()

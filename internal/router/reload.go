@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dmsgd/dmsgd/internal/config"
+	"github.com/dmsgd/dmsgd/internal/metrics"
 )
 
 // Reload applies a new, validated configuration. Options that cannot change
@@ -17,14 +18,18 @@ func (r *Router) Reload(newer *config.Config) ([]string, error) {
 	old := r.Config()
 	changes, restart := old.Diff(newer)
 	if len(restart) > 0 {
+		r.metrics.ConfigReload(metrics.ReloadRefused)
 		return nil, fmt.Errorf("reload refused: %s cannot change without a restart", strings.Join(restart, ", "))
 	}
 	if len(changes) == 0 {
+		r.metrics.ConfigReload(metrics.ReloadUnchanged)
 		return nil, nil
 	}
 	if err := r.engine.Reconfigure(r.spanConfig(newer, r.engine.Rnss())); err != nil {
+		r.metrics.ConfigReload(metrics.ReloadRefused)
 		return nil, fmt.Errorf("reload refused: %w", err)
 	}
+	r.metrics.ConfigReload(metrics.ReloadApplied)
 	r.cfg.Store(newer)
 	r.circuits.SetLimits(int(newer.Limits.CircuitQueueBytes), newer.Limits.CircuitStall, newer.Limits.MaxCircuits)
 	r.media.Set("config", newer.Targets())
@@ -34,3 +39,7 @@ func (r *Router) Reload(newer *config.Config) ([]string, error) {
 	}
 	return changes, nil
 }
+
+// ReloadInvalid counts a reload whose file did not load or validate; the
+// running configuration stays in force.
+func (r *Router) ReloadInvalid() { r.metrics.ConfigReload(metrics.ReloadInvalid) }

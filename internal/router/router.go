@@ -46,6 +46,11 @@ type Router struct {
 	listeners []*listener
 	volconf   map[uuid.UUID]*mediaState
 	closing   bool
+	peers     peerBook // traffic and churn of closed links, by peer identity
+	serving   bool     // Serve is accepting on every listener
+	stopped   []string // listeners whose accept loop gave up, and why
+
+	health prober // /healthz (health.go)
 
 	metricsSrv  *http.Server // nil when metrics.listen is empty
 	metricsAddr net.Addr
@@ -73,6 +78,7 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 		label:   cfg.Node.Label,
 		links:   make(map[string]*link),
 		volconf: make(map[uuid.UUID]*mediaState),
+		peers:   make(peerBook),
 		events:  ratelog.New(log, 0),
 		metrics: metrics.New(),
 	}
@@ -87,6 +93,7 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 		Metrics:     r.metrics,
 	}, r.resolveCircuit, r)
 	r.media = volconf.New(volconf.Options{Connect: r.connectTarget, Logger: log})
+	r.metrics.Registry().MustRegister(collector{r})
 	return r
 }
 
@@ -196,6 +203,9 @@ func (r *Router) Serve(ctx context.Context) error {
 		r.wg.Add(1)
 		go r.acceptLoop(l)
 	}
+	r.mu.Lock()
+	r.serving = true
+	r.mu.Unlock()
 	r.media.Set("config", r.Config().Targets())
 	<-ctx.Done()
 	r.shutdown()
@@ -251,6 +261,7 @@ func (r *Router) acceptLoop(l *listener) {
 				continue
 			}
 			r.log.Error("accept failed; listener stopped", zap.String("addr", l.addr), zap.Error(err))
+			r.listenerStopped(l, err)
 			return
 		}
 		delay = 0

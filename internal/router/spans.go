@@ -20,7 +20,7 @@ func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	if !connected {
 		log.Warn("link closed: peer violated the protocol: LNK_SPAN before its LNK_CONN")
 		tx.CloseError(dmsg.ErrParam)
-		l.conn.Close()
+		l.closeFor(downProtocol)
 		return nil
 	}
 	if sc == nil {
@@ -31,11 +31,7 @@ func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	s, _ := m.Span()
 	sl, err := l.r.engine.SpanReceived(sc, tx.MsgID(), s)
 	if err != nil {
-		if errors.Is(err, span.ErrTooManySpans) {
-			log.Warn("LNK_SPAN refused: limits.max_spans_per_link reached", zap.String("fs_label", s.FsLabel))
-		} else {
-			log.Warn("LNK_SPAN refused", zap.Error(err))
-		}
+		l.spanRefused(err, s)
 		tx.CloseError(dmsg.ErrParam)
 		return nil
 	}
@@ -93,4 +89,27 @@ func (l *link) relayMsg(tx *iocom.Tx, m *dmsg.Msg, rel *span.Relay) {
 	}
 	l.r.engine.RelayClosed(rel)
 	tx.Close()
+}
+
+// spanRefused logs and counts a LNK_SPAN the engine would not hold. Our
+// own advertisement coming back is routine wherever the cluster has a
+// cycle and the peer did not know our node id: the refusal makes the peer
+// stop offering it (PROTOCOL.md 4.4), and it is logged at debug.
+func (l *link) spanRefused(err error, s dmsg.Span) {
+	log := l.conn.Logger()
+	switch {
+	case errors.Is(err, span.ErrOwnNode):
+		l.r.metrics.SpanRefused("own_node")
+		log.Debug("LNK_SPAN refused: an advertisement of this router's own node", zap.String("fs_label", s.FsLabel),
+			zap.Uint32("dist", s.Dist))
+	case errors.Is(err, span.ErrTooManySpans):
+		l.r.metrics.SpanRefused("limit")
+		log.Warn("LNK_SPAN refused: limits.max_spans_per_link reached", zap.String("fs_label", s.FsLabel))
+	case errors.Is(err, span.ErrDuplicate):
+		l.r.metrics.SpanRefused("duplicate")
+		log.Warn("LNK_SPAN refused", zap.Error(err))
+	default:
+		l.r.metrics.SpanRefused("other")
+		log.Warn("LNK_SPAN refused", zap.Error(err))
+	}
 }

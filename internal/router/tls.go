@@ -95,6 +95,7 @@ func (r *Router) handshake(nc *tls.Conn, opts linkOptions) {
 	if err := nc.HandshakeContext(ctx); err != nil {
 		r.log.Warn("TLS handshake failed; connection dropped",
 			zap.String("peer", nc.RemoteAddr().String()), zap.Error(err))
+		r.countTLSFailure(dirInbound, err)
 		nc.Close()
 		return
 	}

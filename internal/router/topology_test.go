@@ -3,7 +3,10 @@ package router_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
@@ -312,31 +315,60 @@ func relayCount(t *shell.Tree, label, id string) int {
 	return n
 }
 
-// A router's own advertisement always counts as the best link of its node
-// (PROTOCOL.md 4.3): when a peer tells it about itself (as happens on any
-// loop), it still lists local first and relays its own dist-0 span, not
-// the echo.
-func TestARouterKeepsItsOwnAdvertisementBestWhenItHearsOfItself(t *testing.T) {
+// A router never holds or relays its own node's advertisement received
+// from a peer (as happens on any loop through a peer that does not know
+// our node id): it refuses it, so the peer stops offering it, keeps its
+// own dist-0 advertisement as the only link of its node and relays that.
+func TestARouterRefusesItsOwnAdvertisementFromAPeer(t *testing.T) {
 	r := newRouter(t, "r", withMaxRelays(1))
 	echo := dialLeaf(t, r.tcpURL(), leafConfig{Label: "echo"})
 	echo.waitSpans("r", 1, 0)
 	mirror := echo.spansOf("r")[0].Span
 	mirror.Dist, mirror.Rnss = 3, 1 // as if it had come back around a loop
-	echo.advertise(mirror)
-	eventually(t, "r holds the echo of itself", func() error {
-		if n := findNode(r.Tree(), "router", "r"); n == nil || len(n.Links) != 2 {
-			return fmt.Errorf("r holds itself as %+v", n)
+	ad := echo.advertise(mirror)
+	eventually(t, "r refuses the echo of itself", func() error {
+		if acked, refused, code := ad.state(); acked || !refused || code != dmsg.ErrParam {
+			return fmt.Errorf("acked %v refused %v error %s", acked, refused, dmsg.ErrorString(code))
 		}
 		return nil
 	})
+	if n := findNode(r.Tree(), "router", "r"); n == nil || len(n.Links) != 1 || n.Links[0].Via != span.ViaLocal {
+		t.Fatalf("r holds itself as %+v, want only its own advertisement via local", n)
+	}
+	err := testutil.GatherAndCompare(r.Metrics().Registry(), strings.NewReader(`
+# HELP dmsgd_spans_refused_total LNK_SPANs refused, by reason: own_node (our own advertisement came back), limit, duplicate, other.
+# TYPE dmsgd_spans_refused_total counter
+dmsgd_spans_refused_total{reason="own_node"} 1
+`), "dmsgd_spans_refused_total")
+	if err != nil {
+		t.Error(err)
+	}
 
 	watcher := dialLeaf(t, r.tcpURL(), leafConfig{Label: "watcher"})
 	watcher.waitSpans("r", 1)
 	if got := watcher.spansOf("r")[0].Span.Dist; got != 0 {
-		t.Errorf("with max_relays 1 the watcher holds r at dist %d, want r's own advertisement at dist 0", got)
+		t.Errorf("the watcher holds r at dist %d, want r's own advertisement at dist 0", got)
 	}
-	if n := findNode(r.Tree(), "router", "r"); n.Links[0].Via != span.ViaLocal {
-		t.Errorf("r lists its links of itself as %+v, want local first", n.Links)
+}
+
+// A peer whose LNK_CONN names its node id is never offered its own
+// advertisement, even when the router holds it through another path.
+func TestAPeerIsNotOfferedItsOwnAdvertisement(t *testing.T) {
+	r := newRouter(t, "r")
+	self := hammer2Span("pfs", "h2", 0, 1)
+	conn := dmsg.Conn{PfsFsid: self.PfsFsid, PeerType: dmsg.PeerHammer2, PeerMask: ^uint64(0), ProtoVersion: 1}
+	home := dialLeaf(t, r.tcpURL(), leafConfig{Label: "pfs", Conn: &conn})
+	home.waitAcked()
+	other := dialLeaf(t, r.tcpURL(), leafConfig{Label: "other"})
+	other.advertise(self) // pfs, as heard elsewhere
+	watcher := dialLeaf(t, r.tcpURL(), leafConfig{Label: "watcher"})
+	watcher.waitSpans("pfs", 1)
+	// A later span reaching home shows r has sent home everything it
+	// meant to about pfs: a link is FIFO.
+	other.advertise(hammer2Span("later", "h2", 0, 1))
+	home.waitSpans("later", 1)
+	if got := home.spansOf("pfs"); len(got) != 0 {
+		t.Fatalf("pfs was offered its own advertisement: %+v", got)
 	}
 }
 
