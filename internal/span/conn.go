@@ -77,7 +77,7 @@ func (e *Engine) ConnUp(p Peer, info dmsg.Conn) *Conn {
 		}
 		e.reconcile(n, c)
 	}
-	e.log.Info("span: conn up", zap.String("link", p.ID()),
+	e.logConn(p, "span: conn up", zap.String("link", p.ID()),
 		zap.String("peer_label", info.FsLabel), zap.Uint8("peer_type", info.PeerType),
 		zap.Uint64("peer_mask", info.PeerMask), zap.Uint64("pfs_mask", info.PfsMask),
 		zap.Int("relays", len(c.sent)), zap.Bool("dying", c.dying))
@@ -105,7 +105,7 @@ func (e *Engine) connDown(c *Conn) {
 	e.removeConn(c)
 	closed := e.closeAllSent(c)
 	withdrawn := e.withdrawAllReceived(c)
-	e.log.Info("span: conn down", zap.String("link", c.peer.ID()),
+	e.logConn(c.peer, "span: conn down", zap.String("link", c.peer.ID()),
 		zap.Int("withdrawn", withdrawn), zap.Int("relays_closed", closed))
 }
 
