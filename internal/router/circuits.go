@@ -100,7 +100,9 @@ func (c *circuitShell) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
 		c.session = shell.NewSession(c.r, out, noPing, c.r.spawn)
 	}
 	line := strings.TrimRight(string(m.Aux), "\x00")
-	c.scope.Conn().Logger().Info("remote shell command", zap.String("command", line))
+	// Debug: `dmsgd map` asks every router for its tree this way.
+	c.scope.Conn().Logger().Debug("remote shell command", zap.String("command", line))
+	c.r.metrics.ShellCommand("circuit")
 	c.session.Exec(line)
 }
 

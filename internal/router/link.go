@@ -67,6 +67,10 @@ func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 	}
 	l := &link{r: r, id: r.newLinkID(), opts: opts}
 	l.shellOK = opts.shellSocket || shellAllowed(cfg.Shell.TCP, nc)
+	log := r.log
+	if opts.shellSocket {
+		log = quietLogger(log) // quietlog.go
+	}
 	l.conn = iocom.NewConn(nc, iocom.Config{
 		ID:                l.id,
 		Remote:            remoteName(nc, opts),
@@ -75,7 +79,7 @@ func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 		QueueBytes:        int(cfg.Limits.QueueBytesPerLink),
 		Handler:           l,
 		Forward:           func(c *iocom.Conn, f *iocom.Frame) bool { return l.circuits.Forward(c, f) },
-		Logger:            r.log,
+		Logger:            log,
 		Events:            r.events,
 		Metrics:           r.metrics,
 	})

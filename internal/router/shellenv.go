@@ -31,7 +31,12 @@ func (l *link) shellCommand(m *dmsg.Msg) {
 	l.mu.Unlock()
 	line := strings.TrimRight(string(m.Aux), "\x00")
 	if line != "" {
-		l.conn.Logger().Info("shell command", zap.String("command", line))
+		l.conn.Logger().Info("shell command", zap.String("command", line)) // debug on the shell socket
+		via := "link"
+		if l.opts.shellSocket {
+			via = "socket"
+		}
+		l.r.metrics.ShellCommand(via)
 	}
 	s.Exec(line)
 }
