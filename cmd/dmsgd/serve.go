@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,6 +36,9 @@ func newServeCmd() *cobra.Command {
 }
 
 func runServe(cmd *cobra.Command, _ []string) error {
+	if err := requireConfigFile(cmd); err != nil {
+		return err
+	}
 	cfg, err := loadConfig(cmd)
 	if err != nil {
 		return err
@@ -52,9 +58,10 @@ func runServe(cmd *cobra.Command, _ []string) error {
 	}
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	r.Metrics().SetBuildInfo(version, buildCommit())
 	log.Info("dmsgd started", zap.String("version", version), zap.String("node", cfg.Node.Label),
 		zap.String("node_id", cfg.Node.ID.String()), zap.Uint32("rnss", r.Engine().Rnss()))
-	notify(log, daemon.SdNotifyReady)
+	notify(log, daemon.SdNotifyReady+"\n"+status(fmt.Sprintf("serving as %s on %d listeners", cfg.Node.Label, len(r.Addrs()))))
 	go watchdog(ctx, log)
 	go reloadOnHangup(ctx, cmd, r, log, func(lvl string) {
 		if l, err := parseLogLevel(lvl); err == nil {
@@ -62,7 +69,7 @@ func runServe(cmd *cobra.Command, _ []string) error {
 		}
 	})
 	err = r.Serve(ctx)
-	notify(log, daemon.SdNotifyStopping)
+	notify(log, daemon.SdNotifyStopping+"\n"+status("shutting down"))
 	return err
 }
 
@@ -92,7 +99,10 @@ func watchdog(ctx context.Context, log *zap.Logger) {
 }
 
 // reloadOnHangup reloads the configuration on SIGHUP (systemctl reload),
-// telling systemd RELOADING=1 with MONOTONIC_USEC, then READY=1.
+// telling systemd RELOADING=1 with MONOTONIC_USEC, then READY=1 with a
+// STATUS= saying what became of it: a refused or invalid reload leaves the
+// running configuration in force, so the daemon stays ready and the
+// reason is what `systemctl status` shows.
 func reloadOnHangup(ctx context.Context, cmd *cobra.Command, r *router.Router, log *zap.Logger, setLevel func(string)) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -104,25 +114,50 @@ func reloadOnHangup(ctx context.Context, cmd *cobra.Command, r *router.Router, l
 		case <-hup:
 		}
 		notify(log, "RELOADING=1\nMONOTONIC_USEC="+strconv.FormatInt(monotonicMicros(), 10))
-		if err := reload(cmd, r, setLevel); err != nil {
+		var st string
+		if changes, err := reload(cmd, r, setLevel); err != nil {
 			log.Error("configuration reload failed; running configuration kept", zap.Error(err))
+			st = err.Error() + "; running configuration kept"
 		} else {
-			log.Info("configuration reloaded")
+			log.Info("configuration reloaded", zap.Int("changes", len(changes)))
+			st = fmt.Sprintf("serving as %s; configuration reloaded (%d changes)", r.Config().Node.Label, len(changes))
 		}
-		notify(log, daemon.SdNotifyReady)
+		notify(log, daemon.SdNotifyReady+"\n"+status(st))
 	}
 }
 
-func reload(cmd *cobra.Command, r *router.Router, setLevel func(string)) error {
+func reload(cmd *cobra.Command, r *router.Router, setLevel func(string)) ([]string, error) {
 	cfg, err := loadConfig(cmd)
 	if err != nil {
-		return err
+		r.ReloadInvalid()
+		return nil, fmt.Errorf("reload refused: %w", err)
 	}
-	if _, err := r.Reload(cfg); err != nil {
-		return err
+	changes, err := r.Reload(cfg)
+	if err != nil {
+		return nil, err
 	}
 	setLevel(cfg.Log.Level)
-	return nil
+	return changes, nil
+}
+
+// status is a STATUS= line for systemd: one line, so multi-line text (a
+// list of config problems) is joined with "; ".
+func status(text string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(text, "\n") {
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		switch s := b.String(); {
+		case s == "":
+		case strings.HasSuffix(s, ":"):
+			b.WriteString(" ")
+		default:
+			b.WriteString("; ")
+		}
+		b.WriteString(line)
+	}
+	return "STATUS=" + b.String()
 }
 
 // monotonicMicros reads CLOCK_MONOTONIC, the clock systemd's
@@ -133,4 +168,21 @@ func monotonicMicros() int64 {
 		return 0
 	}
 	return ts.Nano() / 1e3
+}
+
+// requireConfigFile refuses to serve without a configuration file: the
+// defaults alone listen nowhere and name the node after the host, which
+// is never what an operator meant. It says where it looked.
+func requireConfigFile(cmd *cobra.Command) error {
+	path, explicit := configPath(cmd)
+	_, err := os.Stat(path)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("configuration file %s: %w", path, err)
+	case explicit:
+		return fmt.Errorf("no configuration file at %s (given by --config)", path)
+	}
+	return fmt.Errorf("no configuration file at %s (the default); pass --config FILE", path)
 }
