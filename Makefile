@@ -5,6 +5,9 @@ PREFIX    ?= /usr/local
 SYSCONFDIR ?= /etc
 UNITDIR   ?= /lib/systemd/system
 DESTDIR   ?=
+# The systemd version the units are installed for: below 253 the
+# notify.conf drop-in is installed too (see deploy/systemd). Empty skips it.
+SYSTEMD_VERSION ?= $(shell systemctl --version 2>/dev/null | awk 'NR==1 {print $$2}')
 FUZZTIME  ?= 30s
 
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -59,6 +62,11 @@ install: build
 		deploy/systemd/dmsgd.service > $(DESTDIR)$(UNITDIR)/dmsgd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/dmsgd.service
 	install -m 0644 deploy/systemd/dmsgd.socket $(DESTDIR)$(UNITDIR)/dmsgd.socket
+	@if [ -n "$(SYSTEMD_VERSION)" ] && [ "$(SYSTEMD_VERSION)" -lt 253 ]; then \
+		echo "systemd $(SYSTEMD_VERSION) predates Type=notify-reload: installing the notify.conf drop-in"; \
+		install -d $(DESTDIR)$(UNITDIR)/dmsgd.service.d; \
+		install -m 0644 deploy/systemd/dmsgd.service.d/notify.conf $(DESTDIR)$(UNITDIR)/dmsgd.service.d/notify.conf; \
+	fi
 
 # Short fuzz runs of the frame decoder, the link state machine and circuit relaying.
 fuzz:

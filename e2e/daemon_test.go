@@ -46,6 +46,7 @@ type daemon struct {
 	port   int
 	log    string
 	cmd    *exec.Cmd
+	env    []string // added to the environment of the process
 	exited chan struct{}
 }
 
@@ -96,6 +97,7 @@ func (d *daemon) start() {
 		t.Fatal(err)
 	}
 	d.cmd = exec.Command(binary, "serve", "--config", d.config)
+	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
 		logf.Close()
