@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
+	// The race detector sleeps a second when a process exits, to catch
+	// late reports: every dmsgd tree or shell a test runs would cost one.
+	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -163,6 +166,7 @@ type treeJSON struct {
 	Links []struct {
 		ID        string `json:"id"`
 		PeerLabel string `json:"peer_label"`
+		PeerType  string `json:"peer_type"`
 		State     string `json:"state"`
 	} `json:"links"`
 	Clusters []struct {
