@@ -21,7 +21,8 @@ func newTreeCmd() *cobra.Command {
 		Use:   "tree",
 		Short: "Print a running daemon's span tree",
 		Long: "tree connects to a running daemon's shell socket and prints its view " +
-			"of the cluster: text (the debug shell's tree dump), json or dot.",
+			"of the cluster: text (the debug shell's tree dump), json or dot. The dot " +
+			"graph shows that router's own links; dmsgd map draws every router's.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch format {
