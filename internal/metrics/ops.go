@@ -69,7 +69,7 @@ func newOps() ops {
 		}, []string{"reason"}),
 		circRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmsgd_circuits_refused_total",
-			Help: "LNK_CIRCs answered CANTCIRC by this router, by reason: no_span, libdmsg_next_hop (the next hop has no LNK_CIRC), next_hop_down, limit.",
+			Help: "LNK_CIRCs answered CANTCIRC by this router, by reason: no_span, libdmsg_next_hop (the next hop has no LNK_CIRC), next_hop_down (limits are dmsgd_limit_refusals_total).",
 		}, []string{"reason"}),
 		spansRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmsgd_spans_refused_total",
