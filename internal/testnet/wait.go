@@ -15,8 +15,10 @@ import (
 )
 
 // Timeout bounds every wait. Everything converges in milliseconds on
-// loopback; reaching it means a hang or a lost event.
-const Timeout = 15 * time.Second
+// loopback; reaching it means a hang or a lost event. It is generous
+// because a loaded 2-core machine running -race slows some packages
+// tenfold, and a deadline costs nothing while the wait succeeds.
+const Timeout = 60 * time.Second
 
 // Poll calls cond until it returns nil or d has passed, and returns cond's
 // last error.
