@@ -11,11 +11,18 @@ import (
 // relays it where it is now among a node's best. On error nothing is
 // recorded and the daemon refuses the span (REPLY|DELETE); ErrDuplicate is
 // a protocol violation (PROTOCOL.md 3) and should close the link.
+//
+// A span beyond a budget (budget.go) is refused with an error that Limit
+// names; a connection refused too often gets ErrRefusalFlood, and the
+// daemon closes its link.
 func (e *Engine) SpanReceived(c *Conn, msgid uint64, s dmsg.Span) (*Link, error) {
+	if err := e.precheck(c); err != nil {
+		return nil, e.refuse(c, err)
+	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if err := e.admit(c, msgid); err != nil {
-		return nil, err
+	defer e.unlock()
+	if err := e.admit(c, msgid, &s); err != nil {
+		return nil, e.refuse(c, err)
 	}
 	l := &Link{conn: c, msgid: msgid, span: s, seq: e.nextSeq()}
 	c.links[msgid] = l
@@ -30,7 +37,7 @@ func (e *Engine) SpanReceived(c *Conn, msgid uint64, s dmsg.Span) (*Link, error)
 
 // admit checks a CREATE against the connection's state and limits before
 // anything is allocated for it.
-func (e *Engine) admit(c *Conn, msgid uint64) error {
+func (e *Engine) admit(c *Conn, msgid uint64, s *dmsg.Span) error {
 	switch {
 	case c.down:
 		return ErrConnDown
@@ -38,10 +45,8 @@ func (e *Engine) admit(c *Conn, msgid uint64) error {
 		return ErrZeroMsgID
 	case c.links[msgid] != nil:
 		return ErrDuplicate
-	case e.maxSpans > 0 && len(c.links) >= e.maxSpans:
-		return ErrTooManySpans
 	}
-	return nil
+	return e.admitSpan(c, e.findNode(spanKeys(s)))
 }
 
 // SpanWithdrawn is called when the transaction of a received span ended
@@ -54,7 +59,7 @@ func (e *Engine) SpanWithdrawn(l *Link) {
 		return
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if l.dead || l.conn == nil {
 		return // our own advertisement is withdrawn with SetSelf(nil)
 	}
