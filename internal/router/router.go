@@ -82,6 +82,7 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 		QueueBytes:  int(cfg.Limits.CircuitQueueBytes),
 		Stall:       cfg.Limits.CircuitStall,
 		MaxCircuits: cfg.Limits.MaxCircuits,
+		MaxPerLink:  cfg.Limits.MaxCircuitsPerLink,
 		Logger:      log,
 		Events:      r.events,
 		Metrics:     r.metrics,
