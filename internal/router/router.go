@@ -98,8 +98,16 @@ func (r *Router) spanConfig(cfg *config.Config, rnss uint32) span.Config {
 		Symmetric:       cfg.Span.Symmetric,
 		Rnss:            rnss,
 		MaxSpansPerConn: cfg.Limits.MaxSpansPerLink,
-		Logger:          r.log,
-		Metrics:         r.metrics,
+		Budget: span.Budget{
+			MaxNodes:        cfg.Limits.MaxNodes,
+			MaxSpans:        cfg.Limits.MaxSpans,
+			MaxRelays:       cfg.Limits.MaxRelays,
+			MaxSpansPerNode: cfg.Limits.MaxSpansPerNode,
+			MaxRefusals:     cfg.Limits.MaxSpanRefusals,
+		},
+		Logger:  r.log,
+		Metrics: r.metrics,
+		Events:  r.events,
 	}
 	if cfg.Node.Advertise {
 		sc.Self = &dmsg.Span{

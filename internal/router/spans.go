@@ -17,26 +17,27 @@ func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	sc, connected := l.spanConn, l.peer != nil
 	l.mu.Unlock()
 	log := l.conn.Logger()
+	if l.conn.Closing() {
+		// Closed (a flood, a violation) with frames still being read:
+		// refuse them without counting, logging or asking the engine.
+		tx.CloseError(dmsg.ErrParam)
+		return nil
+	}
 	if !connected {
-		log.Warn("link closed: peer violated the protocol: LNK_SPAN before its LNK_CONN")
+		l.r.events.Warn("span.before_conn", "link closed: peer violated the protocol: LNK_SPAN before its LNK_CONN", l.fields()...)
 		tx.CloseError(dmsg.ErrParam)
 		l.conn.Close()
 		return nil
 	}
 	if sc == nil {
-		log.Warn("LNK_SPAN after the peer closed its LNK_CONN refused")
+		l.r.events.Warn("span.after_conn", "LNK_SPAN after the peer closed its LNK_CONN refused", l.fields()...)
 		tx.CloseError(dmsg.ErrParam)
 		return nil
 	}
 	s, _ := m.Span()
 	sl, err := l.r.engine.SpanReceived(sc, tx.MsgID(), s)
 	if err != nil {
-		if errors.Is(err, span.ErrTooManySpans) {
-			log.Warn("LNK_SPAN refused: limits.max_spans_per_link reached", zap.String("fs_label", s.FsLabel))
-		} else {
-			log.Warn("LNK_SPAN refused", zap.Error(err))
-		}
-		tx.CloseError(dmsg.ErrParam)
+		l.spanRefused(tx, &s, err)
 		return nil
 	}
 	if m.Cmd&dmsg.FlagDelete != 0 { // a span withdrawn in its own CREATE
@@ -55,6 +56,31 @@ func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 		l.r.circuits.SpanGone(l.circuits, tx.MsgID())
 		tx.Close()
 	}
+}
+
+// spanRefused refuses a LNK_SPAN the engine did not take (REPLY|DELETE
+// with PARAM), logging it once per kind and window: a flood of refusals
+// writes two lines, the metric (counted by the engine) counts each. A link
+// that keeps opening spans past its budget is closed.
+func (l *link) spanRefused(tx *iocom.Tx, s *dmsg.Span, err error) {
+	tx.CloseError(dmsg.ErrParam)
+	fields := append(l.fields(), zap.String("fs_label", s.FsLabel))
+	switch limit := span.Limit(err); {
+	case errors.Is(err, span.ErrRefusalFlood):
+		l.r.events.Warn("span.refusal_flood", "link closed: it kept opening spans past its budget (limits.max_span_refusals)", fields...)
+		l.conn.Close()
+	case limit != "":
+		// limit is one of the engine's constants, never peer text.
+		l.r.events.Warn("span."+limit, "LNK_SPAN refused: limits."+limit+" reached", fields...)
+	default:
+		l.r.events.Warn("span.refused", "LNK_SPAN refused", append(fields, zap.Error(err))...)
+	}
+}
+
+// fields name the link in rate-limited log lines, as the link's own
+// logger does in its lines.
+func (l *link) fields() []zap.Field {
+	return []zap.Field{zap.String("link", l.id), zap.String("peer", l.conn.RemoteAddr())}
 }
 
 // relayTx is the engine's handle on a relay transaction.
