@@ -50,7 +50,7 @@ func TestDiffSeparatesLiveChangesFromRestarts(t *testing.T) {
 			edit: func(c *Config) {
 				c.Limits.MaxNodes, c.Limits.MaxRelays, c.Limits.MaxCircuitsPerLink = 10, 20, 30
 			},
-			changes: []string{"limits.max_nodes: 131072 -> 10", "limits.max_relays: 524288 -> 20",
+			changes: []string{"limits.max_nodes: 65536 -> 10", "limits.max_relays: 262144 -> 20",
 				"limits.max_circuits_per_link: 16384 -> 30"},
 		},
 		{
