@@ -212,3 +212,24 @@ func TestRelaysHeldBackByTheBudgetFollowWhenRelaysFree(t *testing.T) {
 		return nil
 	})
 }
+
+// Refusals because of a limit are served on /metrics, by limit.
+func TestLimitRefusalsAreServedOnMetrics(t *testing.T) {
+	r := newRouter(t, "r", withMaxSpansPerLink(1), func(c *config.Config) { c.Metrics.Listen = "127.0.0.1:0" })
+	origin := dialLeaf(t, r.tcpURL(), leafConfig{Label: "origin"})
+	origin.advertise(hammer2Span("s1", "h2", 0, 1))
+	s2 := origin.advertise(hammer2Span("s2", "h2", 0, 1))
+	eventually(t, "s2 refused", func() error {
+		if _, refused, _ := s2.state(); !refused {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	body := get(t, "http://"+r.MetricsAddr().String()+"/metrics")
+	want := "# TYPE dmsgd_limit_refusals_total counter\n" + `dmsgd_limit_refusals_total{limit="max_spans_per_link"} 1` + "\n"
+	for _, want := range []string{want, "dmsgd_span_nodes_waiting 0\n", "dmsgd_circuits_held 0\n"} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("/metrics lacks %q:\n%s", want, body)
+		}
+	}
+}

@@ -66,7 +66,9 @@ func (r *Router) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	gauge(w, "dmsgd_span_nodes", "Nodes held.", st.Nodes)
 	gauge(w, "dmsgd_span_links", "Advertisements held, our own included.", st.Links)
 	gauge(w, "dmsgd_span_relays", "Advertisements relayed.", st.Relays)
+	gauge(w, "dmsgd_span_nodes_waiting", "Nodes whose relays wait for room in limits.max_relays.", st.Starved)
 	gauge(w, "dmsgd_circuits", "Circuits relayed.", r.circuits.Len())
+	gauge(w, "dmsgd_circuits_held", "Circuits held against limits.max_circuits, those ending here included.", r.circuits.Held())
 	counters := []struct {
 		name, help string
 		value      func(l *link) uint64
@@ -82,6 +84,7 @@ func (r *Router) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 			fmt.Fprintf(w, "%s{link=%q,remote=%q} %d\n", c.name, l.id, l.conn.RemoteAddr(), c.value(l))
 		}
 	}
+	writeCounters(w, r.metrics)
 }
 
 func gauge(w io.Writer, name, help string, v int) {
