@@ -25,7 +25,10 @@ const DefaultMaxPerLink = 16384
 // its bound is refused without taking the span engine's mutex. As with
 // the span budgets, a link may hold no more circuits than are still free
 // (own < max - total), so one link alone takes at most half and the last
-// share stays free for links holding fewer.
+// share stays free for links holding fewer. A link to a router carries the
+// circuits of everything behind it, a flood at its far end included, so
+// it gets twice both bounds (Table.SetRouterPeer): a flood held to one
+// link's bounds at the router it reached first still leaves room here.
 type admission struct {
 	maxPerLink atomic.Int64
 	held       atomic.Int64 // circuits held, relayed and local
@@ -52,11 +55,19 @@ func (r *Relay) Held() int { return int(r.adm.held.Load()) }
 // that the router relays or ends.
 func (t *Table) Held() int { return int(t.held.Load()) }
 
+// SetRouterPeer says whether the link's peer is a router (its LNK_CONN's
+// peer_type): such a link gets twice the circuit bounds (see admission).
+func (t *Table) SetRouterPeer(on bool) { t.routerPeer.Store(on) }
+
 // reserve takes a slot for a circuit the peer on t opens. It returns the
 // limit that refuses it, or "" with the slot taken: the caller either
 // keeps it until the circuit ends or gives it back with release.
 func (r *Relay) reserve(t *Table) string {
-	per := r.adm.maxPerLink.Load()
+	share := int64(1)
+	if t.routerPeer.Load() {
+		share = 2
+	}
+	per := share * r.adm.maxPerLink.Load()
 	var own int64
 	for {
 		own = t.held.Load()
@@ -70,7 +81,7 @@ func (r *Relay) reserve(t *Table) string {
 	max := r.limits.maxCircuits.Load()
 	for {
 		total := r.adm.held.Load()
-		if own >= max-total {
+		if own >= share*(max-total) {
 			t.held.Add(-1)
 			return "max_circuits"
 		}

@@ -216,3 +216,25 @@ func TestConcurrentCircuitSetupsNeverOvershootMaxCircuits(t *testing.T) {
 	r.waitHeld(t, 0)
 	target.close()
 }
+
+// A link to a router carries the circuits of every peer behind it: it gets
+// twice the per-link bound, so two leaves each at their own bound at r1
+// both get through r2.
+func TestARoutersLinkGetsTwiceTheCircuitsPerLink(t *testing.T) {
+	rs := line(t, 2, withMaxCircuitsPerLink(2))
+	r1, r2 := rs[0], rs[1]
+	a := dialLeaf(t, r1.addr(), "a", leafOptions{})
+	b := dialLeaf(t, r1.addr(), "b", leafOptions{})
+	c := dialLeaf(t, r1.addr(), "c", leafOptions{})
+	for _, l := range []*leaf{a, a, b, b} {
+		l.openTo("r2")
+	}
+	r2.waitHeld(t, 4)
+	wantRefused(t, c.open(c.waitSpan("r2").msgid)) // r1's link at r2 holds 4: its bound
+	if got := testnet.LimitHits(r2.Metrics(), "max_circuits_per_link"); got != 1 {
+		t.Errorf("r2 counted %v max_circuits_per_link refusals, want 1", got)
+	}
+	if got := testnet.LimitHits(r1.Metrics(), "max_circuits_per_link"); got != 0 {
+		t.Errorf("r1 counted %v refusals, want none", got)
+	}
+}

@@ -36,8 +36,9 @@ type Table struct {
 	last *end
 
 	// held counts the circuits the link's peer opened that the router
-	// holds (admit.go).
-	held atomic.Int64
+	// holds; routerPeer doubles its bounds (admit.go).
+	held       atomic.Int64
+	routerPeer atomic.Bool
 }
 
 // NewTable returns the empty circuit table of a link called name; owner is

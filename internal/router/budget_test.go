@@ -233,3 +233,29 @@ func TestLimitRefusalsAreServedOnMetrics(t *testing.T) {
 		}
 	}
 }
+
+// The router a flood arrives at spends its budget on it, not the
+// cluster's: the next router holds no more than the first let through,
+// and a leaf beside the flood still reaches a leaf two routers away.
+func TestAFloodIsHeldAtTheFirstRouterItReaches(t *testing.T) {
+	rs := line(t, 2, withLimits(func(l *config.Limits) { l.MaxNodes = 64 }))
+	r1, r2 := rs[0], rs[1]
+	fl := dialLeaf(t, r1.tcpURL(), leafConfig{Label: "flood"})
+	control := dialLeaf(t, r1.tcpURL(), leafConfig{Label: "control"})
+	far := dialLeaf(t, r2.tcpURL(), leafConfig{Label: "far"})
+	fl.waitAcked()
+	control.waitAcked()
+	far.waitAcked()
+	_, acked, _ := flood(t, fl, 200)
+	eventually(t, "the far leaf holds what r1 let through", func() error {
+		if got := len(floodLabels(far)); got != acked {
+			return fmt.Errorf("far holds %d flood nodes, r1 acknowledged %d", got, acked)
+		}
+		return nil
+	})
+	if st := r2.Engine().Stats(); st.Nodes > 64 {
+		t.Errorf("r2 holds %+v", st)
+	}
+	control.advertise(hammer2Span("ctl", "h2", 0, 1))
+	far.waitSpans("ctl", 1)
+}

@@ -109,6 +109,7 @@ func (l *link) acceptConn(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	if dmsg.Base(m.Cmd) == dmsg.LnkConnV2 {
 		l.fallbackToV2()
 	}
+	l.circuits.SetRouterPeer(info.PeerType == dmsg.PeerRouter)
 	sc := l.r.engine.ConnUp(l, info)
 	l.mu.Lock()
 	l.peer, l.peerTx, l.spanConn = &info, tx, sc

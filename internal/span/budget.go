@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dmsgd/dmsgd/internal/dmsg"
 	"github.com/dmsgd/dmsgd/internal/metrics"
 	"github.com/dmsgd/dmsgd/internal/ratelog"
 )
@@ -29,8 +30,10 @@ import (
 // 1/(n+1) stays free for everyone holding less, which is exactly the
 // light, well-behaved peers. (This is the dynamic threshold of shared
 // buffer switches: no eviction, O(1) per check, and it adapts to however
-// many connections compete.) Operators size each budget at twice what the
-// busiest neighbour legitimately needs.
+// many connections compete.) A router's link may hold twice what is free
+// (Conn.share), so that a flood held to half of a budget at the router it
+// reaches first still leaves room at the next one. Operators size each
+// budget at twice what the busiest neighbour legitimately needs.
 type Budget struct {
 	// MaxNodes bounds the nodes held (our own included). A span that would
 	// create a node beyond it is refused.
@@ -132,11 +135,26 @@ type nodeBudget struct {
 	prev, next *node
 }
 
-// fits reports whether a connection holding held of a budget of max, with
-// total in use, may take one more: no connection may hold what is no
-// longer free (see Budget).
-func fits(held, total, max int) bool {
-	return max <= 0 || held < max-total
+// fits reports whether c, holding held of a budget of max with total in
+// use, may take one more: no connection may hold more than what is still
+// free, or twice that for a router (see Budget).
+func (c *Conn) fits(held, total, max int) bool {
+	return max <= 0 || held < c.share()*(max-total)
+}
+
+// share is how many times what is still free of a budget the connection
+// may hold. A router's link carries the advertisements of everything
+// behind it, a flood at its far end included: that flood holds at most
+// half of the far router's budgets (share 1), which must still leave room
+// here for the rest of what that router relays, so a router may hold up to
+// twice what is free (two thirds of a budget alone). A peer that claims
+// to be a router to get more gets that, and no more: n of them leave
+// 1/(2n+1) of each budget free.
+func (c *Conn) share() int {
+	if c.info.PeerType == dmsg.PeerRouter {
+		return 2
+	}
+	return 1
 }
 
 // precheck refuses, without the cluster mutex, a span that the
@@ -149,7 +167,7 @@ func (e *Engine) precheck(c *Conn) error {
 	switch {
 	case lim.spansPerConn > 0 && held >= lim.spansPerConn:
 		return ErrTooManySpans
-	case !fits(held, int(e.budget.spans.Load()), lim.MaxSpans):
+	case !c.fits(held, int(e.budget.spans.Load()), lim.MaxSpans):
 		return ErrSpanBudget
 	}
 	return nil
@@ -163,9 +181,9 @@ func (e *Engine) admitSpan(c *Conn, n *node) error {
 	switch {
 	case lim.spansPerConn > 0 && held >= lim.spansPerConn:
 		return ErrTooManySpans
-	case !fits(held, int(e.budget.spans.Load()), lim.MaxSpans):
+	case !c.fits(held, int(e.budget.spans.Load()), lim.MaxSpans):
 		return ErrSpanBudget
-	case n == nil && !fits(c.charge.nodes, len(e.nodes), lim.MaxNodes):
+	case n == nil && !c.fits(c.charge.nodes, len(e.nodes), lim.MaxNodes):
 		return ErrNodeBudget
 	case n != nil && lim.MaxSpansPerNode > 0 && n.heldBy(c) >= lim.MaxSpansPerNode:
 		return ErrNodeSpans
@@ -268,7 +286,7 @@ func (e *Engine) recharge(n *node) {
 func (e *Engine) relayAllowed(l *Link, to *Conn) bool {
 	src := l.conn
 	max := e.budget.limits().MaxRelays
-	if src == nil || fits(src.charge.relays, e.relays, max) {
+	if src == nil || src.fits(src.charge.relays, e.relays, max) {
 		return true
 	}
 	e.starve(l.node, src)
@@ -365,7 +383,7 @@ func (e *Engine) resume() {
 	e.budget.rr++
 	for i := range len(e.conns) {
 		c := e.conns[(e.budget.rr+i)%len(e.conns)]
-		for c.charge.starved.head != nil && fits(c.charge.relays, e.relays, max) {
+		for c.charge.starved.head != nil && c.fits(c.charge.relays, e.relays, max) {
 			n := c.charge.starved.head
 			e.unstarve(n)
 			before := e.budget.opened

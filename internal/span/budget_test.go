@@ -16,9 +16,12 @@ import (
 	"github.com/dmsgd/dmsgd/internal/ratelog"
 )
 
-// noSpans is a LNK_CONN asking for nothing: a connection that only
+// noSpans is a leaf's LNK_CONN asking for nothing: a connection that only
 // advertises, so the relays a test counts all go to the others.
-var noSpans = dmsg.Conn{PeerType: dmsg.PeerRouter}
+var noSpans = dmsg.Conn{PeerType: dmsg.PeerHammer2}
+
+// routerNoSpans is the same from a router.
+var routerNoSpans = dmsg.Conn{PeerType: dmsg.PeerRouter}
 
 // try delivers a span on c with a fresh msgid and returns the engine's
 // answer.
@@ -138,6 +141,22 @@ func TestEachBudgetRefusesASpanBeforeAllocatingAndCountsReturnToZero(t *testing.
 			f.wantStats(Stats{Conns: 5})
 		})
 	}
+}
+
+// A router's link carries everything behind it: it may hold twice what
+// is still free, so a flood held to half a budget by the router it came
+// in at still leaves room behind that router at the next one.
+func TestARoutersLinkMayHoldTwiceWhatIsFree(t *testing.T) {
+	f := newFixture(t, Config{Budget: Budget{MaxNodes: 9}})
+	_, leaf := f.conn("leaf", noSpans)
+	_, router := f.conn("router", routerNoSpans)
+	for i := range 6 { // alone, a router takes two thirds
+		f.recv(router, rspan(fmt.Sprintf("r%d", i), 0, 0))
+	}
+	f.mustRefuse(router, rspan("r6", 0, 0), ErrNodeBudget)
+	f.recv(leaf, rspan("l0", 0, 0)) // 0 < 9-6
+	f.recv(leaf, rspan("l1", 0, 0)) // 1 < 9-7
+	f.mustRefuse(leaf, rspan("l2", 0, 0), ErrNodeBudget)
 }
 
 func TestANodeIsChargedToAnotherConnectionWhenItsCreatorWithdraws(t *testing.T) {
