@@ -259,3 +259,35 @@ func TestAFloodIsHeldAtTheFirstRouterItReaches(t *testing.T) {
 	control.advertise(hammer2Span("ctl", "h2", 0, 1))
 	far.waitSpans("ctl", 1)
 }
+
+// The budgets are live: a reload raising limits.max_relays opens the
+// relays that waited for it.
+func TestAReloadAppliesTheBudgets(t *testing.T) {
+	r := newRouter(t, "r", withLimits(func(l *config.Limits) { l.MaxRelays = 8 }))
+	watcher := dialLeaf(t, r.tcpURL(), leafConfig{Label: "watcher"})
+	fl := dialLeaf(t, r.tcpURL(), leafConfig{Label: "flood", Conn: &dmsg.Conn{PeerType: dmsg.PeerClient}})
+	watcher.waitAcked()
+	fl.waitAcked()
+	flood(t, fl, 20)
+	eventually(t, "relays held back", func() error {
+		if st := r.Engine().Stats(); st.Starved == 0 {
+			return fmt.Errorf("engine %+v", st)
+		}
+		return nil
+	})
+	newer := *r.Config()
+	newer.Limits.MaxRelays = 1000
+	changes, err := r.Reload(&newer)
+	if err != nil || !slices.ContainsFunc(changes, func(c string) bool { return strings.HasPrefix(c, "limits.max_relays") }) {
+		t.Fatalf("reload: %q, %v", changes, err)
+	}
+	eventually(t, "every flood node relayed to the watcher", func() error {
+		if got := len(floodLabels(watcher)); got != 20 {
+			return fmt.Errorf("watcher holds %d", got)
+		}
+		return nil
+	})
+	if st := r.Engine().Stats(); st.Starved != 0 {
+		t.Errorf("engine %+v: nothing should wait", st)
+	}
+}
