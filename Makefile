@@ -68,12 +68,14 @@ install: build
 		install -m 0644 deploy/systemd/dmsgd.service.d/notify.conf $(DESTDIR)$(UNITDIR)/dmsgd.service.d/notify.conf; \
 	fi
 
-# Short fuzz runs of the frame decoder, the link state machine and circuit relaying.
+# Short fuzz runs of the frame decoder, the link state machine, circuit
+# relaying and the span engine's budget bookkeeping.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/dmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzFrame$$' -fuzztime $(FUZZTIME) ./internal/dmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzLink$$' -fuzztime $(FUZZTIME) ./internal/iocom
 	$(GO) test -run '^$$' -fuzz '^FuzzCircuit$$' -fuzztime $(FUZZTIME) ./internal/circ
+	$(GO) test -run '^$$' -fuzz '^FuzzBudget$$' -fuzztime $(FUZZTIME) ./internal/span
 
 clean:
 	rm -rf bin run

@@ -152,10 +152,11 @@ func TestCircuitCreateDelete(t *testing.T) {
 }
 
 // TestCircuitMaxCircuits refuses a circuit beyond limits.max_circuits
-// with CANTCIRC and accepts one again once a circuit has gone.
+// with CANTCIRC and accepts one again once a circuit has gone. A router's
+// link may hold no more than twice the circuits still free: two of three.
 func TestCircuitMaxCircuits(t *testing.T) {
 	r1 := newRouter(t, "r1")
-	r2 := newRouter(t, "r2", withMaxCircuits(2))
+	r2 := newRouter(t, "r2", withMaxCircuits(3))
 	r3 := newRouter(t, "r3")
 	spanTo(t, r1, r2.addr())
 	spanTo(t, r2, r3.addr())

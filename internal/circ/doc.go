@@ -5,6 +5,11 @@
 // teardown in both directions, including aborts when the span under a
 // circuit is withdrawn or a link under it dies.
 //
+// Admission (admit.go): every circuit a peer opens, relayed further or
+// ending at this router, takes a slot of limits.max_circuits and of its
+// link's limits.max_circuits_per_link, reserved atomically before the
+// target is looked up; a LNK_CIRC beyond them is refused with CANTCIRC.
+//
 // Forwarding runs on the reader goroutine of the arriving link and takes
 // only that link's table lock (a read lock): never the span engine's
 // cluster mutex. The router tells circ which span a target names through a

@@ -27,7 +27,8 @@ const (
 type Config struct {
 	QueueBytes  int           // per circuit and direction; DefaultQueueBytes when 0
 	Stall       time.Duration // DefaultStall when 0
-	MaxCircuits int           // DefaultMaxCircuits when 0
+	MaxCircuits int           // DefaultMaxCircuits when 0; circuits ending here count
+	MaxPerLink  int           // circuits one link's peer may open; DefaultMaxPerLink when 0
 	Logger      *zap.Logger
 	// Events logs refusals a peer can repeat at will, once per kind and
 	// window; nil drops them.
@@ -79,6 +80,7 @@ type Relay struct {
 	resolve Resolver
 	local   Endpoint
 	metrics *metrics.Metrics
+	adm     admission // admit.go
 
 	mu       sync.Mutex
 	circuits map[uint64]*Circuit
@@ -101,6 +103,8 @@ func New(cfg Config, resolve Resolver, local Endpoint) *Relay {
 	r := &Relay{log: log, resolve: resolve, local: local, metrics: cfg.Metrics,
 		circuits: make(map[uint64]*Circuit), bySpan: make(map[spanRef][]*Circuit)}
 	r.limits.set(cfg.QueueBytes, cfg.Stall, cfg.MaxCircuits)
+	r.adm.events, r.adm.metrics = cfg.Events, cfg.Metrics
+	r.adm.setMaxPerLink(cfg.MaxPerLink)
 	return r
 }
 
@@ -135,25 +139,25 @@ func (r *Relay) accept(t *Table, tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 		tx.CloseError(dmsg.ErrCantCirc)
 		return nil
 	}
+	if limit := r.reserve(t); limit != "" {
+		r.refuse(t, tx, limit)
+		return nil
+	}
 	dst, ok := r.resolve(t, body.Target)
-	log := t.conn.Logger()
 	switch {
 	case !ok:
-		log.Debug("LNK_CIRC refused: no such span", zap.String("target", fmt.Sprintf("%016x", body.Target)))
+		r.release(t)
+		t.conn.Logger().Debug("LNK_CIRC refused: no such span", zap.String("target", fmt.Sprintf("%016x", body.Target)))
 		r.metrics.CircuitRefused("no_span")
 		tx.CloseError(dmsg.ErrCantCirc)
 		return nil
 	case dst.Local:
-		return r.local.AcceptCircuit(tx)
+		return r.acceptLocal(t, tx)
 	case dst.NoCircuits:
-		log.Debug("LNK_CIRC refused: the next hop speaks libdmsg 2014+, which has no LNK_CIRC",
+		r.release(t)
+		t.conn.Logger().Debug("LNK_CIRC refused: the next hop speaks libdmsg 2014+, which has no LNK_CIRC",
 			zap.String("target", dst.Label), zap.String("next", dst.Next.name))
 		r.metrics.CircuitRefused("libdmsg_next_hop")
-		tx.CloseError(dmsg.ErrCantCirc)
-		return nil
-	}
-	if limit := r.limits.maxCircuits.Load(); int64(r.Len()) >= limit {
-		log.Warn("LNK_CIRC refused: limits.max_circuits reached", zap.Int64("max_circuits", limit))
 		tx.CloseError(dmsg.ErrCantCirc)
 		return nil
 	}
@@ -161,7 +165,8 @@ func (r *Relay) accept(t *Table, tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 }
 
 // setup opens the next hop of a circuit and pairs it with the arriving one.
-// The opener gets no answer until the target's reply comes back.
+// The opener gets no answer until the target's reply comes back. The
+// circuit's slot (reserve) is released when it leaves the tables.
 func (r *Relay) setup(t *Table, tx *iocom.Tx, spanMsgID uint64, dst Target) iocom.TxHandler {
 	c := &Circuit{r: r, target: dst.Label, since: time.Now(), done: make(chan struct{})}
 	c.a = &end{c: c, table: t, key: key{id: tx.MsgID()}, tx: tx, span: spanMsgID}
@@ -182,6 +187,7 @@ func (r *Relay) setup(t *Table, tx *iocom.Tx, spanMsgID uint64, dst Target) ioco
 	if err != nil {
 		next.mu.Unlock()
 		r.metrics.CircuitRefused("next_hop_down")
+		r.release(t)
 		tx.CloseError(dmsg.ErrCantCirc)
 		return nil
 	}
@@ -220,6 +226,7 @@ func (r *Relay) unregister(c *Circuit, reason string) {
 	close(c.done)
 	c.mu.Unlock()
 	r.metrics.CircuitClosed(reason)
+	r.release(c.a.table)
 	c.a.table.remove(c.a)
 	c.b.table.remove(c.b)
 	r.mu.Lock()

@@ -2,6 +2,7 @@ package circ
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 	"github.com/dmsgd/dmsgd/internal/iocom"
@@ -33,6 +34,11 @@ type Table struct {
 	// last is the end Forward found last: a link usually carries one busy
 	// circuit at a time. Only the link's reader goroutine (Forward) uses it.
 	last *end
+
+	// held counts the circuits the link's peer opened that the router
+	// holds; routerPeer doubles its bounds (admit.go).
+	held       atomic.Int64
+	routerPeer atomic.Bool
 }
 
 // NewTable returns the empty circuit table of a link called name; owner is

@@ -167,10 +167,24 @@ type Peer struct {
 
 // Limits bound the resources peers can make the router commit.
 type Limits struct {
-	MaxLinks          int      `mapstructure:"max_links"`
-	MaxSpansPerLink   int      `mapstructure:"max_spans_per_link"`
-	MaxCircuits       int      `mapstructure:"max_circuits"`
-	QueueBytesPerLink ByteSize `mapstructure:"queue_bytes_per_link"`
+	MaxLinks        int `mapstructure:"max_links"`
+	MaxSpansPerLink int `mapstructure:"max_spans_per_link"`
+	// MaxSpansPerNode bounds the spans one link may hold for one node.
+	MaxSpansPerNode int `mapstructure:"max_spans_per_node"`
+	// MaxSpans, MaxNodes and MaxRelays bound the spans received, the
+	// nodes held and the relays open over all links; each link may hold
+	// no more of them than is still free.
+	MaxSpans  int `mapstructure:"max_spans"`
+	MaxNodes  int `mapstructure:"max_nodes"`
+	MaxRelays int `mapstructure:"max_relays"`
+	// MaxSpanRefusals is how many LNK_SPANs a link may have refused per
+	// minute before it is closed.
+	MaxSpanRefusals int `mapstructure:"max_span_refusals"`
+	// MaxCircuits counts every circuit, those ending at this router
+	// included; MaxCircuitsPerLink those one link opened.
+	MaxCircuits        int      `mapstructure:"max_circuits"`
+	MaxCircuitsPerLink int      `mapstructure:"max_circuits_per_link"`
+	QueueBytesPerLink  ByteSize `mapstructure:"queue_bytes_per_link"`
 	// CircuitQueueBytes is per circuit, per router.
 	CircuitQueueBytes ByteSize `mapstructure:"circuit_queue_bytes"`
 	// CircuitStall is how long a circuit may stay full before it is
@@ -213,12 +227,18 @@ func Defaults() *Config {
 		Span:      Span{MaxRelays: 2},
 		Keepalive: Keepalive{Interval: time.Second, Timeout: 10 * time.Second},
 		Limits: Limits{
-			MaxLinks:          1024,
-			MaxSpansPerLink:   65536,
-			MaxCircuits:       65536,
-			QueueBytesPerLink: 16 << 20,
-			CircuitQueueBytes: 4 << 20,
-			CircuitStall:      30 * time.Second,
+			MaxLinks:           1024,
+			MaxSpansPerLink:    65536,
+			MaxSpansPerNode:    32,
+			MaxSpans:           131072,
+			MaxNodes:           65536,
+			MaxRelays:          262144,
+			MaxSpanRefusals:    65536,
+			MaxCircuits:        65536,
+			MaxCircuitsPerLink: 16384,
+			QueueBytesPerLink:  16 << 20,
+			CircuitQueueBytes:  4 << 20,
+			CircuitStall:       30 * time.Second,
 		},
 		Log: Log{Level: LogInfo, Format: LogJSON},
 	}

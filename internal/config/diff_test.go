@@ -46,6 +46,14 @@ func TestDiffSeparatesLiveChangesFromRestarts(t *testing.T) {
 			changes: []string{"limits.max_links: 1024 -> 8", "limits.queue_bytes_per_link: 16MiB -> 1MiB"},
 		},
 		{
+			name: "the span and circuit budgets apply live",
+			edit: func(c *Config) {
+				c.Limits.MaxNodes, c.Limits.MaxRelays, c.Limits.MaxCircuitsPerLink = 10, 20, 30
+			},
+			changes: []string{"limits.max_nodes: 65536 -> 10", "limits.max_relays: 262144 -> 20",
+				"limits.max_circuits_per_link: 16384 -> 30"},
+		},
+		{
 			name:    "span and keepalive options apply live",
 			edit:    func(c *Config) { c.Span.MaxRelays = 3; c.Keepalive.Timeout = 0 },
 			changes: []string{"span.max_relays: 2 -> 3", "keepalive.timeout: 10s -> 0s"},

@@ -77,7 +77,13 @@ func TestLoadWithoutAFileAppliesEveryDefault(t *testing.T) {
 		{"links time out after ten seconds", cfg.Keepalive.Timeout == 10*time.Second},
 		{"1024 links are allowed", cfg.Limits.MaxLinks == 1024},
 		{"65536 spans per link are allowed", cfg.Limits.MaxSpansPerLink == 65536},
+		{"32 spans per node and link are allowed", cfg.Limits.MaxSpansPerNode == 32},
+		{"131072 spans are allowed", cfg.Limits.MaxSpans == 131072},
+		{"65536 nodes are allowed", cfg.Limits.MaxNodes == 65536},
+		{"262144 relays are allowed", cfg.Limits.MaxRelays == 262144},
+		{"a link may be refused 65536 spans a minute", cfg.Limits.MaxSpanRefusals == 65536},
 		{"65536 circuits are allowed", cfg.Limits.MaxCircuits == 65536},
+		{"16384 circuits per link are allowed", cfg.Limits.MaxCircuitsPerLink == 16384},
 		{"a link queues 16MiB", cfg.Limits.QueueBytesPerLink == 16<<20},
 		{"a circuit queues 4MiB", cfg.Limits.CircuitQueueBytes == 4<<20},
 		{"a circuit stalls for 30s", cfg.Limits.CircuitStall == 30*time.Second},
@@ -133,7 +139,13 @@ tls:
 limits:
   max_links: 10
   max_spans_per_link: 20
+  max_spans_per_node: 3
+  max_spans: 40
+  max_nodes: 50
+  max_relays: 60
+  max_span_refusals: 70
   max_circuits: 30
+  max_circuits_per_link: 5
   queue_bytes_per_link: 1MiB
   circuit_queue_bytes: 65536
   circuit_stall: 1m
@@ -170,7 +182,8 @@ metrics:
 			Name: "node-b", PubKey: "ed25519:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", Key: pub,
 		}}},
 		Limits: Limits{
-			MaxLinks: 10, MaxSpansPerLink: 20, MaxCircuits: 30,
+			MaxLinks: 10, MaxSpansPerLink: 20, MaxSpansPerNode: 3, MaxSpans: 40, MaxNodes: 50, MaxRelays: 60,
+			MaxSpanRefusals: 70, MaxCircuits: 30, MaxCircuitsPerLink: 5,
 			QueueBytesPerLink: 1 << 20, CircuitQueueBytes: 65536, CircuitStall: time.Minute,
 		},
 		Log:     Log{Level: LogDebug, Format: LogConsole},
@@ -409,6 +422,27 @@ func TestTheShippedConfigsAreValid(t *testing.T) {
 	for _, f := range files {
 		if _, err := Load(f); err != nil {
 			t.Errorf("%s is not valid:\n%v", f, err)
+		}
+	}
+}
+
+// configs/dmsgd.yaml documents every default: its limits are the
+// defaults, so the sizing arithmetic in its comments is about what runs.
+func TestTheDocumentedConfigStatesTheDefaultLimits(t *testing.T) {
+	cfg := mustLoad(t, "../../configs/dmsgd.yaml")
+	if want := Defaults().Limits; cfg.Limits != want {
+		t.Errorf("configs/dmsgd.yaml limits =\n%+v\nwant the defaults\n%+v", cfg.Limits, want)
+	}
+}
+
+func TestEveryBudgetMustBeAtLeastOne(t *testing.T) {
+	for _, key := range []string{"max_spans_per_node", "max_spans", "max_nodes", "max_relays",
+		"max_span_refusals", "max_circuits_per_link"} {
+		path := writeConfig(t, "limits:\n  "+key+": 0\n")
+		_, err := Load(path)
+		want := []string{path + ":2: limits." + key + ": must be at least 1, not 0"}
+		if got := problemLines(t, err); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: 0: problems %q, want %q", key, got, want)
 		}
 	}
 }

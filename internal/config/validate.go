@@ -209,7 +209,13 @@ func validateLimits(c *Config, ps *problems) {
 	}{
 		{"limits.max_links", int64(l.MaxLinks)},
 		{"limits.max_spans_per_link", int64(l.MaxSpansPerLink)},
+		{"limits.max_spans_per_node", int64(l.MaxSpansPerNode)},
+		{"limits.max_spans", int64(l.MaxSpans)},
+		{"limits.max_nodes", int64(l.MaxNodes)},
+		{"limits.max_relays", int64(l.MaxRelays)},
+		{"limits.max_span_refusals", int64(l.MaxSpanRefusals)},
 		{"limits.max_circuits", int64(l.MaxCircuits)},
+		{"limits.max_circuits_per_link", int64(l.MaxCircuitsPerLink)},
 		{"limits.queue_bytes_per_link", int64(l.QueueBytesPerLink)},
 		{"limits.circuit_queue_bytes", int64(l.CircuitQueueBytes)},
 	} {

@@ -38,7 +38,10 @@ var (
 	descRelays   = prometheus.NewDesc("dmsgd_span_relays", "Advertisements relayed (LNK_SPANs we hold open).", nil, nil)
 	descConns    = prometheus.NewDesc("dmsgd_span_conns", "Links with an open LNK_CONN from the peer.", nil, nil)
 	descCircuits = prometheus.NewDesc("dmsgd_circuits", "Circuits relayed now.", nil, nil)
-	descListen   = prometheus.NewDesc("dmsgd_listeners", "Listening sockets bound, the shell socket included.", nil, nil)
+	descWaiting  = prometheus.NewDesc("dmsgd_span_nodes_waiting", "Nodes whose relays wait for room in limits.max_relays.", nil, nil)
+	descHeld     = prometheus.NewDesc("dmsgd_circuits_held",
+		"Circuits held against limits.max_circuits, those ending here included.", nil, nil)
+	descListen = prometheus.NewDesc("dmsgd_listeners", "Listening sockets bound, the shell socket included.", nil, nil)
 
 	descTargetUp = prometheus.NewDesc("dmsgd_target_up",
 		"1 while an outbound target's link is up (the peer's LNK_CONN arrived), else 0.", targetLabels, nil)
@@ -57,7 +60,7 @@ type collector struct{ r *Router }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLinks, descRxMsgs, descTxMsgs, descRxBytes, descTxBytes,
 		descUps, descDowns, descClusters, descNodes, descSpans, descRelays, descConns, descCircuits,
-		descListen, descTargetUp, descTargetDials, descTargetFails, descTargetBackoff} {
+		descWaiting, descHeld, descListen, descTargetUp, descTargetDials, descTargetFails, descTargetBackoff} {
 		ch <- d
 	}
 }
@@ -74,6 +77,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descRelays, st.Relays)
 	gauge(descConns, st.Conns)
 	gauge(descCircuits, r.circuits.Len())
+	gauge(descWaiting, st.Starved)
+	gauge(descHeld, r.circuits.Held())
 
 	// One critical section: a link that closes moves its traffic into the
 	// book under the same lock, so it is counted once, open or closed.

@@ -116,6 +116,7 @@ func (l *link) acceptConn(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	l.peerV2 = v2
 	l.mu.Unlock()
 	l.identify(info)
+	l.circuits.SetRouterPeer(info.PeerType == dmsg.PeerRouter)
 	sc := l.r.engine.ConnUp(l, info)
 	l.mu.Lock()
 	l.peer, l.peerTx, l.spanConn = &info, tx, sc

@@ -44,6 +44,7 @@ const (
 	downProtocol      = "protocol_error"    // the peer broke PROTOCOL.md section 3
 	downFraming       = "framing_error"     // bad magic, CRC, sequence or sizes (section 1)
 	downInternalError = "internal_error"    // a panic in link code
+	downFlood         = "limit"             // the peer kept going past a limit's refusals
 	downIO            = "io_error"          // anything else the socket reported
 )
 

@@ -88,6 +88,7 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 		QueueBytes:  int(cfg.Limits.CircuitQueueBytes),
 		Stall:       cfg.Limits.CircuitStall,
 		MaxCircuits: cfg.Limits.MaxCircuits,
+		MaxPerLink:  cfg.Limits.MaxCircuitsPerLink,
 		Logger:      log,
 		Events:      r.events,
 		Metrics:     r.metrics,
@@ -104,8 +105,16 @@ func (r *Router) spanConfig(cfg *config.Config, rnss uint32) span.Config {
 		Symmetric:       cfg.Span.Symmetric,
 		Rnss:            rnss,
 		MaxSpansPerConn: cfg.Limits.MaxSpansPerLink,
-		Logger:          r.log,
-		Metrics:         r.metrics,
+		Budget: span.Budget{
+			MaxNodes:        cfg.Limits.MaxNodes,
+			MaxSpans:        cfg.Limits.MaxSpans,
+			MaxRelays:       cfg.Limits.MaxRelays,
+			MaxSpansPerNode: cfg.Limits.MaxSpansPerNode,
+			MaxRefusals:     cfg.Limits.MaxSpanRefusals,
+		},
+		Logger:  r.log,
+		Metrics: r.metrics,
+		Events:  r.events,
 	}
 	if cfg.Node.Advertise {
 		sc.Self = &dmsg.Span{

@@ -17,22 +17,27 @@ func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	sc, connected := l.spanConn, l.peer != nil
 	l.mu.Unlock()
 	log := l.conn.Logger()
+	if l.conn.Closing() {
+		// Closed (a flood, a violation) with frames still being read:
+		// refuse them without counting, logging or asking the engine.
+		tx.CloseError(dmsg.ErrParam)
+		return nil
+	}
 	if !connected {
-		log.Warn("link closed: peer violated the protocol: LNK_SPAN before its LNK_CONN")
+		l.r.events.Warn("span.before_conn", "link closed: peer violated the protocol: LNK_SPAN before its LNK_CONN", l.fields()...)
 		tx.CloseError(dmsg.ErrParam)
 		l.closeFor(downProtocol)
 		return nil
 	}
 	if sc == nil {
-		log.Warn("LNK_SPAN after the peer closed its LNK_CONN refused")
+		l.r.events.Warn("span.after_conn", "LNK_SPAN after the peer closed its LNK_CONN refused", l.fields()...)
 		tx.CloseError(dmsg.ErrParam)
 		return nil
 	}
 	s, _ := m.Span()
 	sl, err := l.r.engine.SpanReceived(sc, tx.MsgID(), s)
 	if err != nil {
-		l.spanRefused(err, s)
-		tx.CloseError(dmsg.ErrParam)
+		l.spanRefused(tx, &s, err)
 		return nil
 	}
 	if m.Cmd&dmsg.FlagDelete != 0 { // a span withdrawn in its own CREATE
@@ -51,6 +56,43 @@ func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 		l.r.circuits.SpanGone(l.circuits, tx.MsgID())
 		tx.Close()
 	}
+}
+
+// spanRefused refuses a LNK_SPAN the engine did not take (REPLY|DELETE
+// with PARAM), logging it once per kind and window: a flood of refusals
+// writes two lines, the metric (counted by the engine) counts each. A link
+// that keeps opening spans past its budget is closed.
+func (l *link) spanRefused(tx *iocom.Tx, s *dmsg.Span, err error) {
+	tx.CloseError(dmsg.ErrParam)
+	fields := append(l.fields(), zap.String("fs_label", s.FsLabel))
+	switch limit := span.Limit(err); {
+	case errors.Is(err, span.ErrOwnNode):
+		// Routine: a neighbour that has not yet seen our LNK_CONN, or a
+		// libdmsg peer, offers our own advertisement back.
+		l.r.metrics.SpanRefused("own_node")
+		l.conn.Logger().Debug("LNK_SPAN refused: an advertisement of this router's own node",
+			zap.String("fs_label", s.FsLabel), zap.Uint32("dist", s.Dist))
+	case errors.Is(err, span.ErrRefusalFlood):
+		l.r.metrics.SpanRefused("limit")
+		l.r.events.Warn("span.refusal_flood", "link closed: it kept opening spans past its budget (limits.max_span_refusals)", fields...)
+		l.closeFor(downFlood)
+	case limit != "":
+		// limit is one of the engine's constants, never peer text.
+		l.r.metrics.SpanRefused("limit")
+		l.r.events.Warn("span."+limit, "LNK_SPAN refused: limits."+limit+" reached", fields...)
+	case errors.Is(err, span.ErrDuplicate):
+		l.r.metrics.SpanRefused("duplicate")
+		l.r.events.Warn("span.duplicate", "LNK_SPAN refused", append(fields, zap.Error(err))...)
+	default:
+		l.r.metrics.SpanRefused("other")
+		l.r.events.Warn("span.refused", "LNK_SPAN refused", append(fields, zap.Error(err))...)
+	}
+}
+
+// fields name the link in rate-limited log lines, as the link's own
+// logger does in its lines.
+func (l *link) fields() []zap.Field {
+	return []zap.Field{zap.String("link", l.id), zap.String("peer", l.conn.RemoteAddr())}
 }
 
 // relayTx is the engine's handle on a relay transaction.
@@ -89,27 +131,4 @@ func (l *link) relayMsg(tx *iocom.Tx, m *dmsg.Msg, rel *span.Relay) {
 	}
 	l.r.engine.RelayClosed(rel)
 	tx.Close()
-}
-
-// spanRefused logs and counts a LNK_SPAN the engine would not hold. Our
-// own advertisement coming back is routine wherever the cluster has a
-// cycle and the peer did not know our node id: the refusal makes the peer
-// stop offering it (PROTOCOL.md 4.4), and it is logged at debug.
-func (l *link) spanRefused(err error, s dmsg.Span) {
-	log := l.conn.Logger()
-	switch {
-	case errors.Is(err, span.ErrOwnNode):
-		l.r.metrics.SpanRefused("own_node")
-		log.Debug("LNK_SPAN refused: an advertisement of this router's own node", zap.String("fs_label", s.FsLabel),
-			zap.Uint32("dist", s.Dist))
-	case errors.Is(err, span.ErrTooManySpans):
-		l.r.metrics.SpanRefused("limit")
-		log.Warn("LNK_SPAN refused: limits.max_spans_per_link reached", zap.String("fs_label", s.FsLabel))
-	case errors.Is(err, span.ErrDuplicate):
-		l.r.metrics.SpanRefused("duplicate")
-		log.Warn("LNK_SPAN refused", zap.Error(err))
-	default:
-		l.r.metrics.SpanRefused("other")
-		log.Warn("LNK_SPAN refused", zap.Error(err))
-	}
 }

@@ -41,6 +41,8 @@ type Conn struct {
 	sent  map[uint64]*Relay // relays sent on this conn, by their msgid
 	dying bool              // OpenSpan failed: open nothing more, ConnDown follows
 	down  bool
+
+	charge connCharge // what it is charged for against the Budget
 }
 
 // Peer is the handle the connection was registered with.
@@ -55,7 +57,7 @@ func (c *Conn) Info() dmsg.Conn { return c.info }
 // for the same Peer supersedes the first (as if ConnDown had been called).
 func (e *Engine) ConnUp(p Peer, info dmsg.Conn) *Conn {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if old := e.byPeer[p]; old != nil {
 		e.log.Warn("span: LNK_CONN replaced without ConnDown", zap.String("link", p.ID()))
 		e.connDown(old)
@@ -93,7 +95,7 @@ func (e *Engine) ConnDown(c *Conn) {
 		return
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	e.connDown(c)
 }
 
@@ -103,8 +105,10 @@ func (e *Engine) connDown(c *Conn) {
 	}
 	c.down = true
 	e.removeConn(c)
+	starved := e.takeStarved(c)
 	closed := e.closeAllSent(c)
 	withdrawn := e.withdrawAllReceived(c)
+	e.rehomeStarved(starved)
 	e.logConn(c.peer, "span: conn down", zap.String("link", c.peer.ID()),
 		zap.Int("withdrawn", withdrawn), zap.Int("relays_closed", closed))
 }
@@ -132,7 +136,7 @@ func (e *Engine) closeAllSent(c *Conn) int {
 	}
 	for _, n := range e.nodes {
 		if nc := n.stateFor(c); nc != nil {
-			*nc = nodeConn{}
+			*nc = nodeConn{held: nc.held} // withdrawAllReceived counts it down
 		}
 	}
 	e.freeSlots = append(e.freeSlots, c.slot)

@@ -25,6 +25,16 @@
 // tree, so the cost of one span event does not grow with the number of
 // nodes a router holds.
 //
+// Budgets (budget.go): nodes, received spans and relays are bounded over
+// all connections, and spans per connection and per node. Each is charged
+// to the connection that asked for it, no connection may hold more than
+// is still free (a router's twice that), and a span beyond a budget is
+// refused before anything is allocated; a connection that keeps sending
+// spans past its budget is told to close (ErrRefusalFlood). A relay beyond
+// the relay budget is not refused but delayed: its node waits on a list of
+// the connection it is charged to and is re-selected as relays close. Our
+// own advertisement is never held back.
+//
 // Handles: *Conn, *Link and *Relay are the engine's handles for a
 // connection, a received span and a relay. Calls naming a handle that is
 // already gone (a link withdrawn by ConnDown, a relay we closed) are no-ops,

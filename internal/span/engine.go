@@ -4,11 +4,13 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 	"github.com/dmsgd/dmsgd/internal/metrics"
+	"github.com/dmsgd/dmsgd/internal/ratelog"
 )
 
 // DefaultMaxRelays is K when Config.MaxRelays is 0 (PROTOCOL.md 4.3).
@@ -30,11 +32,17 @@ type Config struct {
 	// MaxSpansPerConn bounds the spans one connection may hold open with
 	// us; SpanReceived beyond it fails with ErrTooManySpans. 0 = unlimited.
 	MaxSpansPerConn int
+	// Budget bounds what all connections together make the engine hold
+	// (budget.go).
+	Budget Budget
 	// Logger receives topology events: connections at info, spans at
 	// debug. nil = nop. The daemon must not sample it.
 	Logger *zap.Logger
 	// Metrics counts limits hit; nil counts nothing.
 	Metrics *metrics.Metrics
+	// Events logs the budget events a peer can repeat at will, once per
+	// kind and window; nil drops them.
+	Events *ratelog.Logger
 }
 
 // Stats counts what an Engine holds. A router that has lost every
@@ -45,17 +53,18 @@ type Stats struct {
 	Links    int // received links plus our own advertisement
 	Relays   int // open relays (LNK_SPAN transactions we opened)
 	Conns    int // connections with an open LNK_CONN
+	Starved  int // nodes waiting for Budget.MaxRelays to open their relays
 }
 
 // Errors returned by SpanReceived. Each one means the daemon must refuse
 // the span (REPLY|DELETE); ErrDuplicate is also a protocol violation that
 // closes the link.
+// The budget refusals are in budget.go.
 var (
-	ErrDuplicate    = errors.New("span: LNK_SPAN CREATE for a msgid already open on this connection")
-	ErrTooManySpans = errors.New("span: too many spans on this connection")
-	ErrConnDown     = errors.New("span: connection is down")
-	ErrZeroMsgID    = errors.New("span: LNK_SPAN with msgid 0")
-	ErrRnssChange   = errors.New("span: rnss cannot change while running")
+	ErrDuplicate  = errors.New("span: LNK_SPAN CREATE for a msgid already open on this connection")
+	ErrConnDown   = errors.New("span: connection is down")
+	ErrZeroMsgID  = errors.New("span: LNK_SPAN with msgid 0")
+	ErrRnssChange = errors.New("span: rnss cannot change while running")
 )
 
 // ErrOwnNode refuses an advertisement of this router's own node that came
@@ -72,7 +81,7 @@ type Engine struct {
 	rnss      uint32
 	maxRelays int
 	symmetric bool
-	maxSpans  int
+	budget    budgetState
 
 	clusters map[clusterKey]*cluster
 	nodes    []*node // every node, so ConnUp can walk them without the maps
@@ -103,6 +112,7 @@ func New(cfg Config) *Engine {
 	if e.log == nil {
 		e.log = zap.NewNop()
 	}
+	e.budget.events, e.budget.metrics, e.budget.now = cfg.Events, cfg.Metrics, time.Now
 	for e.rnss == 0 {
 		e.rnss = rand.Uint32()
 	}
@@ -119,23 +129,25 @@ func (e *Engine) setLimits(cfg Config) {
 		e.maxRelays = DefaultMaxRelays
 	}
 	e.symmetric = cfg.Symmetric
-	e.maxSpans = cfg.MaxSpansPerConn
+	e.budget.lim.Store(&limits{Budget: cfg.Budget, spansPerConn: cfg.MaxSpansPerConn})
 }
 
 // Rnss returns this router's rnss (the one to put in our LNK_CONN).
 func (e *Engine) Rnss() uint32 { return e.rnss }
 
 // Reconfigure applies a reloaded configuration: MaxRelays, Symmetric,
-// MaxSpansPerConn and Self. Rnss cannot change (every relay would have to
+// MaxSpansPerConn, Budget and Self. Rnss cannot change (every relay would have to
 // be re-sent), so a different non-zero Rnss is refused with ErrRnssChange
 // and nothing changes. The Logger is kept.
 //
 // Changing K or Symmetric re-selects every node on every connection: it is
 // an operator action, so the full pass is acceptable here and nowhere else.
-// A lower MaxSpansPerConn does not evict spans already held.
+// A lower MaxSpansPerConn or Budget does not evict what is already held:
+// it refuses what comes next until enough is withdrawn. A higher
+// Budget.MaxRelays opens the relays that were waiting for it.
 func (e *Engine) Reconfigure(cfg Config) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if cfg.Rnss != 0 && cfg.Rnss != e.rnss {
 		return ErrRnssChange
 	}
@@ -153,7 +165,7 @@ func (e *Engine) Reconfigure(cfg Config) error {
 // SetSelf replaces the router's own advertisement (nil withdraws it).
 func (e *Engine) SetSelf(s *dmsg.Span) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	e.replaceSelf(s)
 }
 
@@ -202,6 +214,7 @@ func (e *Engine) Stats() Stats {
 		Links:    e.links,
 		Relays:   e.relays,
 		Conns:    len(e.conns),
+		Starved:  e.budget.starved,
 	}
 }
 

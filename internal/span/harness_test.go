@@ -115,6 +115,7 @@ type network struct {
 	active   []*end
 	linkSeq  int
 	sent     int  // messages sent so far
+	refused  int  // spans refused for a budget so far
 	maxSteps int  // 0: a bound from the network's size (see run)
 	sink     bool // benchmarks: count messages but do not queue them
 
@@ -331,10 +332,12 @@ func (e *end) onCreate(msgid uint64, s *dmsg.Span) {
 	}
 	l, err := e.owner.eng.SpanReceived(e.conn, msgid, *s)
 	switch {
-	case errors.Is(err, ErrTooManySpans), errors.Is(err, ErrOwnNode):
-		if errors.Is(err, ErrOwnNode) {
-			e.net.ownRefused++
-		}
+	case errors.Is(err, ErrOwnNode):
+		e.net.ownRefused++
+		rx.refused, rx.replied = true, true
+		e.send(hmsg{kind: msgReply, msgid: msgid})
+	case Limit(err) != "": // refused for a budget: REPLY|DELETE
+		e.net.refused++
 		rx.refused, rx.replied = true, true
 		e.send(hmsg{kind: msgReply, msgid: msgid})
 	case err != nil:

@@ -69,6 +69,61 @@ func (n *network) checkRouter(h *host, v *violations) {
 		v.add("%s: engine has %d conns, harness %d", h.name, len(e.conns), conns)
 	}
 	checkTree(h, v)
+	checkCharges(h, v)
+}
+
+// checkCharges recounts what each connection is charged for from the
+// engine's state: spans, owned nodes, relays of its spans, per-node span
+// counts and the starved lists.
+func checkCharges(h *host, v *violations) {
+	e := h.eng
+	spans, nodes, relays := map[*Conn]int{}, map[*Conn]int{}, map[*Conn]int{}
+	total, starved := 0, 0
+	for _, c := range e.conns {
+		for _, r := range c.sent {
+			if r.link.conn != nil {
+				relays[r.link.conn]++
+			}
+		}
+		for n := c.charge.starved.head; n != nil; n = n.budget.next {
+			starved++
+			if n.budget.starvedOn != c {
+				v.add("%s: node %s on the starved list of %s says %v", h.name, n.key.label, c.peer.ID(), n.budget.starvedOn)
+			}
+		}
+	}
+	for _, nd := range e.nodes {
+		held := map[*Conn]int{}
+		for _, l := range nd.links {
+			if l.conn != nil {
+				held[l.conn]++
+				spans[l.conn]++
+				total++
+			}
+		}
+		for c, n := range held {
+			if got := nd.heldBy(c); got != n {
+				v.add("%s: node %s counts %d spans of %s, holds %d", h.name, nd.key.label, got, c.peer.ID(), n)
+			}
+		}
+		if o := nd.budget.owner; o != nil {
+			nodes[o]++
+			if held[o] == 0 {
+				v.add("%s: node %s is charged to %s, which holds no span of it", h.name, nd.key.label, o.peer.ID())
+			}
+		} else if len(held) > 0 && nd.links[0].conn != nil {
+			v.add("%s: node %s is charged to nobody", h.name, nd.key.label)
+		}
+	}
+	for _, c := range e.conns {
+		if c.charge.spans.Load() != int64(spans[c]) || c.charge.nodes != nodes[c] || c.charge.relays != relays[c] {
+			v.add("%s %s: charged %d spans %d nodes %d relays, holds %d %d %d", h.name, c.peer.ID(),
+				c.charge.spans.Load(), c.charge.nodes, c.charge.relays, spans[c], nodes[c], relays[c])
+		}
+	}
+	if e.budget.spans.Load() != int64(total) || e.budget.starved != starved {
+		v.add("%s: budget counts %d spans %d starved, holds %d %d", h.name, e.budget.spans.Load(), e.budget.starved, total, starved)
+	}
 }
 
 // checkWire matches the engine's view of one connection with what each
@@ -178,11 +233,34 @@ func checkSelection(h *host, nd *node, c *Conn, v *violations) {
 		refused = nc.refused
 	}
 	want := refSelect(refSorted(nd.links), nd.cluster.key, c, e.maxRelays, e.symmetric, refused)
+	if !sameLinks(got, want) && e.budget.limits().MaxRelays > 0 {
+		checkHeldBack(h, nd, c, got, want, refused, v)
+		return
+	}
 	if !sameLinks(got, want) {
 		v.add("%s: node %s on %s relays %s, want %s", h.name, nd.key.label, c.peer.ID(), linkList(got), linkList(want))
 	}
 	if !e.symmetric && len(got) > e.maxRelays {
 		v.add("%s: node %s on %s has %d relays > K", h.name, nd.key.label, c.peer.ID(), len(got))
+	}
+}
+
+// checkHeldBack is the selection invariant under a relay budget: a pair
+// may have fewer relays than its selection, or a stand-in for a missing
+// one, but only while its node waits for budget, and never a relay of a
+// link it should not carry.
+func checkHeldBack(h *host, nd *node, c *Conn, got, want, refused []*Link, v *violations) {
+	where := fmt.Sprintf("%s: node %s on %s", h.name, nd.key.label, c.peer.ID())
+	if nd.budget.starvedOn == nil {
+		v.add("%s relays %s, want %s, and the node does not wait for budget", where, linkList(got), linkList(want))
+	}
+	if len(got) > len(want) {
+		v.add("%s has %d relays for a selection of %d", where, len(got), len(want))
+	}
+	for _, l := range got {
+		if l.dead || !slices.Contains(nd.links, l) || !refPasses(l, nd.cluster.key, c) || slices.Contains(refused, l) {
+			v.add("%s relays %s, which it must not carry", where, linkList([]*Link{l}))
+		}
 	}
 }
 

@@ -34,6 +34,7 @@ type node struct {
 	links   []*Link    // sorted by Link.before
 	conns   []nodeConn // selection state, indexed by Conn.slot
 	idx     int        // position in Engine.nodes, for O(1) removal
+	budget  nodeBudget
 }
 
 // Link is one advertisement of a node that we hold: a LNK_SPAN received on
@@ -83,15 +84,15 @@ func sameRank(a, b *Link) bool {
 // attachLink files l under its cluster and node, creating them as needed.
 // The caller re-selects the node afterwards (nodeChanged).
 func (e *Engine) attachLink(l *Link) {
-	ck := clusterKey{l.span.PeerType, l.span.PfsClid, l.span.ClLabel}
+	ck, nk := spanKeys(&l.span)
 	cl := e.clusters[ck]
 	if cl == nil {
 		cl = &cluster{key: ck, nodes: make(map[nodeKey]*node)}
 		e.clusters[ck] = cl
 	}
-	nk := nodeKey{l.span.FsLabel, l.span.PfsFsid}
 	n := cl.nodes[nk]
-	if n == nil {
+	created := n == nil
+	if created {
 		n = &node{cluster: cl, key: nk, idx: len(e.nodes)}
 		cl.nodes[nk] = n
 		e.nodes = append(e.nodes, n)
@@ -102,6 +103,12 @@ func (e *Engine) attachLink(l *Link) {
 	n.links[i] = l
 	l.node = n
 	e.links++
+	e.chargeLink(l, created)
+}
+
+// spanKeys are the keys of the cluster and node a span is filed under.
+func spanKeys(s *dmsg.Span) (clusterKey, nodeKey) {
+	return clusterKey{s.PeerType, s.PfsClid, s.ClLabel}, nodeKey{s.FsLabel, s.PfsFsid}
 }
 
 // detachLink removes l from its node (and marks it dead) but leaves the
@@ -117,6 +124,7 @@ func (e *Engine) detachLink(l *Link) {
 	}
 	l.dead = true
 	e.links--
+	e.unchargeLink(l)
 }
 
 // nodeChanged is called after the link set of n changed: it re-selects n
@@ -129,6 +137,7 @@ func (e *Engine) nodeChanged(n *node) {
 }
 
 func (e *Engine) removeNode(n *node) {
+	e.unstarve(n)
 	last := e.nodes[len(e.nodes)-1]
 	e.nodes[n.idx] = last
 	last.idx = n.idx

@@ -47,7 +47,7 @@ func (e *Engine) openRelay(l *Link, c *Conn) *Relay {
 		e.log.Error("span: relay msgid reused while open", zap.String("link", c.peer.ID()), zap.Uint64("msgid", r.msgid))
 	}
 	c.sent[r.msgid] = r
-	e.relays++
+	e.chargeRelay(r)
 	return r
 }
 
@@ -59,7 +59,7 @@ func (e *Engine) closeRelay(r *Relay) {
 		delete(r.conn.sent, r.msgid)
 	}
 	r.tx.Close()
-	e.relays--
+	e.unchargeRelay(r)
 }
 
 // RelayClosed is called when the peer DELETEd one of our relays (it refused
@@ -74,7 +74,7 @@ func (e *Engine) RelayClosed(r *Relay) {
 		return
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if r.dead || r.conn.down {
 		return
 	}

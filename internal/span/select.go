@@ -12,6 +12,7 @@ import (
 type nodeConn struct {
 	relays  []relayRef // open relays, one per selected link
 	refused []*Link    // links the peer DELETEd: not offered again (PROTOCOL.md 4.4)
+	held    int32      // links of the node received on the connection (Budget.MaxSpansPerNode)
 }
 
 // relayRef keeps the link beside its relay so that comparing a selection
@@ -70,15 +71,25 @@ func (e *Engine) updateNode(n *node) {
 // relays are opened before unselected ones are closed (make before break):
 // the peer then never sees the node vanish in between, which would send a
 // needless withdrawal wave through the rest of the cluster.
+//
+// A selected link whose relay the relay budget holds back is missing; for
+// each missing one, a relay of a link still held but no longer selected
+// stays open in its place: a worse path is better than none while the
+// budget is short. resume retries the missing ones.
 func (e *Engine) reconcile(n *node, c *Conn) {
 	e.work++
 	nc := n.stateFor(c)
 	want := e.selectLinks(n, c, nc, e.scratch[:0])
+	missing := 0
 	for _, l := range want {
 		if c.dying {
 			break
 		}
 		if nc != nil && nc.has(l) {
+			continue
+		}
+		if !e.relayAllowed(l, c) {
+			missing++
 			continue
 		}
 		if r := e.openRelay(l, c); r != nil {
@@ -89,18 +100,24 @@ func (e *Engine) reconcile(n *node, c *Conn) {
 		}
 	}
 	if nc != nil {
-		e.dropUnselected(nc, want)
+		e.dropUnselected(nc, want, missing)
 	}
 	clear(want) // the scratch buffer must not pin links
 	e.scratch = want[:0]
 }
 
-func (e *Engine) dropUnselected(nc *nodeConn, want []*Link) {
+// dropUnselected closes the relays of links no longer in want, except up
+// to spare of them whose link is still held (stand-ins for missing ones).
+func (e *Engine) dropUnselected(nc *nodeConn, want []*Link, spare int) {
 	kept := nc.relays[:0]
 	for _, x := range nc.relays {
-		if containsLink(want, x.link) {
+		switch {
+		case containsLink(want, x.link):
 			kept = append(kept, x)
-		} else {
+		case spare > 0 && !x.link.dead:
+			spare--
+			kept = append(kept, x)
+		default:
 			e.closeRelay(x.r)
 		}
 	}

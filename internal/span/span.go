@@ -12,11 +12,18 @@ import (
 // recorded and the daemon refuses the span (REPLY|DELETE); ErrDuplicate is
 // a protocol violation (PROTOCOL.md 3) and should close the link, while
 // ErrOwnNode (our own node's advertisement, looped back) is routine.
+//
+// A span beyond a budget (budget.go) is refused with an error that Limit
+// names; a connection refused too often gets ErrRefusalFlood, and the
+// daemon closes its link.
 func (e *Engine) SpanReceived(c *Conn, msgid uint64, s dmsg.Span) (*Link, error) {
+	if err := e.precheck(c); err != nil {
+		return nil, e.refuse(c, err)
+	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if err := e.admit(c, msgid, &s); err != nil {
-		return nil, err
+		return nil, e.refuse(c, err)
 	}
 	l := &Link{conn: c, msgid: msgid, span: s, seq: e.nextSeq()}
 	c.links[msgid] = l
@@ -41,10 +48,8 @@ func (e *Engine) admit(c *Conn, msgid uint64, s *dmsg.Span) error {
 		return ErrDuplicate
 	case e.self != nil && s.PfsFsid == e.self.span.PfsFsid:
 		return ErrOwnNode
-	case e.maxSpans > 0 && len(c.links) >= e.maxSpans:
-		return ErrTooManySpans
 	}
-	return nil
+	return e.admitSpan(c, e.findNode(spanKeys(s)))
 }
 
 // SpanWithdrawn is called when the transaction of a received span ended
@@ -57,7 +62,7 @@ func (e *Engine) SpanWithdrawn(l *Link) {
 		return
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if l.dead || l.conn == nil {
 		return // our own advertisement is withdrawn with SetSelf(nil)
 	}
