@@ -16,6 +16,9 @@ var liveKeys = []string{
 	"keepalive.",
 	"shell.tcp",
 	"shell.remote",
+	"shell.tcp_privileged",
+	"shell.remote_privileged",
+	"tls.peers",
 }
 
 // IsLive reports whether a change of key can be applied to a running
