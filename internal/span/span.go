@@ -12,12 +12,14 @@ import (
 // recorded and the daemon refuses the span (REPLY|DELETE); ErrDuplicate is
 // a protocol violation (PROTOCOL.md 3) and should close the link.
 func (e *Engine) SpanReceived(c *Conn, msgid uint64, s dmsg.Span) (*Link, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	return e.SpanReceivedWith(c, msgid, s, Proof{})
+}
+
+func (e *Engine) spanReceived(c *Conn, msgid uint64, s dmsg.Span, p Proof) (*Link, error) {
 	if err := e.admit(c, msgid); err != nil {
 		return nil, err
 	}
-	l := &Link{conn: c, msgid: msgid, span: s, seq: e.nextSeq()}
+	l := &Link{conn: c, msgid: msgid, span: s, seq: e.nextSeq(), proof: p}
 	c.links[msgid] = l
 	e.attachLink(l)
 	e.nodeChanged(l.node)
