@@ -79,6 +79,15 @@ func parseClaims(p *Peer, key string, ps *problems) Claims {
 	return c
 }
 
+// EffectiveClaims returns the peer's claims: Claims as Load parsed them,
+// or, for a Peer built by hand, its Nodes parsed now.
+func (p *Peer) EffectiveClaims() Claims {
+	if p.Claims.Any || len(p.Claims.Labels) > 0 {
+		return p.Claims
+	}
+	return parseClaims(p, "", &problems{seen: map[string]bool{}, source: func(string) string { return "" }})
+}
+
 // PeerByKey returns the tls.peers entry pinning key, or nil.
 func (t *TLS) PeerByKey(key ed25519.PublicKey) *Peer {
 	for i := range t.Peers {

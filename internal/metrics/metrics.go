@@ -17,6 +17,7 @@ type Metrics struct {
 	reg        *prometheus.Registry
 	limits     *prometheus.CounterVec
 	violations *prometheus.CounterVec
+	trust      *prometheus.CounterVec // trust.go
 }
 
 // New returns a router's metrics, registered in a registry of their own.
@@ -33,6 +34,7 @@ func New() *Metrics {
 		}, []string{"kind"}),
 	}
 	m.reg.MustRegister(m.limits, m.violations)
+	m.trust = newTrust(m.reg)
 	return m
 }
 

@@ -29,6 +29,7 @@ func (r *Router) ourConn() dmsg.Conn {
 // (PROTOCOL.md section 10).
 func (l *link) sendConn(v2 bool) {
 	c := l.r.ourConn()
+	c.Caps |= l.ourCaps()
 	tx, err := l.conn.Open(dmsg.NewConnMsg(0, &c, v2), l.ourConnMsg)
 	if err != nil {
 		return // the link is already going down
@@ -109,6 +110,7 @@ func (l *link) acceptConn(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	if dmsg.Base(m.Cmd) == dmsg.LnkConnV2 {
 		l.fallbackToV2()
 	}
+	l.noteConn(&info, dmsg.Base(m.Cmd) == dmsg.LnkConnV2)
 	sc := l.r.engine.ConnUp(l, info)
 	l.mu.Lock()
 	l.peer, l.peerTx, l.spanConn = &info, tx, sc

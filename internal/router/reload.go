@@ -26,6 +26,7 @@ func (r *Router) Reload(newer *config.Config) ([]string, error) {
 		return nil, fmt.Errorf("reload refused: %w", err)
 	}
 	r.cfg.Store(newer)
+	r.reloadTrust(old, newer)
 	r.circuits.SetLimits(int(newer.Limits.CircuitQueueBytes), newer.Limits.CircuitStall, newer.Limits.MaxCircuits)
 	r.media.Set("config", newer.Targets())
 	r.media.KickAll()
