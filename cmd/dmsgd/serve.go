@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/router"
 )
 
@@ -33,7 +34,7 @@ func newServeCmd() *cobra.Command {
 }
 
 func runServe(cmd *cobra.Command, _ []string) error {
-	cfg, err := loadConfig(cmd)
+	cfg, err := loadConfig(cmd, config.WithTLSFiles())
 	if err != nil {
 		return err
 	}
@@ -42,6 +43,9 @@ func runServe(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer log.Sync()
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration: "+w.Msg, zap.String("key", w.Key), zap.String("at", w.String()))
+	}
 	inherited, err := activation.Listeners()
 	if err != nil {
 		return fmt.Errorf("socket activation: %w", err)
@@ -114,7 +118,7 @@ func reloadOnHangup(ctx context.Context, cmd *cobra.Command, r *router.Router, l
 }
 
 func reload(cmd *cobra.Command, r *router.Router, setLevel func(string)) error {
-	cfg, err := loadConfig(cmd)
+	cfg, err := loadConfig(cmd, config.WithTLSFiles())
 	if err != nil {
 		return err
 	}
