@@ -60,10 +60,11 @@ install: build
 	chmod 0644 $(DESTDIR)$(UNITDIR)/dmsgd.service
 	install -m 0644 deploy/systemd/dmsgd.socket $(DESTDIR)$(UNITDIR)/dmsgd.socket
 
-# Short fuzz runs of the frame decoder, the link state machine and circuit relaying.
+# Short fuzz runs of the frame decoder, signed advertisements, the link state machine and circuit relaying.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/dmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzFrame$$' -fuzztime $(FUZZTIME) ./internal/dmsg
+	$(GO) test -run '^$$' -fuzz '^FuzzSignedSpan$$' -fuzztime $(FUZZTIME) ./internal/dmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzLink$$' -fuzztime $(FUZZTIME) ./internal/iocom
 	$(GO) test -run '^$$' -fuzz '^FuzzCircuit$$' -fuzztime $(FUZZTIME) ./internal/circ
 
