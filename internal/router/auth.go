@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -35,6 +36,8 @@ type linkTrust struct {
 	// signed (under link.mu) says signed advertisements are in force on
 	// the link: both LNK_CONNs, in the dmsgd form, set SIGNED_SPANS.
 	signed bool
+	// broken counts the broken signed records the peer sent (sigspan.go).
+	broken atomic.Int32
 }
 
 // shellOrigin classifies a new link as a carrier of shell commands.

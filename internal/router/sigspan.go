@@ -100,8 +100,18 @@ func (l *link) signRelay(m *dmsg.Msg, rel *span.Relay) {
 	}
 }
 
-// errForged wraps every reason a signed advertisement is refused.
-var errForged = errors.New("forged advertisement")
+// errForged wraps every reason a signed advertisement is refused;
+// errBroken those that no correct router produces (a record that does
+// not parse or whose signatures or path do not check), as opposed to a
+// good signature by a key not pinned for the node.
+var (
+	errForged = errors.New("forged advertisement")
+	errBroken = errors.New("broken record")
+)
+
+// maxBrokenRecords is how many broken records a link may send before it
+// is closed: each one can cost the router up to 18 signature checks.
+const maxBrokenRecords = 16
 
 // judgeSpan decides what a LNK_SPAN received on l may be: refused (an
 // error: a claim its sender may not make, or a forged signature), held
@@ -115,14 +125,14 @@ func (l *link) judgeSpan(m *dmsg.Msg, s *dmsg.Span) (span.Proof, error) {
 		return span.Proof{}, nil
 	}
 	if len(m.Aux) > dmsg.SignedMaxSize {
-		return span.Proof{}, fmt.Errorf("%w: %d bytes of aux data", errForged, len(m.Aux))
+		return span.Proof{}, fmt.Errorf("%w, %w: %d bytes of aux data", errForged, errBroken, len(m.Aux))
 	}
 	rec, err := dmsg.ParseSignedSpan(bytes.Clone(m.Aux))
 	if err == nil {
 		err = rec.Check(s, l.r.signer.id.Pub, l.trust.tlsKey)
 	}
 	if err != nil {
-		return span.Proof{}, fmt.Errorf("%w: %w", errForged, err)
+		return span.Proof{}, fmt.Errorf("%w, %w: %w", errForged, errBroken, err)
 	}
 	cfg := l.r.Config()
 	p, ok := trustRecord(&cfg.TLS, rec, s)
@@ -163,12 +173,18 @@ func (r *Router) rejudge(s dmsg.Span, old span.Proof) span.Proof {
 	return p
 }
 
-// spanRefusedForTrust logs and counts a LNK_SPAN judgeSpan refused.
+// spanRefusedForTrust logs and counts a LNK_SPAN judgeSpan refused, and
+// closes a link that keeps sending broken records.
 func (l *link) spanRefusedForTrust(s *dmsg.Span, err error) {
 	fields := append(l.trustFields(), zap.String("fs_label", s.FsLabel), zap.Uint32("dist", s.Dist), zap.Error(err))
 	if errors.Is(err, errForged) {
 		l.r.metrics.TrustRefused(metrics.TrustSpanSignature)
 		l.r.events.Warn(eventSpanForged, "LNK_SPAN refused: its signature does not verify", fields...)
+		if errors.Is(err, errBroken) && l.trust.broken.Add(1) == maxBrokenRecords {
+			l.conn.Logger().Warn("link closed: it keeps sending broken signed advertisements",
+				append(l.trustFields(), zap.Int("broken", maxBrokenRecords))...)
+			l.conn.Close()
+		}
 		return
 	}
 	l.r.metrics.TrustRefused(metrics.TrustSpanClaim)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
@@ -398,5 +399,39 @@ func TestALibdmsgPeerStillCarriesSpansBesideSignedLinks(t *testing.T) {
 		if c, err := m.Conn(); err == nil && c.Caps != 0 {
 			t.Fatalf("the C peer was offered caps %#x", c.Caps)
 		}
+	}
+}
+
+// A peer that keeps sending records that fail their checks (each may cost
+// many signature checks) loses its link after 16; other refusals do not
+// count.
+func TestAPeerSendingBrokenSignedRecordsIsClosed(t *testing.T) {
+	ka, km := newNodeKey(t, "a"), newNodeKey(t, "mallory")
+	a := newRouter(t, "a", withTLS(ka, map[string]nodeKey{"mallory": km}), withKeepaliveTimeout(time.Minute))
+	p := dialRawTLS(t, a.addr(), km)
+	conn := routerLNKConn("mallory")
+	conn.Caps = dmsg.CapSignedSpans
+	p.send(connMsg(conn, false, 0x1000))
+	p.spanOf("a")
+	for i := range uint64(15) {
+		own := routerSpan("mallory")
+		rec := dmsg.ExtendSignedSpan(dmsg.SignSpan(km.priv, 1, &own), ka.pub, km.priv)
+		rec[0x190] ^= 1 // the origin signature
+		if ans := advertiseRaw(p, 0x3000+i, own, rec); !refusedParam(ans) {
+			t.Fatalf("broken record %d answered %s", i, dmsg.CmdString(ans.Cmd))
+		}
+	}
+	if err := a.Holds("mallory"); err == nil {
+		t.Fatal("a holds mallory from a broken record")
+	}
+	own := routerSpan("mallory")
+	rec := dmsg.ExtendSignedSpan(dmsg.SignSpan(km.priv, 1, &own), ka.pub, km.priv)
+	rec[len(rec)-1] ^= 1
+	m := dmsg.NewSpanMsg(dmsg.FlagCreate, &own)
+	m.MsgID = 0x4000
+	m.SetAux(rec)
+	p.send(m)
+	if err := p.waitEOF(); !closedByRouter(err) {
+		t.Fatalf("the link ended with %v, want the router to close it", err)
 	}
 }
