@@ -68,11 +68,12 @@ install: build
 		install -m 0644 deploy/systemd/dmsgd.service.d/notify.conf $(DESTDIR)$(UNITDIR)/dmsgd.service.d/notify.conf; \
 	fi
 
-# Short fuzz runs of the frame decoder, the link state machine, circuit
-# relaying and the span engine's budget bookkeeping.
+# Short fuzz runs of the frame decoder, signed advertisements, the link state
+# machine, circuit relaying and the span engine's budget bookkeeping.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/dmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzFrame$$' -fuzztime $(FUZZTIME) ./internal/dmsg
+	$(GO) test -run '^$$' -fuzz '^FuzzSignedSpan$$' -fuzztime $(FUZZTIME) ./internal/dmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzLink$$' -fuzztime $(FUZZTIME) ./internal/iocom
 	$(GO) test -run '^$$' -fuzz '^FuzzCircuit$$' -fuzztime $(FUZZTIME) ./internal/circ
 	$(GO) test -run '^$$' -fuzz '^FuzzBudget$$' -fuzztime $(FUZZTIME) ./internal/span

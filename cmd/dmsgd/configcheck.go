@@ -25,7 +25,9 @@ func newConfigCheckCmd() *cobra.Command {
 		Use:   "check [--config FILE | FILE]",
 		Short: "Validate a configuration file",
 		Long: "Validate a configuration file, including the DMSGD_* environment " +
-			"overrides. Prints FILE: ok, or one FILE:LINE: key: problem line per " +
+			"overrides, and read the TLS certificate and key it names. Prints " +
+			"FILE: ok (after a FILE:LINE: key: warning: ... line on stderr for " +
+			"each risky setting), or one FILE:LINE: key: problem line per " +
 			"problem on stderr and exits 1.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: runConfigCheck,
@@ -40,12 +42,15 @@ func runConfigCheck(cmd *cobra.Command, args []string) error {
 	if path == "" {
 		return errors.New("config check: no configuration file given")
 	}
-	_, err := config.Load(path, configOptions(cmd)...)
+	cfg, err := config.Load(path, append(configOptions(cmd), config.WithTLSFiles())...)
 	stderr := cmd.ErrOrStderr()
 	var ve *config.ValidationError
 	var pe *fs.PathError
 	switch {
 	case err == nil:
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintln(stderr, w.String())
+		}
 		fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", path)
 		return nil
 	case errors.As(err, &ve):

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -106,5 +108,54 @@ func TestTheShippedConfigsPassConfigCheck(t *testing.T) {
 		if code != 0 || stdout != f+": ok\n" {
 			t.Errorf("dmsgd config check %s: code %d\n%s%s", f, code, stdout, stderr)
 		}
+	}
+}
+
+func TestConfigCheckWarnsAndReadsTheTLSFiles(t *testing.T) {
+	clearDmsgdEnv(t)
+	dir := t.TempDir()
+	if _, err := ensureKeyPair(dir, "node-a", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	other := t.TempDir()
+	if _, err := ensureKeyPair(other, "node-x", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	plain := writeFile(t, "plain.yaml", "listen:\n  - tcp://0.0.0.0:9870\ntls:\n  insecure_plain_tcp: true\n")
+	good := writeFile(t, "tls.yaml", fmt.Sprintf("listen: [tls://127.0.0.1:9870]\ntls:\n  cert: %s/node.crt\n  key: %s/node.key\n", dir, dir))
+	mismatch := writeFile(t, "mismatch.yaml", fmt.Sprintf("listen: [tls://127.0.0.1:9870]\ntls:\n  cert: %s/node.crt\n  key: %s/node.key\n", dir, other))
+	missing := writeFile(t, "missing.yaml", fmt.Sprintf("listen: [tls://127.0.0.1:9870]\ntls:\n  cert: %s/none.crt\n  key: %s/node.key\n", dir, dir))
+
+	tests := []struct {
+		name       string
+		file       string
+		wantCode   int
+		wantStdout string
+		wantStderr []string // prefixes, one per line
+	}{
+		{"a plain listener off loopback passes with a warning", plain, 0, plain + ": ok\n",
+			[]string{plain + ":2: listen[0]: warning: tcp://0.0.0.0:9870 is plain TCP on a non-loopback address"}},
+		{"a certificate and its key pass", good, 0, good + ": ok\n", nil},
+		{"a key that is not the certificate's fails at tls.key", mismatch, 1, "",
+			[]string{mismatch + ":4: tls.key: " + other + "/node.key is not the key of tls.cert"}},
+		{"a missing certificate fails at tls.cert", missing, 1, "",
+			[]string{missing + ":3: tls.cert: cannot read " + dir + "/none.crt: no such file or directory"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, stderr, code := runDmsgd(t, "config", "check", "--config", tt.file)
+			lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+			if stderr == "" {
+				lines = nil
+			}
+			ok := code == tt.wantCode && stdout == tt.wantStdout && len(lines) == len(tt.wantStderr)
+			for i := 0; ok && i < len(lines); i++ {
+				ok = strings.HasPrefix(lines[i], tt.wantStderr[i])
+			}
+			if !ok {
+				t.Errorf("code %d stdout %q stderr:\n%s\nwant code %d, stdout %q, stderr lines starting %q",
+					code, stdout, stderr, tt.wantCode, tt.wantStdout, tt.wantStderr)
+			}
+		})
 	}
 }

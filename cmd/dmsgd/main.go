@@ -137,15 +137,16 @@ func configPath(cmd *cobra.Command) (string, bool) {
 // loadConfig loads the configuration a command runs with: the --config
 // file, or only defaults and the environment when --config was not given
 // and the default file does not exist; --log-level and --log-format
-// override the file.
-func loadConfig(cmd *cobra.Command) (*config.Config, error) {
+// override the file. extra adds load options (the daemon reads its TLS
+// files with config.WithTLSFiles).
+func loadConfig(cmd *cobra.Command, extra ...config.Option) (*config.Config, error) {
 	path, explicit := configPath(cmd)
 	if !explicit {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			path = ""
 		}
 	}
-	cfg, err := config.Load(path, configOptions(cmd)...)
+	cfg, err := config.Load(path, append(configOptions(cmd), extra...)...)
 	if err != nil {
 		var ve *config.ValidationError
 		if errors.As(err, &ve) {

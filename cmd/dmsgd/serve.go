@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/router"
 )
 
@@ -39,7 +40,7 @@ func runServe(cmd *cobra.Command, _ []string) error {
 	if err := requireConfigFile(cmd); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(cmd)
+	cfg, err := loadConfig(cmd, config.WithTLSFiles())
 	if err != nil {
 		return err
 	}
@@ -48,6 +49,9 @@ func runServe(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer log.Sync()
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration: "+w.Msg, zap.String("key", w.Key), zap.String("at", w.String()))
+	}
 	inherited, err := activation.Listeners()
 	if err != nil {
 		return fmt.Errorf("socket activation: %w", err)
@@ -127,7 +131,7 @@ func reloadOnHangup(ctx context.Context, cmd *cobra.Command, r *router.Router, l
 }
 
 func reload(cmd *cobra.Command, r *router.Router, setLevel func(string)) ([]string, error) {
-	cfg, err := loadConfig(cmd)
+	cfg, err := loadConfig(cmd, config.WithTLSFiles())
 	if err != nil {
 		r.ReloadInvalid()
 		return nil, fmt.Errorf("reload refused: %w", err)

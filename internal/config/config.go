@@ -26,6 +26,15 @@ const (
 	ShellTCPAll      = "all"
 )
 
+// Privileged shell policies (shell.tcp_privileged, shell.remote_privileged):
+// which links may run privileged shell commands (docs/INTERFACE.md).
+const (
+	PrivilegedOff      = "off"      // none
+	PrivilegedLoopback = "loopback" // unix sockets and TCP from a loopback address
+	PrivilegedPinned   = "pinned"   // TLS links whose peer presented a key in tls.peers
+	PrivilegedAll      = "all"      // every link
+)
+
 // Log levels (log.level) and formats (log.format).
 const (
 	LogDebug = "debug"
@@ -67,6 +76,8 @@ type Config struct {
 	// explicit holds the keys set by the file, the environment or an
 	// override rather than by a default.
 	explicit map[string]bool
+	// warnings are what Load found risky but valid.
+	warnings []Problem
 }
 
 // Shell configures the debug shell.
@@ -77,8 +88,16 @@ type Shell struct {
 	// TCP says which TCP peers may run shell commands: ShellTCPOff,
 	// ShellTCPLoopback or ShellTCPAll.
 	TCP string `mapstructure:"tcp"`
-	// Remote allows `@node` shell commands arriving over circuits.
+	// Remote allows read-only shell commands arriving over circuits (the
+	// far half of `@node`).
 	Remote bool `mapstructure:"remote"`
+	// TCPPrivileged says which TCP peers, among those TCP admits, may also
+	// run privileged commands: a Privileged* policy.
+	TCPPrivileged string `mapstructure:"tcp_privileged"`
+	// RemotePrivileged says over which links a circuit must have arrived
+	// for privileged commands inside it to run (Remote must allow it too):
+	// a Privileged* policy.
+	RemotePrivileged string `mapstructure:"remote_privileged"`
 }
 
 // Node is this router's own advertisement.
@@ -87,8 +106,11 @@ type Node struct {
 	Advertise bool `mapstructure:"advertise"`
 	// Label is fs_label; the host name by default.
 	Label string `mapstructure:"label"`
-	// ID is pfs_fsid; uuid.NewSHA1(uuid.NameSpaceOID, Label) by default.
+	// ID is pfs_fsid; uuid.NewSHA1(uuid.NameSpaceOID, Label) by default,
+	// or KeyNodeID of the TLS key with IDFromKey.
 	ID uuid.UUID `mapstructure:"id"`
+	// IDFromKey derives ID from the public key of tls.key (KeyNodeID).
+	IDFromKey bool `mapstructure:"id_from_key"`
 	// ClusterLabel is cl_label.
 	ClusterLabel string `mapstructure:"cluster_label"`
 	// ClusterID is pfs_clid; uuid.NewSHA1(uuid.NameSpaceOID, ClusterLabel)
@@ -154,15 +176,23 @@ type TLS struct {
 	// InsecurePlainTCP allows tcp:// listeners and span: targets on
 	// non-loopback addresses.
 	InsecurePlainTCP bool `mapstructure:"insecure_plain_tcp"`
+	// Identity is this node's key pair, read from Cert and Key when Load
+	// was asked to read the TLS files (WithTLSFiles); nil otherwise.
+	Identity *Identity `mapstructure:"-"`
 }
 
-// Peer is a pinned peer public key.
+// Peer is a pinned peer public key and the nodes it may speak for.
 type Peer struct {
 	Name string `mapstructure:"name"`
 	// PubKey is "ed25519:<base64 of 32 bytes>".
 	PubKey string `mapstructure:"pubkey"`
+	// Nodes lists the node labels and node ids (UUIDs) this key may
+	// advertise as their origin, or "*" for any node (see Claims).
+	Nodes []string `mapstructure:"nodes"`
 	// Key is PubKey parsed.
 	Key ed25519.PublicKey `mapstructure:"-"`
+	// Claims is Nodes parsed, with its defaults applied.
+	Claims Claims `mapstructure:"-"`
 }
 
 // Limits bound the resources peers can make the router commit.
@@ -214,9 +244,11 @@ type Metrics struct {
 func Defaults() *Config {
 	return &Config{
 		Shell: Shell{
-			Socket: DefaultShellSocket,
-			TCP:    ShellTCPLoopback,
-			Remote: true,
+			Socket:           DefaultShellSocket,
+			TCP:              ShellTCPLoopback,
+			Remote:           true,
+			TCPPrivileged:    PrivilegedOff,
+			RemotePrivileged: PrivilegedOff,
 		},
 		Node: Node{
 			Advertise:    true,
@@ -260,6 +292,10 @@ func defaultLabel() string {
 func NodeIDFor(label string) uuid.UUID {
 	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(label))
 }
+
+// Warnings returns what Load found valid but risky, in file order: each
+// Problem has Warning set.
+func (c *Config) Warnings() []Problem { return c.warnings }
 
 // IsSet reports whether key (such as "log.format") was set by the config
 // file, the environment or an override rather than left at its default.

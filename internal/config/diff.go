@@ -17,6 +17,9 @@ var liveKeys = []string{
 	"shell.tcp",
 	"shell.remote",
 	"metrics.ready_targets",
+	"shell.tcp_privileged",
+	"shell.remote_privileged",
+	"tls.peers",
 }
 
 // IsLive reports whether a change of key can be applied to a running

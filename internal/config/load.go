@@ -16,6 +16,7 @@ type Option func(*loadOptions)
 
 type loadOptions struct {
 	overrides map[string]override
+	tlsFiles  bool
 }
 
 type override struct {
@@ -35,14 +36,23 @@ func WithOverride(key string, value any, source string) Option {
 	}
 }
 
+// WithTLSFiles makes Load also read the TLS files the configuration names
+// (tls.cert and tls.key): they must parse and belong together, problems
+// are reported at their keys, TLS.Identity is filled and node.id_from_key
+// takes effect. The daemon loads its configuration this way; tools that
+// only need the shell socket do not.
+func WithTLSFiles() Option {
+	return func(o *loadOptions) { o.tlsFiles = true }
+}
+
 // Load reads the YAML file at path (none when path is ""), applies
 // defaults, DMSGD_<SECTION>_<KEY> environment overrides and opts, and
 // validates the result. A file that cannot be read is a plain error; a
 // configuration with problems returns a *ValidationError listing all of
 // them, and no Config.
 //
-// Validation is static: Load never touches the network and never reads
-// the TLS files it names.
+// Validation is static: Load never touches the network, and reads the TLS
+// files it names only WithTLSFiles.
 func Load(path string, opts ...Option) (*Config, error) {
 	var o loadOptions
 	for _, opt := range opts {
@@ -111,9 +121,15 @@ func Load(path string, opts ...Option) (*Config, error) {
 	}
 
 	validate(cfg, ps)
+	ws := &problems{file: ps.file, root: ps.root, source: ps.source, seen: make(map[string]bool), warning: true}
+	if len(ps.list) == 0 && o.tlsFiles {
+		checkTLSFiles(cfg, ps, ws)
+	}
 	if len(ps.list) > 0 {
 		return nil, &ValidationError{Problems: ps.sorted()}
 	}
+	warn(cfg, ws)
+	cfg.warnings = ws.sorted()
 	return cfg, nil
 }
 

@@ -108,10 +108,13 @@ shell:
   socket: ./run/shell.sock
   tcp: off
   remote: false
+  tcp_privileged: loopback
+  remote_privileged: pinned
 node:
   advertise: false
   label: node-a
   id: 6ba7b812-9dad-11d1-80b4-00c04fd430c8
+  id_from_key: false
   cluster_label: lab
   cluster_id: ""
   peer_type: 3
@@ -135,6 +138,7 @@ tls:
   peers:
     - name: node-b
       pubkey: "ed25519:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+      nodes: [node-b, b-backup, 0f3b1c2a-7d4e-4f60-9a8b-1c2d3e4f5a6b]
   insecure_plain_tcp: false
 limits:
   max_links: 10
@@ -163,7 +167,8 @@ metrics:
 	}
 	want := &Config{
 		Listen: []string{"tls://0.0.0.0:987", "tcp://127.0.0.1:9870", "unix://./run/dmsgd.sock"},
-		Shell:  Shell{Socket: "./run/shell.sock", TCP: ShellTCPOff, Remote: false},
+		Shell: Shell{Socket: "./run/shell.sock", TCP: ShellTCPOff, Remote: false,
+			TCPPrivileged: PrivilegedLoopback, RemotePrivileged: PrivilegedPinned},
 		Node: Node{
 			Advertise:    false,
 			Label:        "node-a",
@@ -180,6 +185,9 @@ metrics:
 		}}},
 		TLS: TLS{Cert: "node.crt", Key: "node.key", Peers: []Peer{{
 			Name: "node-b", PubKey: "ed25519:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", Key: pub,
+			Nodes: []string{"node-b", "b-backup", "0f3b1c2a-7d4e-4f60-9a8b-1c2d3e4f5a6b"},
+			Claims: Claims{Labels: []string{"node-b", "b-backup"},
+				IDs: []uuid.UUID{uuid.MustParse("0f3b1c2a-7d4e-4f60-9a8b-1c2d3e4f5a6b")}},
 		}}},
 		Limits: Limits{
 			MaxLinks: 10, MaxSpansPerLink: 20, MaxSpansPerNode: 3, MaxSpans: 40, MaxNodes: 50, MaxRelays: 60,

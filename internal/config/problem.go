@@ -24,6 +24,9 @@ type Problem struct {
 	Key string
 	// Msg says what is wrong.
 	Msg string
+	// Warning marks something valid but risky: it does not make the
+	// configuration invalid.
+	Warning bool
 }
 
 // String formats the problem as "FILE:LINE: key: problem", leaving out the
@@ -39,6 +42,9 @@ func (p Problem) String() string {
 	}
 	if p.Key != "" {
 		b.WriteString(p.Key + ": ")
+	}
+	if p.Warning {
+		b.WriteString("warning: ")
 	}
 	b.WriteString(p.Msg)
 	return b.String()
@@ -68,11 +74,13 @@ type problems struct {
 	source func(key string) string
 	list   []Problem
 	seen   map[string]bool
+	// warning marks every problem added as a Warning.
+	warning bool
 }
 
 // add records a problem with key, located in the file when possible.
 func (ps *problems) add(key, format string, args ...any) {
-	p := Problem{File: ps.file, Key: key, Msg: fmt.Sprintf(format, args...)}
+	p := Problem{File: ps.file, Key: key, Msg: fmt.Sprintf(format, args...), Warning: ps.warning}
 	if src := ps.source(key); src != "" {
 		p.Msg += " (set by " + src + ")"
 	} else {

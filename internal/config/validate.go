@@ -79,6 +79,16 @@ func validateShell(c *Config, ps *problems) {
 	if strings.ContainsRune(c.Shell.Socket, 0) {
 		ps.add("shell.socket", "contains a NUL byte")
 	}
+	for _, f := range []struct{ key, v string }{
+		{"shell.tcp_privileged", c.Shell.TCPPrivileged},
+		{"shell.remote_privileged", c.Shell.RemotePrivileged},
+	} {
+		switch f.v {
+		case PrivilegedOff, PrivilegedLoopback, PrivilegedPinned, PrivilegedAll:
+		default:
+			ps.add(f.key, "must be off, loopback, pinned or all, not %q", f.v)
+		}
+	}
 }
 
 func validateLabel(ps *problems, key, label string, required bool) {
@@ -95,6 +105,14 @@ func validateLabel(ps *problems, key, label string, required bool) {
 func validateNode(c *Config, ps *problems) {
 	validateLabel(ps, "node.label", c.Node.Label, true)
 	validateLabel(ps, "node.cluster_label", c.Node.ClusterLabel, false)
+	if c.Node.IDFromKey {
+		if c.IsSet("node.id") {
+			ps.add("node.id_from_key", "node.id is set too; the node id comes from one or the other")
+		}
+		if !hasTLSKeys(c) {
+			ps.add("node.id_from_key", "needs tls.cert and tls.key: the id is derived from that key")
+		}
+	}
 }
 
 func validateKeepalive(c *Config, ps *problems) {
@@ -188,16 +206,16 @@ func validateTLS(c *Config, ps *problems) {
 			names[p.Name] = i
 		}
 		k, err := ParsePubKey(p.PubKey)
-		if err != nil {
+		switch j, dup := keys[string(k)]; {
+		case err != nil:
 			ps.add(key+".pubkey", "%v", err)
-			continue
-		}
-		if j, dup := keys[string(k)]; dup {
+		case dup:
 			ps.add(key+".pubkey", "is already the key of tls.peers[%d]", j)
-			continue
+		default:
+			keys[string(k)] = i
+			p.Key = k
 		}
-		keys[string(k)] = i
-		p.Key = k
+		p.Claims = parseClaims(p, key, ps)
 	}
 }
 

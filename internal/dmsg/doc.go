@@ -1,6 +1,7 @@
 // Package dmsg owns the DMSG wire format: the 64-byte base header, command
 // constants and flags, the typed extended headers of every command dmsgd
 // speaks (LNK_CONN in both generations, LNK_SPAN, LNK_CIRC, LNK_VOLCONF),
+// the signed router advertisement a LNK_SPAN may carry (sig.go),
 // CRC-32C sealing and checking, the per-link salt sequence, opposite-endian
 // input and the limits that must be checked before memory is committed.
 //

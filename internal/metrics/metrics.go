@@ -22,6 +22,7 @@ type Metrics struct {
 	limits     *prometheus.CounterVec
 	violations *prometheus.CounterVec
 	op         ops
+	trust      *prometheus.CounterVec // trust.go
 }
 
 // New returns a router's metrics, registered in a registry of their own.
@@ -40,6 +41,7 @@ func New() *Metrics {
 	m.reg.MustRegister(m.limits, m.violations)
 	m.op = newOps()
 	m.op.register(m.reg)
+	m.trust = newTrust(m.reg)
 	return m
 }
 

@@ -47,9 +47,17 @@ func (l *link) carriesCircuits() bool {
 }
 
 // AcceptCircuit ends a circuit at this router (its own node): it accepts
-// it and serves shell commands inside it when shell.remote allows.
+// it and serves shell commands inside it, judged by the link the circuit
+// arrived on (auth.go).
 func (r *Router) AcceptCircuit(tx *iocom.Tx) iocom.TxHandler {
-	ep := &circuitShell{r: r, tx: tx}
+	r.mu.Lock()
+	via := r.links[tx.Conn().ID()]
+	r.mu.Unlock()
+	if via == nil {
+		tx.CloseError(dmsg.ErrCantCirc) // the link is going away
+		return nil
+	}
+	ep := &circuitShell{r: r, tx: tx, via: via}
 	scope, err := tx.Conn().OpenScope(tx.MsgID(), false, ep)
 	if err != nil {
 		tx.CloseError(dmsg.ErrCantCirc)
@@ -72,6 +80,7 @@ func (r *Router) AcceptCircuit(tx *iocom.Tx) iocom.TxHandler {
 type circuitShell struct {
 	r       *Router
 	tx      *iocom.Tx // the circuit's LNK_CIRC
+	via     *link     // the link it arrived on
 	scope   *iocom.Scope
 	session *shell.Session
 }
@@ -90,14 +99,10 @@ func (c *circuitShell) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
 		msg.SetAux(append([]byte(text), 0))
 		c.scope.SendOneWay(msg)
 	}
-	if !c.r.Config().Shell.Remote {
-		out("remote shell refused: shell.remote is false on " + c.r.label + "\n")
-		out(shell.Prompt)
-		return
-	}
 	if c.session == nil {
 		noPing := func() error { return errors.New("not over a circuit") }
 		c.session = shell.NewSession(c.r, out, noPing, c.r.spawn)
+		c.session.SetAuthorizer(c.via.authorizer(shell.CarrierCircuit))
 	}
 	line := strings.TrimRight(string(m.Aux), "\x00")
 	// Debug: `dmsgd map` asks every router for its tree this way.
@@ -115,14 +120,17 @@ func (r *Router) Remote(label, line string) []string {
 	if label == r.label {
 		var out []string
 		s := shell.NewSession(r, func(t string) { out = append(out, t) }, func() error { return nil }, nil)
+		s.SetAuthorizer(shell.AllowAll) // the caller judged the whole `@node` line
 		s.Exec(line)
 		if n := len(out); n > 0 && out[n-1] == shell.Prompt {
 			out = out[:n-1]
 		}
 		return out
 	}
-	via, spanID, found := r.bestSpan(label)
+	via, spanID, found, unverified := r.bestSpan(label)
 	switch {
+	case via == nil && unverified:
+		return []string{"@" + label + ": no verified advertisement of that node (its key is pinned in tls.peers)\n"}
 	case via == nil && found:
 		return []string{"@" + label + ": reachable only through libdmsg 2014+ links, which carry no circuits\n"}
 	case via == nil:
@@ -139,26 +147,34 @@ func (r *Router) Remote(label, line string) []string {
 
 // bestSpan finds the link and msgid of the best span held for the node
 // labelled label over a link that carries circuits. found reports whether
-// any span for the node is held at all.
-func (r *Router) bestSpan(label string) (via *link, msgid uint64, found bool) {
+// any span for the node is held at all. A node whose key is pinned
+// (tls.peers) is reached only over a verified advertisement: unverified
+// reports one held without.
+func (r *Router) bestSpan(label string) (via *link, msgid uint64, found, unverified bool) {
 	snap := r.engine.Snapshot()
+	cfg := r.Config()
 	for _, c := range snap.Clusters {
 		for _, n := range c.Nodes {
 			if n.FsLabel != label || len(n.Links) == 0 {
 				continue
 			}
 			found = true
+			keyedNode := keyed(&cfg.TLS, n.FsLabel, n.PfsFsid)
 			for _, sl := range n.Links {
+				if keyedNode && !sl.Verified {
+					unverified = true
+					continue
+				}
 				r.mu.Lock()
 				l := r.links[sl.Via]
 				r.mu.Unlock()
 				if l != nil && l.carriesCircuits() {
-					return l, sl.MsgID, true
+					return l, sl.MsgID, true, false
 				}
 			}
 		}
 	}
-	return nil, 0, found
+	return nil, 0, found, unverified
 }
 
 // remoteCall is one `@node` exchange on our side of a circuit.

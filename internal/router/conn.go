@@ -29,6 +29,7 @@ func (r *Router) ourConn() dmsg.Conn {
 // (PROTOCOL.md section 10).
 func (l *link) sendConn(v2 bool) {
 	c := l.r.ourConn()
+	c.Caps |= l.ourCaps()
 	tx, err := l.conn.Open(dmsg.NewConnMsg(0, &c, v2), l.ourConnMsg)
 	if err != nil {
 		return // the link is already going down
@@ -115,6 +116,7 @@ func (l *link) acceptConn(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	l.mu.Lock()
 	l.peerV2 = v2
 	l.mu.Unlock()
+	l.noteConn(&info, v2)
 	l.identify(info)
 	l.circuits.SetRouterPeer(info.PeerType == dmsg.PeerRouter)
 	sc := l.r.engine.ConnUp(l, info)

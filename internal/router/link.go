@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"crypto/ed25519"
 	"net"
 	"sync"
 	"time"
@@ -20,11 +21,11 @@ import (
 // spans received on it, and its shell session. It is the span engine's
 // Peer for the link.
 type link struct {
-	r       *Router
-	id      string
-	conn    *iocom.Conn
-	opts    linkOptions
-	shellOK bool
+	r     *Router
+	id    string
+	conn  *iocom.Conn
+	opts  linkOptions
+	trust linkTrust // auth.go
 
 	circuits *circ.Table // circuits relayed over this link
 
@@ -48,6 +49,8 @@ type linkOptions struct {
 	target      config.Target // for outbound links
 	shellSocket bool          // accepted on the shell socket
 	tlsPeer     string        // the tls.peers name a TLS handshake authenticated
+
+	tlsKey ed25519.PublicKey // the pinned key it presented (auth.go)
 }
 
 // startLink runs a new link over nc, or refuses it when the router is at
@@ -66,7 +69,7 @@ func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 		return nil
 	}
 	l := &link{r: r, id: r.newLinkID(), opts: opts}
-	l.shellOK = opts.shellSocket || shellAllowed(cfg.Shell.TCP, nc)
+	l.trust.origin, l.trust.tlsKey = shellOrigin(nc, opts), opts.tlsKey
 	log := r.log
 	if opts.shellSocket {
 		log = quietLogger(log) // quietlog.go
@@ -128,22 +131,6 @@ func (l *link) reap() {
 	delete(l.r.links, l.id)
 	l.r.countDown(l, reason)
 	l.r.mu.Unlock()
-}
-
-// shellAllowed applies shell.tcp to a link: unix peers are authorised by
-// the socket's permissions, TCP peers by policy.
-func shellAllowed(policy string, nc net.Conn) bool {
-	addr, ok := nc.RemoteAddr().(*net.TCPAddr)
-	if !ok {
-		return true
-	}
-	switch policy {
-	case config.ShellTCPAll:
-		return true
-	case config.ShellTCPLoopback:
-		return addr.IP.IsLoopback()
-	}
-	return false
 }
 
 // ID is the link id, for the engine and the tree.

@@ -40,6 +40,7 @@ func (r *Router) dial(ctx context.Context, t config.Target) (*link, error) {
 		nc, err = r.dialTLS(ctx, t)
 		if err == nil {
 			opts.tlsPeer = peerName(r.Config().TLS, nc.(*tls.Conn).ConnectionState())
+			opts.tlsKey = peerKey(nc.(*tls.Conn).ConnectionState())
 		} else {
 			r.countTLSFailure(dirOutbound, err)
 		}

@@ -31,6 +31,7 @@ func (r *Router) Reload(newer *config.Config) ([]string, error) {
 	}
 	r.metrics.ConfigReload(metrics.ReloadApplied)
 	r.cfg.Store(newer)
+	r.reloadTrust(old, newer)
 	r.circuits.SetLimits(int(newer.Limits.CircuitQueueBytes), newer.Limits.CircuitStall, newer.Limits.MaxCircuits)
 	r.circuits.SetMaxPerLink(newer.Limits.MaxCircuitsPerLink)
 	r.media.Set("config", newer.Targets())

@@ -29,6 +29,7 @@ import (
 type Router struct {
 	log      *zap.Logger
 	engine   *span.Engine
+	signer   *signer // our key, when we have one (sigspan.go)
 	circuits *circ.Relay
 	media    *volconf.Manager
 	nodeID   uuid.UUID
@@ -82,6 +83,13 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 		events:  ratelog.New(log, 0),
 		metrics: metrics.New(),
 	}
+	r.signer = loadSigner(cfg, log)
+	if cfg.Node.IDFromKey && r.signer.id != nil {
+		r.nodeID = config.KeyNodeID(r.signer.id.Pub)
+		c := *cfg
+		c.Node.ID = r.nodeID
+		cfg = &c
+	}
 	r.cfg.Store(cfg)
 	r.engine = span.New(r.spanConfig(cfg, 0))
 	r.circuits = circ.New(circ.Config{
@@ -115,6 +123,9 @@ func (r *Router) spanConfig(cfg *config.Config, rnss uint32) span.Config {
 		Logger:  r.log,
 		Metrics: r.metrics,
 		Events:  r.events,
+	}
+	if r.signer.id != nil {
+		sc.SignSelf = r.signer.signSelf
 	}
 	if cfg.Node.Advertise {
 		sc.Self = &dmsg.Span{
@@ -179,7 +190,7 @@ func (r *Router) listen(addr string) (net.Listener, error) {
 	if err != nil || pl.Network != config.NetworkTLS {
 		return iocom.Listen(addr)
 	}
-	tc, err := tlsConfig(r.Config().TLS)
+	tc, err := tlsConfig(r.Config().TLS, r.pins)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}

@@ -15,17 +15,13 @@ import (
 	"github.com/dmsgd/dmsgd/internal/span"
 )
 
-// shellCommand runs one DBG_SHELL command line from the peer, if the link
-// may use the shell.
+// shellCommand runs one DBG_SHELL command line from the peer, as far as
+// the shell authorization rule lets the link run it (auth.go).
 func (l *link) shellCommand(m *dmsg.Msg) {
-	if !l.shellOK {
-		l.conn.Logger().Warn("shell command refused: shell.tcp does not allow this peer")
-		l.shellOut("shell not available on this link (shell.tcp)\n")
-		return
-	}
 	l.mu.Lock()
 	if l.session == nil {
 		l.session = shell.NewSession(l.r, l.shellOut, l.ping, l.r.spawn)
+		l.session.SetAuthorizer(l.authorizer(l.trust.origin.Carrier))
 	}
 	s := l.session
 	l.mu.Unlock()
@@ -86,9 +82,9 @@ func (r *Router) Tree() *shell.Tree {
 func clusterView(c span.ClusterInfo) shell.Cluster {
 	out := shell.Cluster{PeerType: shell.PeerTypeName(c.PeerType), ID: c.PfsClid.String(), Label: c.ClLabel}
 	for _, n := range c.Nodes {
-		nv := shell.Node{PfsType: n.PfsType, ID: n.PfsFsid.String(), Label: n.FsLabel}
+		nv := shell.Node{PfsType: n.PfsType, ID: n.PfsFsid.String(), Label: n.FsLabel, Verified: n.Verified}
 		for _, l := range n.Links {
-			lv := shell.SpanLink{MsgID: shell.MsgID(l.MsgID), Dist: l.Dist, Rnss: l.Rnss, Via: l.Via}
+			lv := shell.SpanLink{MsgID: shell.MsgID(l.MsgID), Dist: l.Dist, Rnss: l.Rnss, Via: l.Via, Verified: l.Verified}
 			for _, rl := range l.Relays {
 				lv.Relays = append(lv.Relays, shell.Relay{MsgID: shell.MsgID(rl.MsgID), Via: rl.Via})
 			}
@@ -124,7 +120,8 @@ func compareLinkIDs(a, b string) int {
 func (l *link) info() shell.Link {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	v := shell.Link{ID: l.id, Remote: l.conn.RemoteAddr(), State: "connecting", Since: shell.Time(l.conn.Since())}
+	v := shell.Link{ID: l.id, Remote: l.conn.RemoteAddr(), State: "connecting", Since: shell.Time(l.conn.Since()),
+		TLSPeer: l.opts.tlsPeer, SignedSpans: l.trust.signed}
 	if l.peer != nil {
 		v.PeerLabel = l.peer.FsLabel
 		v.PeerType = shell.PeerTypeName(l.peer.PeerType)

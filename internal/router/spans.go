@@ -35,7 +35,13 @@ func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 		return nil
 	}
 	s, _ := m.Span()
-	sl, err := l.r.engine.SpanReceived(sc, tx.MsgID(), s)
+	proof, err := l.judgeSpan(m, &s)
+	if err != nil {
+		l.spanRefusedForTrust(&s, err)
+		tx.CloseError(dmsg.ErrParam)
+		return nil
+	}
+	sl, err := l.r.engine.SpanReceivedWith(sc, tx.MsgID(), s, proof)
 	if err != nil {
 		l.spanRefused(tx, &s, err)
 		return nil
@@ -112,7 +118,9 @@ func (t relayTx) Close() {
 // OpenSpan sends a relay of a span on this link (span.Peer). It runs under
 // the engine's mutex and only queues.
 func (l *link) OpenSpan(s *dmsg.Span, rel *span.Relay) (span.SpanTx, error) {
-	tx, err := l.conn.Open(dmsg.NewSpanMsg(0, s), func(tx *iocom.Tx, m *dmsg.Msg) {
+	m := dmsg.NewSpanMsg(0, s)
+	l.signRelay(m, rel)
+	tx, err := l.conn.Open(m, func(tx *iocom.Tx, m *dmsg.Msg) {
 		l.relayMsg(tx, m, rel)
 	})
 	if err != nil {

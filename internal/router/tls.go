@@ -23,13 +23,14 @@ const handshakeTimeout = 10 * time.Second
 // tlsConfig builds the TLS 1.3 configuration of every tls:// listener and
 // span+tls: target: our certificate, and peers authenticated by pinning
 // their Ed25519 public keys (PROTOCOL.md section 9). No CA is involved:
-// keygen's certificates are self-signed and the pins are the trust.
-func tlsConfig(c config.TLS) (*tls.Config, error) {
+// keygen's certificates are self-signed and the pins are the trust. pins
+// is asked at every handshake, so a reloaded tls.peers applies to the
+// listeners already bound.
+func tlsConfig(c config.TLS, pins func() []config.Peer) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
-	pins := c.Peers
 	verify := func(raw [][]byte, _ [][]*x509.Certificate) error {
 		if len(raw) == 0 {
 			return errors.New("peer sent no certificate")
@@ -42,7 +43,7 @@ func tlsConfig(c config.TLS) (*tls.Config, error) {
 		if !ok {
 			return errors.New("peer certificate: not an Ed25519 key")
 		}
-		for _, p := range pins {
+		for _, p := range pins() {
 			if bytes.Equal(p.Key, pub) {
 				return nil
 			}
@@ -56,6 +57,18 @@ func tlsConfig(c config.TLS) (*tls.Config, error) {
 		InsecureSkipVerify:    true, // the pin check below replaces chain verification
 		VerifyPeerCertificate: verify,
 	}, nil
+}
+
+// pins returns the keys pinned now.
+func (r *Router) pins() []config.Peer { return r.Config().TLS.Peers }
+
+// peerKey returns the key a finished handshake authenticated.
+func peerKey(cs tls.ConnectionState) ed25519.PublicKey {
+	if len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	pub, _ := cs.PeerCertificates[0].PublicKey.(ed25519.PublicKey)
+	return pub
 }
 
 // peerName returns the tls.peers name of the key a finished handshake
@@ -100,12 +113,13 @@ func (r *Router) handshake(nc *tls.Conn, opts linkOptions) {
 		return
 	}
 	opts.tlsPeer = peerName(r.Config().TLS, nc.ConnectionState())
+	opts.tlsKey = peerKey(nc.ConnectionState())
 	r.startLink(nc, opts)
 }
 
 // dialTLS opens a span+tls: connection and completes its handshake.
 func (r *Router) dialTLS(ctx context.Context, t config.Target) (net.Conn, error) {
-	tc, err := tlsConfig(r.Config().TLS)
+	tc, err := tlsConfig(r.Config().TLS, r.pins)
 	if err != nil {
 		return nil, err
 	}

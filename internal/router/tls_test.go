@@ -21,6 +21,7 @@ import (
 type nodeKey struct {
 	cert, key string
 	pub       ed25519.PublicKey
+	priv      ed25519.PrivateKey
 }
 
 func newNodeKey(tb testing.TB, name string) nodeKey {
@@ -42,7 +43,7 @@ func newNodeKey(tb testing.TB, name string) nodeKey {
 		tb.Fatal(err)
 	}
 	dir := tb.TempDir()
-	k := nodeKey{cert: filepath.Join(dir, "node.crt"), key: filepath.Join(dir, "node.key"), pub: pub}
+	k := nodeKey{cert: filepath.Join(dir, "node.crt"), key: filepath.Join(dir, "node.key"), pub: pub, priv: priv}
 	writePEM(tb, k.cert, "CERTIFICATE", der)
 	writePEM(tb, k.key, "PRIVATE KEY", pk)
 	return k

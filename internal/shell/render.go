@@ -10,14 +10,16 @@ import (
 
 // TextLines renders t as the section 7 dump, one line per element, each
 // ending in a newline (the reference sends one DBG_SHELL message per line).
+// Verified nodes and advertisements end in " verified"; nothing else
+// changes the reference layout.
 func TextLines(t *Tree) []string {
 	var out []string
 	for _, c := range t.Clusters {
 		out = append(out, fmt.Sprintf("Cluster %s %s (%s)\n", textPeerType(c.PeerType), c.ID, c.Label))
 		for _, n := range c.Nodes {
-			out = append(out, fmt.Sprintf("    Node %02x %s (%s)\n", n.PfsType, n.ID, n.Label))
+			out = append(out, fmt.Sprintf("    Node %02x %s (%s)%s\n", n.PfsType, n.ID, n.Label, verifiedMark(n.Verified)))
 			for _, l := range n.Links {
-				out = append(out, fmt.Sprintf("\tSLink msgid %s dist=%d via %s\n", l.MsgID, l.Dist, l.Via))
+				out = append(out, fmt.Sprintf("\tSLink msgid %s dist=%d via %s%s\n", l.MsgID, l.Dist, l.Via, verifiedMark(l.Verified)))
 				for _, r := range l.Relays {
 					out = append(out, fmt.Sprintf("\t    Relay-out msgid %s via %s\n", r.MsgID, r.Via))
 				}
@@ -25,6 +27,13 @@ func TextLines(t *Tree) []string {
 		}
 	}
 	return out
+}
+
+func verifiedMark(v bool) string {
+	if v {
+		return " verified"
+	}
+	return ""
 }
 
 // JSON renders t as the INTERFACE.md document, indented, ending in a

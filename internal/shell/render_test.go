@@ -84,3 +84,39 @@ func TestDOTDrawsRouterLinksLabelledWithReachableNodes(t *testing.T) {
 		t.Fatalf("DOT draws a shell client:\n%s", got)
 	}
 }
+
+func TestVerifiedNodesAndAdvertisementsAreMarkedInTextAndJSON(t *testing.T) {
+	tr := sampleTree()
+	n := &tr.Clusters[0].Nodes[0]
+	n.Verified, n.Links[0].Verified = true, true
+	tr.Links[0].TLSPeer, tr.Links[0].SignedSpans = "node-b", true
+	got := TextLines(tr)
+	if got[1] != "    Node 01 01020304-0506-0708-090a-0b0c0d0e0f10 (synthpfs) verified\n" ||
+		got[2] != "\tSLink msgid 0000000000002000 dist=0 via L5 verified\n" {
+		t.Fatalf("text dump %q", got)
+	}
+	var doc struct {
+		Links []struct {
+			TLSPeer     string `json:"tls_peer"`
+			SignedSpans bool   `json:"signed_spans"`
+		} `json:"links"`
+		Clusters []struct {
+			Nodes []struct {
+				Verified bool `json:"verified"`
+				Links    []struct {
+					Verified bool `json:"verified"`
+				} `json:"links"`
+			} `json:"nodes"`
+		} `json:"clusters"`
+	}
+	if err := json.Unmarshal(JSON(tr), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if nd := doc.Clusters[0].Nodes[0]; !nd.Verified || !nd.Links[0].Verified ||
+		doc.Links[0].TLSPeer != "node-b" || !doc.Links[0].SignedSpans {
+		t.Fatalf("JSON %+v", doc)
+	}
+	if strings.Contains(strings.Join(TextLines(sampleTree()), ""), "verified") {
+		t.Fatal("an unverified tree is marked")
+	}
+}

@@ -1,6 +1,7 @@
 package shell
 
 import (
+	"fmt"
 	"strings"
 	"sync"
 )
@@ -33,6 +34,8 @@ type Session struct {
 	// spawn runs blocking commands (span, @node) off the caller's
 	// goroutine, so a link's reader never waits on a dial.
 	spawn func(func())
+	// authorize judges every command line before it runs (authz.go).
+	authorize Authorizer
 
 	mu      sync.Mutex
 	pending int // pings sent by `ping` not yet answered
@@ -40,12 +43,39 @@ type Session struct {
 
 // NewSession returns a session writing to out. ping sends a LNK_PING to
 // the shell peer; spawn runs a function in the background (it defaults to
-// running it inline).
+// running it inline). The session runs read-only commands only until
+// SetAuthorizer says who may run what.
 func NewSession(env Env, out func(string), ping func() error, spawn func(func())) *Session {
 	if spawn == nil {
 		spawn = func(f func()) { f() }
 	}
-	return &Session{env: env, out: out, ping: ping, spawn: spawn}
+	return &Session{env: env, out: out, ping: ping, spawn: spawn, authorize: readOnly}
+}
+
+// SetAuthorizer makes a judge every command line from now on. Call it
+// before the first Exec.
+func (s *Session) SetAuthorizer(a Authorizer) { s.authorize = a }
+
+// command is one shell command: its class and what it runs. run returns
+// true when it prints the prompt itself, later (span).
+type command struct {
+	class Class
+	run   func(s *Session, arg string) (async bool)
+}
+
+// commands are the shell's commands. A command exists only here, with its
+// class: nothing can be dispatched that was not classified.
+var commands map[string]command
+
+func init() {
+	commands = map[string]command{
+		"help":     {ReadOnly, func(s *Session, _ string) bool { s.lines(helpLines); return false }},
+		"tree":     {ReadOnly, func(s *Session, arg string) bool { s.tree(arg); return false }},
+		"ping":     {ReadOnly, func(s *Session, _ string) bool { s.sendPing(); return false }},
+		"links":    {ReadOnly, func(s *Session, _ string) bool { s.lines(LinkLines(s.env.Tree())); return false }},
+		"circuits": {ReadOnly, func(s *Session, _ string) bool { s.lines(CircuitLines(s.env.Tree())); return false }},
+		"span":     {Privileged, func(s *Session, arg string) bool { s.span(arg); return true }},
+	}
 }
 
 var helpLines = []string{
@@ -59,31 +89,32 @@ var helpLines = []string{
 }
 
 // Exec runs one command line and writes its output followed by the prompt
-// (for span and @node, once they finish).
+// (for span and @node, once they finish). A line the session's Authorizer
+// refuses is answered with the reason and the prompt.
 func (s *Session) Exec(line string) {
 	line = strings.TrimSpace(strings.TrimRight(line, "\x00"))
+	class, name, err := Classify(line)
+	if err == nil {
+		if err = s.authorize(line, class); err != nil && name != "" {
+			err = fmt.Errorf("%s is a %s command; %w", name, class, err)
+		}
+	}
+	if err != nil {
+		s.out("refused: " + err.Error() + "\n")
+		s.out(Prompt)
+		return
+	}
 	if strings.HasPrefix(line, "@") {
 		s.remote(line)
 		return
 	}
 	cmd, arg, _ := strings.Cut(line, " ")
 	arg = strings.TrimSpace(arg)
-	switch cmd {
-	case "":
-	case "help":
-		s.lines(helpLines)
-	case "tree":
-		s.tree(arg)
-	case "ping":
-		s.sendPing()
-	case "links":
-		s.lines(LinkLines(s.env.Tree()))
-	case "circuits":
-		s.lines(CircuitLines(s.env.Tree()))
-	case "span":
-		s.span(arg)
-		return
-	default:
+	if c, ok := commands[cmd]; ok {
+		if c.run(s, arg) {
+			return
+		}
+	} else if cmd != "" {
 		s.out("Unrecognized command: " + cmd + "\n")
 	}
 	s.out(Prompt)

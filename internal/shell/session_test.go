@@ -18,10 +18,12 @@ func (f *fakeEnv) Remote(label, line string) []string {
 	return []string{"remote output\n"}
 }
 
-// run executes lines and returns every output message.
+// run executes lines in a session that may run everything, as the shell
+// socket's may, and returns every output message.
 func run(env Env, pingErr error, lines ...string) []string {
 	var out []string
 	s := NewSession(env, func(t string) { out = append(out, t) }, func() error { return pingErr }, nil)
+	s.SetAuthorizer(AllowAll)
 	for _, l := range lines {
 		s.Exec(l)
 	}

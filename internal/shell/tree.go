@@ -34,6 +34,12 @@ type Link struct {
 	PeerType  string `json:"peer_type"`
 	State     string `json:"state"`
 	Since     string `json:"since"`
+	// TLSPeer is the tls.peers name of the key the peer presented, ""
+	// for links without TLS.
+	TLSPeer string `json:"tls_peer"`
+	// SignedSpans says whether signed advertisements are in force on
+	// the link (docs/PROTOCOL.md 11.3).
+	SignedSpans bool `json:"signed_spans"`
 }
 
 // Cluster is one cluster of received advertisements.
@@ -50,6 +56,11 @@ type Node struct {
 	ID      string     `json:"id"`
 	Label   string     `json:"label"`
 	Links   []SpanLink `json:"links"`
+
+	// Verified says the node's best advertisement is signed by a key
+	// this router pins for the node, along a path whose every hop is
+	// signed (docs/PROTOCOL.md 11.3).
+	Verified bool `json:"verified"`
 }
 
 // SpanLink is one held advertisement of a node (an "SLink").
@@ -59,6 +70,9 @@ type SpanLink struct {
 	Rnss   uint32  `json:"rnss"`
 	Via    string  `json:"via"`
 	Relays []Relay `json:"relays"`
+
+	// Verified says this advertisement is verified (Node.Verified).
+	Verified bool `json:"verified"`
 }
 
 // Relay is one re-advertisement of a SpanLink on another link.

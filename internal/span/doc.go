@@ -1,7 +1,10 @@
 // Package span owns the span engine of PROTOCOL.md section 4: the
 // router's model of the cluster (clusters, nodes, received links, relays),
 // relay selection (best K per node and connection, with the LNK_CONN
-// filters), withdrawal cascades, and the router's own advertisement.
+// filters), withdrawal cascades, and the router's own advertisement. It
+// also ranks verified advertisements (PROTOCOL.md 11.3) before any other:
+// the daemon checks signatures and tells the engine what it found (a
+// Proof); the engine does no cryptography (verify.go).
 //
 // It does not own sockets, framing or the transaction state machine. The
 // daemon tells the Engine what happened on a link (a peer's LNK_CONN

@@ -29,6 +29,11 @@ type Config struct {
 	// Self is the router's own advertisement (nil = none). It is sent with
 	// Dist 0 and Rnss = Config.Rnss whatever the span holds.
 	Self *dmsg.Span
+	// SignSelf, when set, signs our own advertisement as it is sent
+	// (dist 0, our rnss): its Proof travels with every relay of it
+	// (PROTOCOL.md 11.3). It is called under the engine's mutex whenever
+	// the advertisement changes, and must not call the engine.
+	SignSelf func(dmsg.Span) Proof
 	// MaxSpansPerConn bounds the spans one connection may hold open with
 	// us; SpanReceived beyond it fails with ErrTooManySpans. 0 = unlimited.
 	MaxSpansPerConn int
@@ -82,6 +87,7 @@ type Engine struct {
 	maxRelays int
 	symmetric bool
 	budget    budgetState
+	signSelf  func(dmsg.Span) Proof
 
 	clusters map[clusterKey]*cluster
 	nodes    []*node // every node, so ConnUp can walk them without the maps
@@ -116,6 +122,7 @@ func New(cfg Config) *Engine {
 	for e.rnss == 0 {
 		e.rnss = rand.Uint32()
 	}
+	e.signSelf = cfg.SignSelf
 	e.setLimits(cfg)
 	if cfg.Self != nil {
 		e.addSelf(*cfg.Self)
@@ -189,6 +196,9 @@ func (e *Engine) replaceSelf(s *dmsg.Span) {
 
 func (e *Engine) addSelf(s dmsg.Span) {
 	l := &Link{span: selfSpan(s, e.rnss), seq: e.nextSeq()}
+	if e.signSelf != nil {
+		l.proof = e.signSelf(l.span)
+	}
 	e.self = l
 	e.attachLink(l)
 	e.nodeChanged(l.node)

@@ -36,6 +36,7 @@ type hmsg struct {
 	msgid uint64
 	span  *dmsg.Span // msgCreate: the engine's fresh copy, ours to keep
 	conn  *dmsg.Conn // msgConn
+	proof *Proof     // msgCreate in a signing network: the relay's record
 }
 
 var (
@@ -53,6 +54,12 @@ type host struct {
 	ad   *dmsg.Span // leaf: its advertisement
 	ends []*end
 	down bool // a removed leaf
+	// In a signing network (trust_test.go): a router's sequence number,
+	// new with every start; a forger is a leaf advertising another
+	// node, with the record it sends (nil: unsigned).
+	seq    uint64
+	forger bool
+	adRec  []byte
 }
 
 func (h *host) isRouter() bool { return h.eng != nil }
@@ -120,6 +127,12 @@ type network struct {
 	sink     bool // benchmarks: count messages but do not queue them
 
 	ownRefused int // spans routers refused as their own node's (ErrOwnNode)
+
+	// signed makes every router sign its advertisement and know every
+	// router's key, as a cluster pinning each other's keys does
+	// (trust_test.go).
+	signed  bool
+	signSeq uint64
 }
 
 func newNetwork(tb testing.TB, seed uint64, cfg Config) *network {
@@ -165,6 +178,11 @@ func (n *network) startEngine(h *host) {
 	cfg.Rnss = n.rng.Uint32() | 1
 	self := routerSpan(h.name)
 	cfg.Self = &self
+	if n.signed {
+		n.signSeq++
+		h.seq = n.signSeq
+		cfg.SignSelf = func(s dmsg.Span) Proof { return Proof{Verified: true, Seq: h.seq, Record: record(h.name, h.seq)} }
+	}
 	h.eng = New(cfg)
 }
 
@@ -238,7 +256,14 @@ func (e *end) open(s *dmsg.Span, r *Relay) *htx {
 	if !e.net.sink {
 		e.sent[tx.msgid] = tx
 	}
-	e.send(hmsg{kind: msgCreate, msgid: tx.msgid, span: s})
+	m := hmsg{kind: msgCreate, msgid: tx.msgid, span: s}
+	switch {
+	case r != nil && r.Proof().Record != nil:
+		m.proof = &Proof{Record: extend(r.Proof().Record, e.peer.owner.name)}
+	case r == nil && e.owner.adRec != nil:
+		m.proof = &Proof{Record: extend(e.owner.adRec, e.peer.owner.name)}
+	}
+	e.send(m)
 	return tx
 }
 
@@ -300,7 +325,7 @@ func (e *end) deliver(m hmsg) {
 	case msgConn:
 		e.onConn(*m.conn)
 	case msgCreate:
-		e.onCreate(m.msgid, m.span)
+		e.onCreate(m.msgid, m.span, m.proof)
 	case msgDelete:
 		e.onDelete(m.msgid)
 	case msgReply:
@@ -317,7 +342,7 @@ func (e *end) onConn(c dmsg.Conn) {
 	e.open(e.owner.ad, nil)
 }
 
-func (e *end) onCreate(msgid uint64, s *dmsg.Span) {
+func (e *end) onCreate(msgid uint64, s *dmsg.Span, proof *Proof) {
 	if e.recv[msgid] != nil {
 		e.net.tb.Fatalf("harness: %s %s: CREATE for open msgid %d", e.owner.name, e.id, msgid)
 	}
@@ -330,7 +355,14 @@ func (e *end) onCreate(msgid uint64, s *dmsg.Span) {
 	if e.conn == nil {
 		e.net.tb.Fatalf("harness: %s %s: span before LNK_CONN", e.owner.name, e.id)
 	}
-	l, err := e.owner.eng.SpanReceived(e.conn, msgid, *s)
+	p, forged := e.net.judge(s, proof, e.owner.name, e.peer.owner.name)
+	if forged {
+		// The daemon refuses a forged signature before the engine sees it.
+		rx.refused, rx.replied = true, true
+		e.send(hmsg{kind: msgReply, msgid: msgid})
+		return
+	}
+	l, err := e.owner.eng.SpanReceivedWith(e.conn, msgid, *s, p)
 	switch {
 	case errors.Is(err, ErrOwnNode):
 		e.net.ownRefused++

@@ -264,27 +264,61 @@ func checkHeldBack(h *host, nd *node, c *Conn, got, want, refused []*Link, v *vi
 	}
 }
 
-// refSorted is an independent statement of PROTOCOL.md 4.2's link order.
+// refSorted is an independent statement of PROTOCOL.md 4.2's link order,
+// with 11.3's preference for verified links of the newest sequence.
 func refSorted(ls []*Link) []*Link {
 	out := slices.Clone(ls)
+	trusted := refTrusted(ls)
 	slices.SortStableFunc(out, func(a, b *Link) int {
-		ka := [4]uint64{1, uint64(a.span.Dist), uint64(a.span.Rnss), a.seq}
-		kb := [4]uint64{1, uint64(b.span.Dist), uint64(b.span.Rnss), b.seq}
+		ka := [5]uint64{1, 1, uint64(a.span.Dist), uint64(a.span.Rnss), a.seq}
+		kb := [5]uint64{1, 1, uint64(b.span.Dist), uint64(b.span.Rnss), b.seq}
 		if a.conn == nil {
 			ka[0] = 0
 		}
 		if b.conn == nil {
 			kb[0] = 0
 		}
+		if trusted[a] {
+			ka[1] = 0
+		}
+		if trusted[b] {
+			kb[1] = 0
+		}
 		return slices.Compare(ka[:], kb[:])
 	})
 	return out
 }
 
-// refSelect is an independent statement of PROTOCOL.md 4.3's selection.
+// refTrusted states PROTOCOL.md 11.3's trust: verified, and of the newest
+// sequence number among the node's verified links.
+func refTrusted(ls []*Link) map[*Link]bool {
+	var newest uint64
+	for _, l := range ls {
+		if l.proof.Verified {
+			newest = max(newest, l.proof.Seq)
+		}
+	}
+	out := make(map[*Link]bool)
+	for _, l := range ls {
+		out[l] = l.proof.Verified && l.proof.Seq == newest
+	}
+	return out
+}
+
+// refSelect is an independent statement of PROTOCOL.md 4.3's selection,
+// with 11.3's rule: a node with a trusted received link relays only
+// trusted ones.
 func refSelect(sorted []*Link, k clusterKey, c *Conn, K int, sym bool, refused []*Link) []*Link {
 	var out []*Link
+	trusted := refTrusted(sorted)
+	anyTrusted := false
 	for _, l := range sorted {
+		anyTrusted = anyTrusted || trusted[l] && l.conn != nil
+	}
+	for _, l := range sorted {
+		if anyTrusted && l.conn != nil && !trusted[l] {
+			continue
+		}
 		if !refPasses(l, k, c) || slices.Contains(refused, l) {
 			continue
 		}
@@ -340,8 +374,8 @@ func linkList(ls []*Link) string {
 func (n *network) checkOrigins(v *violations) {
 	held := make(map[*host]int) // nodes each router should hold
 	for _, o := range n.hosts {
-		if o.down {
-			continue
+		if o.down || o.forger {
+			continue // a forger's advertisement is of another node
 		}
 		hops := n.bfs(o)
 		key, nk := originKeys(o)
@@ -394,6 +428,9 @@ func (n *network) checkView(o, r *host, h int, hops []int, key clusterKey, nk no
 		}
 	default:
 		best := nd.links[0]
+		if n.signed && o.isRouter() && !best.trusted() {
+			v.add("%s holds %s best %s, which is not verified", r.name, o.name, linkList(nd.links[:1]))
+		}
 		if best.conn == nil || best.span.Dist != uint32(h-1) {
 			v.add("%s holds %s best %s, want dist %d", r.name, o.name, linkList(nd.links[:1]), h-1)
 			return

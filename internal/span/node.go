@@ -1,6 +1,7 @@
 package span
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/google/uuid"
@@ -35,6 +36,7 @@ type node struct {
 	conns   []nodeConn // selection state, indexed by Conn.slot
 	idx     int        // position in Engine.nodes, for O(1) removal
 	budget  nodeBudget
+	maxSeq  uint64 // the newest Seq of its verified links (verify.go)
 }
 
 // Link is one advertisement of a node that we hold: a LNK_SPAN received on
@@ -48,6 +50,7 @@ type Link struct {
 	span  dmsg.Span
 	seq   uint64 // arrival order: the stable tie-breaker
 	dead  bool   // withdrawn; later calls naming it are no-ops
+	proof Proof  // what its signature showed (verify.go)
 }
 
 // MsgID is the msgid of the LNK_SPAN transaction on its connection (0 for
@@ -61,10 +64,14 @@ func (l *Link) Span() dmsg.Span { return l.span }
 func (l *Link) Conn() *Conn { return l.conn }
 
 // before is the node's sort order: our own advertisement first (it always
-// counts as best), then (dist, rnss) as unsigned integers, then arrival.
+// counts as best), then trusted links (verify.go), then (dist, rnss) as
+// unsigned integers, then arrival.
 func (l *Link) before(o *Link) bool {
 	if (l.conn == nil) != (o.conn == nil) {
 		return l.conn == nil
+	}
+	if lt, ot := l.trusted(), o.trusted(); lt != ot {
+		return lt
 	}
 	if l.span.Dist != o.span.Dist {
 		return l.span.Dist < o.span.Dist
@@ -97,11 +104,14 @@ func (e *Engine) attachLink(l *Link) {
 		cl.nodes[nk] = n
 		e.nodes = append(e.nodes, n)
 	}
+	l.node = n // before() needs it
 	i := sort.Search(len(n.links), func(i int) bool { return l.before(n.links[i]) })
 	n.links = append(n.links, nil)
 	copy(n.links[i+1:], n.links[i:])
 	n.links[i] = l
-	l.node = n
+	if l.proof.Verified {
+		n.refreshTrust() // a newer Seq demotes the others
+	}
 	e.links++
 	e.chargeLink(l, created)
 }
@@ -116,11 +126,13 @@ func spanKeys(s *dmsg.Span) (clusterKey, nodeKey) {
 // drops it.
 func (e *Engine) detachLink(l *Link) {
 	n := l.node
-	i := sort.Search(len(n.links), func(i int) bool { return !n.links[i].before(l) })
-	if i < len(n.links) && n.links[i] == l {
+	if i := slices.Index(n.links, l); i >= 0 {
 		copy(n.links[i:], n.links[i+1:])
 		n.links[len(n.links)-1] = nil // let the GC have it
 		n.links = n.links[:len(n.links)-1]
+	}
+	if l.proof.Verified && l.proof.Seq == n.maxSeq {
+		n.refreshTrust() // the older ones may be the newest again
 	}
 	l.dead = true
 	e.links--

@@ -139,15 +139,20 @@ func containsLink(ls []*Link, l *Link) bool {
 
 // selectLinks appends to buf the links of n that c should carry: the best
 // K passing the filters, skipping (not stopping at) the ones that fail, plus
-// with the symmetric option those tying with the K-th.
+// with the symmetric option those tying with the K-th; only trusted ones
+// when the node has any (verify.go).
 func (e *Engine) selectLinks(n *node, c *Conn, nc *nodeConn, buf []*Link) []*Link {
 	if !clusterPasses(n.cluster.key, &c.info) {
 		return buf
 	}
 	var kth *Link
+	onlyTrusted := n.hasTrusted()
 	for _, l := range n.links {
 		if kth != nil && (!e.symmetric || !sameRank(l, kth)) {
 			break // links are sorted: nothing after this can tie
+		}
+		if onlyTrusted && !l.trusted() && l.conn != nil {
+			break // links are sorted: trusted ones come first, after our own
 		}
 		if !linkPasses(l, c) || (nc != nil && nc.isRefused(l)) {
 			continue

@@ -43,6 +43,9 @@ type NodeInfo struct {
 	PfsFsid uuid.UUID
 	FsLabel string
 	Links   []LinkInfo
+
+	// Verified says the best link is verified (PROTOCOL.md 11.3).
+	Verified bool
 }
 
 // LinkInfo is one held advertisement. Via is the Peer ID it arrived on or
@@ -54,6 +57,9 @@ type LinkInfo struct {
 	Via    string
 	Span   dmsg.Span
 	Relays []RelayInfo // by connection arrival, then msgid
+
+	// Verified says the link counts as verified (Link.Verified).
+	Verified bool
 }
 
 // RelayInfo is one relay of a link.
@@ -96,7 +102,8 @@ func relaysByLink(conns []*Conn) map[*Link][]RelayInfo {
 func clusterInfo(cl *cluster, relays map[*Link][]RelayInfo) ClusterInfo {
 	ci := ClusterInfo{PeerType: cl.key.peerType, PfsClid: cl.key.clid, ClLabel: cl.key.label}
 	for _, n := range sortedNodes(cl) {
-		ni := NodeInfo{PfsType: n.links[0].span.PfsType, PfsFsid: n.key.fsid, FsLabel: n.key.label}
+		ni := NodeInfo{PfsType: n.links[0].span.PfsType, PfsFsid: n.key.fsid, FsLabel: n.key.label,
+			Verified: n.links[0].trusted()}
 		for _, l := range n.links {
 			ni.Links = append(ni.Links, linkInfo(l, relays[l]))
 		}
@@ -110,7 +117,8 @@ func linkInfo(l *Link, relays []RelayInfo) LinkInfo {
 	if l.conn != nil {
 		via = l.conn.peer.ID()
 	}
-	return LinkInfo{MsgID: l.msgid, Dist: l.span.Dist, Rnss: l.span.Rnss, Via: via, Span: l.span, Relays: relays}
+	return LinkInfo{MsgID: l.msgid, Dist: l.span.Dist, Rnss: l.span.Rnss, Via: via, Span: l.span,
+		Verified: l.trusted(), Relays: relays}
 }
 
 func sortedClusters(m map[clusterKey]*cluster) []*cluster {

@@ -17,15 +17,16 @@ import (
 // names; a connection refused too often gets ErrRefusalFlood, and the
 // daemon closes its link.
 func (e *Engine) SpanReceived(c *Conn, msgid uint64, s dmsg.Span) (*Link, error) {
-	if err := e.precheck(c); err != nil {
-		return nil, e.refuse(c, err)
-	}
-	e.mu.Lock()
-	defer e.unlock()
+	return e.SpanReceivedWith(c, msgid, s, Proof{})
+}
+
+// spanReceived is SpanReceived with the advertisement's proof (verify.go),
+// called with the cluster mutex held.
+func (e *Engine) spanReceived(c *Conn, msgid uint64, s dmsg.Span, p Proof) (*Link, error) {
 	if err := e.admit(c, msgid, &s); err != nil {
 		return nil, e.refuse(c, err)
 	}
-	l := &Link{conn: c, msgid: msgid, span: s, seq: e.nextSeq()}
+	l := &Link{conn: c, msgid: msgid, span: s, seq: e.nextSeq(), proof: p}
 	c.links[msgid] = l
 	e.attachLink(l)
 	e.nodeChanged(l.node)

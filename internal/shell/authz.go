@@ -1,0 +1,179 @@
+package shell
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+)
+
+// Class is what a command may do, which decides who may run it
+// (docs/INTERFACE.md, "Who may run shell commands").
+type Class uint8
+
+const (
+	// ReadOnly commands read the router's state and answer the shell
+	// peer: help, tree, links, circuits, ping.
+	ReadOnly Class = iota
+	// Privileged commands change the router's state or make it connect
+	// somewhere: span. A command unknown here is Privileged when it is to
+	// run elsewhere (`@node cmd`), since the far router may know it.
+	Privileged
+)
+
+func (c Class) String() string {
+	if c == ReadOnly {
+		return "read-only"
+	}
+	return "privileged"
+}
+
+// MaxRemoteHops bounds the `@node` prefixes of one command line: each one
+// makes a router open a circuit and wait for it.
+const MaxRemoteHops = 8
+
+// Classify returns the class of a command line: that of its command, and
+// for `@node cmd` that of cmd, which the far router runs on this router's
+// behalf. name is the command word that decided it, for messages. A line
+// with more than MaxRemoteHops `@` prefixes is an error.
+func Classify(line string) (class Class, name string, err error) {
+	line = strings.TrimSpace(strings.TrimRight(line, "\x00"))
+	remote := 0
+	for strings.HasPrefix(line, "@") {
+		if remote++; remote > MaxRemoteHops {
+			return Privileged, "@", fmt.Errorf("at most %d @node hops in one command", MaxRemoteHops)
+		}
+		_, rest, _ := strings.Cut(line, " ")
+		line = strings.TrimSpace(rest)
+	}
+	name, _, _ = strings.Cut(line, " ")
+	c, known := commands[name]
+	switch {
+	case known:
+		return c.class, name, nil
+	case remote > 0 && name != "":
+		return Privileged, name, nil
+	}
+	return ReadOnly, name, nil // it only prints that it is unknown
+}
+
+// Carrier is what brought a command to the router.
+type Carrier uint8
+
+const (
+	CarrierShellSocket Carrier = iota // the shell socket (shell.socket)
+	CarrierUnix                       // a peer on a unix listener
+	CarrierTCP                        // a peer on a TCP link, plain or TLS
+	CarrierCircuit                    // a circuit ending at this router: the far half of `@node`
+)
+
+func (c Carrier) String() string {
+	switch c {
+	case CarrierShellSocket:
+		return "shell socket"
+	case CarrierUnix:
+		return "unix socket"
+	case CarrierTCP:
+		return "TCP link"
+	}
+	return "circuit"
+}
+
+// Origin says where a command came from: its carrier, and the link it
+// came in on. For a circuit that is the link the circuit arrived on at
+// this router, whoever opened it further away.
+type Origin struct {
+	Carrier  Carrier
+	Unix     bool // the link is a unix socket
+	Loopback bool // the link is TCP from a loopback address
+	Pinned   bool // the link is TLS and its peer presented a key in tls.peers
+}
+
+// Refusal is why a command may not run: the config key that decides it
+// and what it says.
+type Refusal struct {
+	Key    string // such as "shell.tcp"
+	Reason string
+}
+
+func (r *Refusal) Error() string { return r.Reason }
+
+// ErrNoAuthority refuses privileged commands in a session nobody gave an
+// Authorizer.
+var ErrNoAuthority = errors.New("this session may run read-only commands only")
+
+// Authorize applies the rule of docs/INTERFACE.md to a command of class c
+// from o under policy p: the shell socket and unix peers run everything;
+// TCP peers run read-only commands as shell.tcp admits them, and
+// privileged ones only if shell.tcp_privileged admits them too; circuits
+// run read-only commands when shell.remote is true, and privileged ones
+// only if shell.remote_privileged admits the link they arrived on. It
+// returns nil or a *Refusal.
+func Authorize(p config.Shell, o Origin, c Class) error {
+	switch o.Carrier {
+	case CarrierShellSocket, CarrierUnix:
+		return nil
+	case CarrierTCP:
+		switch {
+		case p.TCP == config.ShellTCPOff:
+			return &Refusal{"shell.tcp", "shell.tcp is off: TCP peers may not run shell commands"}
+		case p.TCP == config.ShellTCPLoopback && !o.Loopback:
+			return &Refusal{"shell.tcp", "shell.tcp is loopback: only TCP peers on a loopback address may run shell commands"}
+		case c == Privileged && !grants(p.TCPPrivileged, o):
+			return &Refusal{"shell.tcp_privileged", "shell.tcp_privileged is " + p.TCPPrivileged + grantHint(p.TCPPrivileged) +
+				": privileged commands are not served to this TCP peer"}
+		}
+		return nil
+	case CarrierCircuit:
+		switch {
+		case !p.Remote:
+			return &Refusal{"shell.remote", "shell.remote is false: shell commands over circuits are not served"}
+		case c == Privileged && !grants(p.RemotePrivileged, o):
+			return &Refusal{"shell.remote_privileged", "shell.remote_privileged is " + p.RemotePrivileged + grantHint(p.RemotePrivileged) +
+				": privileged commands are not served over a circuit that arrived on this link"}
+		}
+		return nil
+	}
+	return &Refusal{"", "unknown carrier"}
+}
+
+// grants reports whether a privileged-command policy admits a link.
+func grants(policy string, o Origin) bool {
+	switch policy {
+	case config.PrivilegedAll:
+		return true
+	case config.PrivilegedPinned:
+		return o.Pinned
+	case config.PrivilegedLoopback:
+		return o.Unix || o.Loopback
+	}
+	return false
+}
+
+func grantHint(policy string) string {
+	switch policy {
+	case config.PrivilegedLoopback:
+		return " (unix sockets and loopback peers only)"
+	case config.PrivilegedPinned:
+		return " (TLS peers with a pinned key only)"
+	}
+	return ""
+}
+
+// Authorizer decides whether a session may run a command line of class c;
+// it returns nil or the reason it may not, which the session prints.
+type Authorizer func(line string, c Class) error
+
+// AllowAll is the Authorizer of a session whose every command was already
+// judged, or that needs none (the shell socket).
+func AllowAll(string, Class) error { return nil }
+
+// readOnly is the Authorizer of a session nobody gave one: it refuses
+// privileged commands, so that forgetting to authorise never grants them.
+func readOnly(_ string, c Class) error {
+	if c == Privileged {
+		return ErrNoAuthority
+	}
+	return nil
+}
