@@ -32,6 +32,7 @@ func (c *Conn) readLoop() {
 // readOne reads one message and relays or handles it; an error ends the
 // link.
 func (c *Conn) readOne() error {
+	c.waitReplyRoom()
 	h, err := c.dec.Next()
 	if err != nil {
 		return err
@@ -56,6 +57,7 @@ func (c *Conn) readOne() error {
 	// before it, and its handler may take a while: what we relayed goes
 	// out now.
 	c.wakeRelayed(true)
+	c.meterWork(h)
 	m, err := c.dec.Msg()
 	if err != nil {
 		return err
@@ -157,6 +159,9 @@ func (c *Conn) receive(m *dmsg.Msg) error {
 		c.oneWay(s, m)
 	case rxAccept:
 		c.accept(tx, m)
+	case rxRefuse:
+		limit, _ := tx.charge.overBudget()
+		c.refuseOverBudget(tx, m, limit)
 	case rxDeliver:
 		c.deliver(tx, m)
 	case rxDrop:
