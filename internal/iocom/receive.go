@@ -202,6 +202,7 @@ func (c *Conn) receive(m *dmsg.Msg) error {
 			// The far end of a circuit broke the rules inside it: the
 			// routers relayed its frames as they were. Only that circuit
 			// is at fault, not the link it runs over.
+			c.reportPeerFault(err, m.Circuit)
 			c.failScope(s, err)
 			return nil
 		}
@@ -233,7 +234,7 @@ type ScopeFailer interface {
 // failScope closes a circuit scope whose far end violated the protocol:
 // its transactions end with PARAM and its owner is told.
 func (c *Conn) failScope(s *Scope, err error) {
-	c.log.Warn("circuit closed: its far end violated the protocol", zap.Uint64("circuit", s.key.id), zap.Error(err))
+	c.log.Debug("circuit closed: its far end violated the protocol", zap.Uint64("circuit", s.key.id), zap.Error(err))
 	s.Close(dmsg.ErrParam)
 	if f, ok := s.handler.(ScopeFailer); ok {
 		f.ScopeFailed(s, err)
@@ -314,18 +315,19 @@ func (c *Conn) terminate(tx *Tx, code uint32) {
 	}
 }
 
+// logDown writes the link's "link down" line: info, never sampled, with
+// the reason. Faults of the peer are also reported, rate-limited, as
+// warnings (report.go); a flood of them must not flood the log.
 func (c *Conn) logDown() {
 	err := c.Err()
-	var pe *ProtocolError
 	switch {
 	case err == nil:
 		c.log.Info("link down")
 	case errors.Is(err, ErrPeerClosed):
 		c.log.Info("link down", zap.String("reason", err.Error()))
-	case errors.As(err, &pe):
-		c.log.Warn("link closed: peer violated the protocol", zap.Error(err))
 	default:
-		c.log.Warn("link down", zap.Error(err))
+		c.reportPeerFault(err, 0)
+		c.log.Info("link down", zap.Error(err))
 	}
 }
 
