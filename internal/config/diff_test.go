@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 )
 
 const diffBase = `
@@ -44,6 +45,15 @@ func TestDiffSeparatesLiveChangesFromRestarts(t *testing.T) {
 			name:    "limits apply live",
 			edit:    func(c *Config) { c.Limits.MaxLinks = 8; c.Limits.QueueBytesPerLink = 1 << 20 },
 			changes: []string{"limits.max_links: 1024 -> 8", "limits.queue_bytes_per_link: 16MiB -> 1MiB"},
+		},
+		{
+			name: "the link budgets and admission limits apply live",
+			edit: func(c *Config) {
+				c.Limits.MaxTransactions, c.Limits.MaxLinksPerSource = 100, 4
+				c.Limits.SlowConsumerGrace = time.Second
+			},
+			changes: []string{"limits.slow_consumer_grace: 5s -> 1s", "limits.max_transactions: 262144 -> 100",
+				"limits.max_links_per_source: 32 -> 4"},
 		},
 		{
 			name:    "span and keepalive options apply live",
