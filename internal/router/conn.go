@@ -93,6 +93,7 @@ func (l *link) acceptConn(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 		l.closeFor(downSelfLink)
 		return nil
 	}
+	l.connArrived()
 	l.mu.Lock()
 	dup := l.peerTx != nil
 	l.mu.Unlock()

@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -55,6 +54,10 @@ type Router struct {
 	metricsSrv  *http.Server // nil when metrics.listen is empty
 	metricsAddr net.Addr
 
+	admit  admitter      // link admission counts (admit.go)
+	txPool *iocom.TxPool // transactions all peers hold open
+	quit   chan struct{} // closed when shutdown begins
+
 	nextLink atomic.Uint64
 	wg       sync.WaitGroup // accept loops, links, shell tasks
 }
@@ -81,6 +84,8 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 		peers:   make(peerBook),
 		events:  ratelog.New(log, 0),
 		metrics: metrics.New(),
+		txPool:  iocom.NewTxPool(cfg.Limits.MaxTransactions),
+		quit:    make(chan struct{}),
 	}
 	r.cfg.Store(cfg)
 	r.engine = span.New(r.spanConfig(cfg, 0))
@@ -223,6 +228,7 @@ func (r *Router) shutdown() {
 	ls := r.listeners
 	links := r.linkList()
 	r.mu.Unlock()
+	close(r.quit)
 	for _, l := range ls {
 		l.Close()
 	}
@@ -265,13 +271,7 @@ func (r *Router) acceptLoop(l *listener) {
 			return
 		}
 		delay = 0
-		opts := linkOptions{shellSocket: l.shell, via: l.addr}
-		if tc, ok := nc.(*tls.Conn); ok {
-			r.wg.Add(1)
-			go r.handshake(tc, opts)
-			continue
-		}
-		r.startLink(nc, opts)
+		r.accepted(nc, l)
 	}
 }
 
