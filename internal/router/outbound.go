@@ -114,7 +114,6 @@ type mediaState struct {
 // last LNK_CONN closing is what closes the slot's link again.
 func (l *link) volconf(m *dmsg.Msg) {
 	v, err := m.VolConf()
-	log := l.conn.Logger()
 	l.mu.Lock()
 	peer := l.peer
 	l.mu.Unlock()
@@ -123,13 +122,15 @@ func (l *link) volconf(m *dmsg.Msg) {
 	}
 	media := peer.MediaID
 	if v.Index > 255 {
-		log.Warn("LNK_VOLCONF ignored: slot index out of range", zap.Uint32("index", v.Index))
+		l.r.events.Warn("volconf_ignored", "LNK_VOLCONF ignored: slot index out of range",
+			zap.String("link", l.id), zap.String("peer", l.conn.RemoteAddr()), zap.Uint32("index", v.Index))
 		return
 	}
 	var t config.Target
 	if v.Copy.CopyID != 0 {
 		if t, err = config.ParseSpanPath(v.Copy.Path); err != nil {
-			log.Warn("LNK_VOLCONF ignored: bad path", zap.String("path", v.Copy.Path), zap.Error(err))
+			l.r.events.Warn("volconf_ignored", "LNK_VOLCONF ignored: bad path",
+				zap.String("link", l.id), zap.String("peer", l.conn.RemoteAddr()), zap.String("path", v.Copy.Path), zap.Error(err))
 			return
 		}
 		t.Name = volconfPrefix + media.String()

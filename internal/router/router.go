@@ -262,7 +262,7 @@ func (r *Router) acceptLoop(l *listener) {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				r.log.Warn("accept failed; retrying", zap.String("addr", l.addr), zap.Error(err), zap.Duration("in", delay))
+				r.events.Warn("accept_failed", "accept failed; retrying", zap.String("addr", l.addr), zap.Error(err), zap.Duration("in", delay))
 				time.Sleep(delay)
 				continue
 			}

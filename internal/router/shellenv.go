@@ -19,7 +19,8 @@ import (
 // may use the shell.
 func (l *link) shellCommand(m *dmsg.Msg) {
 	if !l.shellOK {
-		l.conn.Logger().Warn("shell command refused: shell.tcp does not allow this peer")
+		l.r.events.Warn("shell_refused", "shell command refused: shell.tcp does not allow this peer",
+			zap.String("link", l.id), zap.String("peer", l.conn.RemoteAddr()))
 		l.shellOut("shell not available on this link (shell.tcp)\n")
 		return
 	}
