@@ -181,6 +181,7 @@ func (l *link) reap() {
 	delete(l.r.links, l.id)
 	l.r.countDown(l, reason)
 	l.r.mu.Unlock()
+	l.r.linkFreed(l.conn.QueuedBytes())
 }
 
 // shellAllowed applies shell.tcp to a link: unix peers are authorised by
