@@ -57,8 +57,9 @@ type queueBudget struct {
 	replies int    // queued bytes of replies to the peer's own messages
 	charged uint64 // bytes ever queued: with outBuf.written, the backlog
 
-	// repliesOver mirrors replies > budget for the reader's check without
-	// the mutex; replyRoom is closed when replies fall back within it.
+	// replyRoom is closed when replies fall back within the budget
+	// (Conn.repliesOver says they are over, for the reader's check
+	// without the mutex).
 	replyRoom chan struct{}
 
 	// The slow-consumer check: armed while the queue is over budget.
@@ -106,10 +107,8 @@ func (c *Conn) releaseLocked(n, replies int) {
 			c.qb.replyRoom = nil
 		}
 	}
-	if c.qBytes <= limit && c.qb.slow != nil {
-		c.qb.slow.Stop()
-		c.qb.slow = nil
-		c.qb.slowGen++
+	if c.qBytes <= limit {
+		c.stopSlowCheckLocked()
 	}
 }
 
@@ -119,9 +118,9 @@ func (o *outMsg) isReply() bool {
 	return o.m != nil && !o.release && isReply(o.m)
 }
 
-// stopBudgetTimersLocked stops the slow-consumer check of a link going
-// down. Called with c.mu held.
-func (c *Conn) stopBudgetTimersLocked() {
+// stopSlowCheckLocked stops the slow-consumer check: the queue is back
+// within budget, or the link is going down. Called with c.mu held.
+func (c *Conn) stopSlowCheckLocked() {
 	if c.qb.slow != nil {
 		c.qb.slow.Stop()
 		c.qb.slow = nil

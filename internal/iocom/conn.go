@@ -187,7 +187,7 @@ func (c *Conn) fail(err error) {
 		}
 		c.mu.Lock()
 		c.dead = true
-		c.stopBudgetTimersLocked()
+		c.stopSlowCheckLocked()
 		c.mu.Unlock()
 		close(c.closing)
 		c.nc.Close()
