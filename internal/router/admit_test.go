@@ -15,7 +15,6 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
-	"github.com/dmsgd/dmsgd/internal/router"
 	"github.com/dmsgd/dmsgd/internal/shell"
 	"github.com/dmsgd/dmsgd/internal/testnet"
 )
@@ -28,23 +27,8 @@ func withLimits(edit func(l *config.Limits)) routerOption {
 // limitHits returns how many refusals r counted for limit.
 func limitHits(tb testing.TB, r *testRouter, limit string) float64 {
 	tb.Helper()
-	families, err := router.MetricsOf(r.Router.Router).Registry().Gather()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != "dmsgd_limit_refusals_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "limit" && l.GetValue() == limit {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	v, _ := sample(tb, r.Metrics().Registry(), "dmsgd_limit_refusals_total", map[string]string{"limit": limit})
+	return v
 }
 
 // dialRawFrom connects a raw peer to the router's tcp listener from the
@@ -128,6 +112,8 @@ func TestALinkWithoutLNKCONNIsClosedAfterTheTimeout(t *testing.T) {
 	if n := limitHits(t, r, "conn_timeout"); n != 1 {
 		t.Errorf("conn_timeout counted %v, want 1", n)
 	}
+	waitSample(t, r.Metrics().Registry(), "dmsgd_link_downs_total", map[string]string{"reason": "conn_timeout"},
+		"the link's down counted as conn_timeout", equal(1))
 	// Its pending slot is free; a link whose LNK_CONN arrives in time
 	// stays up past the timeout.
 	eventually(t, "the router forgets the silent link", func() error { return noLinks(r) })

@@ -43,6 +43,8 @@ func TestAPeerNotReadingItsShellOutputIsClosedAsASlowConsumer(t *testing.T) {
 		}
 		return nil
 	})
+	waitSample(t, r.Metrics().Registry(), "dmsgd_link_downs_total", map[string]string{"reason": "slow_consumer"},
+		"the link's down counted as slow_consumer", equal(1))
 	if _, err := r.LinkTo("good"); err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +90,8 @@ func TestAPeerHoldingTooManyTransactionsIsRefusedThenClosed(t *testing.T) {
 	if n := limitHits(t, r, "max_transactions_per_link"); n < 1 {
 		t.Errorf("max_transactions_per_link counted %v", n)
 	}
+	waitSample(t, r.Metrics().Registry(), "dmsgd_link_downs_total", map[string]string{"reason": "over_budget"},
+		"the link's down counted as over_budget", equal(1))
 	origin.advertise(hammer2Span("after", "h2", 0, 1))
 	watcher.waitSpans("after", 1)
 }

@@ -120,7 +120,7 @@ func (l *link) connTimedOut() {
 	l.r.metrics.LimitHit("conn_timeout")
 	l.r.events.Warn("conn_timeout", "link closed: no LNK_CONN within limits.conn_timeout",
 		zap.String("link", l.id), zap.String("peer", l.conn.RemoteAddr()))
-	l.conn.Close()
+	l.closeFor(downConnTimeout)
 }
 
 // connArrived stops the LNK_CONN deadline: the peer's LNK_CONN is in, and
