@@ -220,6 +220,33 @@ type Limits struct {
 	// CircuitStall is how long a circuit may stay full before it is
 	// aborted.
 	CircuitStall time.Duration `mapstructure:"circuit_stall"`
+
+	// SlowConsumerGrace is how long a link's queue may stay over
+	// QueueBytesPerLink without draining before the link is closed.
+	SlowConsumerGrace time.Duration `mapstructure:"slow_consumer_grace"`
+	// MaxTransactionsPerLink bounds the transactions a peer holds open on
+	// one link, MaxTransactions those of all peers together: refused ones
+	// until the peer closes them, and accepted ones no other budget holds
+	// (accepted spans and circuits have budgets of their own).
+	MaxTransactionsPerLink int `mapstructure:"max_transactions_per_link"`
+	MaxTransactions        int `mapstructure:"max_transactions"`
+	// LinkRate is the work per second one link's peer may make the router
+	// do (messages handled, spans fanned out), in bursts of twice that.
+	LinkRate int `mapstructure:"link_rate"`
+
+	// Link admission. MaxLinks counts the links accepted on listeners and
+	// opened for VOLCONF; the shell socket has MaxShellLinks of its own
+	// and configured targets always get in.
+	MaxLinksPerSource int `mapstructure:"max_links_per_source"`
+	MaxPendingLinks   int `mapstructure:"max_pending_links"`
+	MaxShellLinks     int `mapstructure:"max_shell_links"`
+	// AcceptRatePerSource is how many new links per second one source may
+	// open, in bursts of MaxLinksPerSource; the rest wait.
+	AcceptRatePerSource int `mapstructure:"accept_rate_per_source"`
+	// HandshakeTimeout bounds a TLS handshake, ConnTimeout the time from
+	// the transport being up to the peer's LNK_CONN.
+	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"`
+	ConnTimeout      time.Duration `mapstructure:"conn_timeout"`
 }
 
 // Log configures logging.
@@ -271,6 +298,18 @@ func Defaults() *Config {
 			QueueBytesPerLink:  16 << 20,
 			CircuitQueueBytes:  4 << 20,
 			CircuitStall:       30 * time.Second,
+
+			SlowConsumerGrace:      5 * time.Second,
+			MaxTransactionsPerLink: 65536,
+			MaxTransactions:        262144,
+			LinkRate:               20000,
+
+			MaxLinksPerSource:   32,
+			MaxPendingLinks:     64,
+			MaxShellLinks:       64,
+			AcceptRatePerSource: 10,
+			HandshakeTimeout:    5 * time.Second,
+			ConnTimeout:         5 * time.Second,
 		},
 		Log: Log{Level: LogInfo, Format: LogJSON},
 	}

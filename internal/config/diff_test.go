@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 )
 
 const diffBase = `
@@ -52,6 +53,15 @@ func TestDiffSeparatesLiveChangesFromRestarts(t *testing.T) {
 			},
 			changes: []string{"limits.max_nodes: 65536 -> 10", "limits.max_relays: 262144 -> 20",
 				"limits.max_circuits_per_link: 16384 -> 30"},
+		},
+		{
+			name: "the link budgets and admission limits apply live",
+			edit: func(c *Config) {
+				c.Limits.MaxTransactions, c.Limits.MaxLinksPerSource = 100, 4
+				c.Limits.SlowConsumerGrace = time.Second
+			},
+			changes: []string{"limits.slow_consumer_grace: 5s -> 1s", "limits.max_transactions: 262144 -> 100",
+				"limits.max_links_per_source: 32 -> 4"},
 		},
 		{
 			name:    "span and keepalive options apply live",

@@ -87,6 +87,16 @@ func TestLoadWithoutAFileAppliesEveryDefault(t *testing.T) {
 		{"a link queues 16MiB", cfg.Limits.QueueBytesPerLink == 16<<20},
 		{"a circuit queues 4MiB", cfg.Limits.CircuitQueueBytes == 4<<20},
 		{"a circuit stalls for 30s", cfg.Limits.CircuitStall == 30*time.Second},
+		{"a slow consumer has 5s of grace", cfg.Limits.SlowConsumerGrace == 5*time.Second},
+		{"a peer holds 65536 transactions per link", cfg.Limits.MaxTransactionsPerLink == 65536},
+		{"peers hold 262144 transactions in all", cfg.Limits.MaxTransactions == 262144},
+		{"a link's peer gets 20000 units of work a second", cfg.Limits.LinkRate == 20000},
+		{"a source opens 32 links", cfg.Limits.MaxLinksPerSource == 32},
+		{"64 links may be waiting for their LNK_CONN", cfg.Limits.MaxPendingLinks == 64},
+		{"the shell socket takes 64 links", cfg.Limits.MaxShellLinks == 64},
+		{"a source opens 10 links a second", cfg.Limits.AcceptRatePerSource == 10},
+		{"a TLS handshake takes 5s at most", cfg.Limits.HandshakeTimeout == 5*time.Second},
+		{"a LNK_CONN is due within 5s", cfg.Limits.ConnTimeout == 5*time.Second},
 		{"the log level is info", cfg.Log.Level == LogInfo},
 		{"the log format is json", cfg.Log.Format == LogJSON},
 		{"nothing counts as explicitly set", !cfg.IsSet("log.format")},
@@ -153,6 +163,16 @@ limits:
   queue_bytes_per_link: 1MiB
   circuit_queue_bytes: 65536
   circuit_stall: 1m
+  slow_consumer_grace: 2s
+  max_transactions_per_link: 40
+  max_transactions: 50
+  link_rate: 60
+  max_links_per_source: 3
+  max_pending_links: 4
+  max_shell_links: 5
+  accept_rate_per_source: 6
+  handshake_timeout: 7s
+  conn_timeout: 8s
 log:
   level: debug
   format: console
@@ -193,6 +213,9 @@ metrics:
 			MaxLinks: 10, MaxSpansPerLink: 20, MaxSpansPerNode: 3, MaxSpans: 40, MaxNodes: 50, MaxRelays: 60,
 			MaxSpanRefusals: 70, MaxCircuits: 30, MaxCircuitsPerLink: 5,
 			QueueBytesPerLink: 1 << 20, CircuitQueueBytes: 65536, CircuitStall: time.Minute,
+			SlowConsumerGrace: 2 * time.Second, MaxTransactionsPerLink: 40, MaxTransactions: 50, LinkRate: 60,
+			MaxLinksPerSource: 3, MaxPendingLinks: 4, MaxShellLinks: 5, AcceptRatePerSource: 6,
+			HandshakeTimeout: 7 * time.Second, ConnTimeout: 8 * time.Second,
 		},
 		Log:     Log{Level: LogDebug, Format: LogConsole},
 		Metrics: Metrics{Listen: "127.0.0.1:9881", ReadyTargets: 2},
@@ -500,4 +523,24 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(m.Run())
+}
+
+func TestEveryLinkBudgetMustBeSet(t *testing.T) {
+	for _, key := range []string{"max_transactions_per_link", "max_transactions", "link_rate",
+		"max_links_per_source", "max_pending_links", "max_shell_links", "accept_rate_per_source"} {
+		path := writeConfig(t, "limits:\n  "+key+": 0\n")
+		_, err := Load(path)
+		want := []string{path + ":2: limits." + key + ": must be at least 1, not 0"}
+		if got := problemLines(t, err); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: 0: problems %q, want %q", key, got, want)
+		}
+	}
+	for _, key := range []string{"slow_consumer_grace", "handshake_timeout", "conn_timeout"} {
+		path := writeConfig(t, "limits:\n  "+key+": 0s\n")
+		_, err := Load(path)
+		want := []string{path + ":2: limits." + key + ": must be positive, not 0s"}
+		if got := problemLines(t, err); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: 0s: problems %q, want %q", key, got, want)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 )
 
 // validate checks the rules that span keys and fills the derived fields
@@ -236,13 +237,30 @@ func validateLimits(c *Config, ps *problems) {
 		{"limits.max_circuits_per_link", int64(l.MaxCircuitsPerLink)},
 		{"limits.queue_bytes_per_link", int64(l.QueueBytesPerLink)},
 		{"limits.circuit_queue_bytes", int64(l.CircuitQueueBytes)},
+		{"limits.max_transactions_per_link", int64(l.MaxTransactionsPerLink)},
+		{"limits.max_transactions", int64(l.MaxTransactions)},
+		{"limits.link_rate", int64(l.LinkRate)},
+		{"limits.max_links_per_source", int64(l.MaxLinksPerSource)},
+		{"limits.max_pending_links", int64(l.MaxPendingLinks)},
+		{"limits.max_shell_links", int64(l.MaxShellLinks)},
+		{"limits.accept_rate_per_source", int64(l.AcceptRatePerSource)},
 	} {
 		if f.n < 1 {
 			ps.add(f.key, "must be at least 1, not %d", f.n)
 		}
 	}
-	if l.CircuitStall <= 0 {
-		ps.add("limits.circuit_stall", "must be positive, not %s", l.CircuitStall)
+	for _, f := range []struct {
+		key string
+		d   time.Duration
+	}{
+		{"limits.circuit_stall", l.CircuitStall},
+		{"limits.slow_consumer_grace", l.SlowConsumerGrace},
+		{"limits.handshake_timeout", l.HandshakeTimeout},
+		{"limits.conn_timeout", l.ConnTimeout},
+	} {
+		if f.d <= 0 {
+			ps.add(f.key, "must be positive, not %s", f.d)
+		}
 	}
 }
 

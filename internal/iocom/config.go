@@ -36,10 +36,35 @@ type Config struct {
 	// never ping).
 	KeepaliveTimeout time.Duration
 
-	// QueueBytes bounds the outbound queue for senders that wait for room
-	// (WaitRoom). Control messages are never refused or delayed: their
-	// number is bounded by the state they represent.
+	// QueueBytes is the link's outbound queue budget (budget.go): senders
+	// that wait for room (WaitRoom) wait for the queue to fall below it,
+	// the reader stops reading while the replies queued for the peer
+	// exceed it, and a queue over it that does not drain for
+	// SlowConsumerGrace closes the link. Queueing itself never blocks or
+	// fails.
 	QueueBytes int
+
+	// SlowConsumerGrace is how long the queue may stay over QueueBytes
+	// without shrinking before the link is closed as a slow consumer: 0
+	// means DefaultSlowConsumerGrace, negative disables the check.
+	SlowConsumerGrace time.Duration
+
+	// MaxTransactions bounds the transactions the peer may hold open on
+	// the link, in every circuit scope, refused ones included until the
+	// peer closes them (txbudget.go); 0 bounds nothing.
+	MaxTransactions int
+
+	// Transactions is the router-wide pool those transactions are also
+	// taken from, shared by all of a router's links; nil bounds nothing.
+	Transactions *TxPool
+
+	// WorkRate is how many units of work per second the peer may make
+	// the link's reader do, in bursts of WorkBurst (rate.go): one unit
+	// per message handled, plus what handlers add with Conn.Spend. A
+	// peer past it is slowed: its reader waits. 0 meters nothing;
+	// WorkBurst 0 means one second's worth.
+	WorkRate  int
+	WorkBurst int
 
 	// Handler receives new transactions and one-way messages.
 	Handler Handler
@@ -75,6 +100,13 @@ func (cfg *Config) keepaliveTimeout() time.Duration {
 		return DefaultKeepaliveTimeout
 	}
 	return cfg.KeepaliveTimeout
+}
+
+func (cfg *Config) slowConsumerGrace() time.Duration {
+	if cfg.SlowConsumerGrace == 0 {
+		return DefaultSlowConsumerGrace
+	}
+	return cfg.SlowConsumerGrace
 }
 
 func (cfg *Config) queueBytes() int {

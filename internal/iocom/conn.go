@@ -28,6 +28,8 @@ type Conn struct {
 	nextMsgID uint64
 	q         []outMsg // outbound queue, in send order
 	qBytes    int      // queued plus being written
+	qb        queueBudget
+	txs       txCounts // transactions the peer holds open (txbudget.go)
 	room      chan struct{}
 	drained   chan struct{} // closed when the queue is empty and flushed
 
@@ -46,6 +48,7 @@ type Conn struct {
 	stages      []*stage                     // relayed, not yet queued on the links relayed to
 	spareStages []*stage
 	relayedTo   []*Conn // writers to wake when our input drains
+	work        workMeter
 
 	// The write side of the socket belongs to whoever holds wmu: the
 	// writer goroutine, or a relaying reader sending a small burst itself.
@@ -55,6 +58,7 @@ type Conn struct {
 	wbatch           []outMsg
 	lastSend         atomic.Int64 // unix nanoseconds of the last write, for keepalive
 	stalled          atomic.Int32 // readers paused on purpose (circuit backpressure)
+	repliesOver      atomic.Bool  // replies queued exceed the budget (budget.go)
 	rxMsgs, txMsgs   atomic.Uint64
 	rxBytes, txBytes atomic.Uint64
 }
@@ -84,6 +88,7 @@ func NewConn(nc net.Conn, cfg Config) *Conn {
 		writerDone: make(chan struct{}),
 		done:       make(chan struct{}),
 	}
+	c.work.init(float64(cfg.WorkRate), cfg.WorkBurst)
 	c.out = newOutBuf(nc)
 	c.enc = dmsg.NewEncoder(c.out)
 	c.lastSend.Store(time.Now().UnixNano())
@@ -182,6 +187,7 @@ func (c *Conn) fail(err error) {
 		}
 		c.mu.Lock()
 		c.dead = true
+		c.stopSlowCheckLocked()
 		c.mu.Unlock()
 		close(c.closing)
 		c.nc.Close()

@@ -15,10 +15,21 @@
 // socket itself, without waiting, instead of waking that link's writer.
 // Whoever holds a Conn's write lock owns its socket's write side.
 //
-// A protocol violation, a framing error, a keepalive timeout or a panic in
-// a handler closes only that Conn: every transaction still open on it is
-// then terminated exactly once, children first and LNK_CONN last, with a
-// synthesized ABORT|DELETE carrying LOSTLINK.
+// A Conn spends only its own peer's budgets, each enforced before what it
+// bounds is allocated: the bytes queued for the peer (budget.go: the
+// reader stops while answers to the peer exceed the budget, a peer that
+// does not keep up is closed as a slow consumer), the transactions the
+// peer holds open (txbudget.go, per link and in a pool shared by all
+// links), and the work its messages make the reader do (rate.go: a peer
+// past its rate waits, alone). Keepalive counts whole messages, so a
+// trickle of bytes does not keep a link alive. What a peer can repeat at
+// will is logged through the shared rate-limited event log and counted
+// (report.go).
+//
+// A protocol violation, a framing error, a keepalive timeout, a spent
+// budget or a panic in a handler closes only that Conn: every transaction
+// still open on it is then terminated exactly once, children first and
+// LNK_CONN last, with a synthesized ABORT|DELETE carrying LOSTLINK.
 //
 // iocom knows nothing of spans or routing; it must not import the span or
 // circuit packages.

@@ -132,6 +132,12 @@ var fuzzSeedTuples = [][]byte{
 	{0x01, 0x05, 5, 0, 0x00, 0x15, 7, 0, 0x00, 0x25, 7, 0, 0x00, 0x45, 7, 0, 0x02, 0x05, 7, 0},
 	// Circuit 1 messages, then a damaged tail.
 	{0x41, 0x05, 4, 0, 0x40, 0x00, 1, 0, 0x01, 0x05, 4, 200, 0x31, 0x17},
+	// Past the transaction budget (6 in the fuzz Conn): refusals with
+	// PARAM, then the overdraft (8) spent and the link closed.
+	{0x01, 1, 4, 0, 0x01, 2, 4, 0, 0x01, 3, 4, 0, 0x01, 4, 4, 0, 0x01, 5, 4, 0, 0x01, 6, 4, 0, 0x01, 7, 4, 0, 0x01, 8, 4, 0, 0x01, 9, 4, 0, 0x01, 10, 4, 0, 0x01, 11, 4, 0, 0x01, 12, 4, 0, 0x01, 13, 4, 0, 0x01, 14, 4, 0, 0x01, 15, 4, 0},
+	// Unknown commands held open up to the budget, two refused ones
+	// closed by the peer, and spans opened again.
+	{0x01, 3, 10, 0, 0x01, 4, 10, 0, 0x01, 5, 10, 0, 0x01, 6, 10, 0, 0x01, 7, 10, 0, 0x01, 8, 10, 0, 0x01, 9, 10, 0, 0x01, 10, 10, 0, 0x02, 9, 7, 0, 0x02, 10, 7, 0, 0x01, 11, 4, 0, 0x01, 12, 4, 0},
 }
 
 // fuzzSeedStreams are raw inputs built with valid framing: each reaches the
@@ -315,7 +321,10 @@ func runFuzzLink(t *testing.T, input []byte) {
 	goroutines := runtime.NumGoroutine()
 	h := &fuzzHandler{terms: make(map[*iocom.Tx]int), handled: make(map[*iocom.Tx]bool)}
 	nc := &fuzzConn{in: input}
-	c := iocom.NewConn(nc, iocom.Config{ID: "fuzz", Handler: h, KeepaliveInterval: -1, KeepaliveTimeout: -1})
+	// Small budgets, so that refusals over them, their overdraft and the
+	// reader's pauses for queued replies are in play.
+	c := iocom.NewConn(nc, iocom.Config{ID: "fuzz", Handler: h, KeepaliveInterval: -1, KeepaliveTimeout: -1,
+		QueueBytes: 4 << 10, MaxTransactions: 6, Transactions: iocom.NewTxPool(10)})
 	// Two transactions of ours are open before the peer's stream is read,
 	// so that its replies can meet them (msgids 1 and 2).
 	for _, cmd := range []uint32{dmsg.LnkSpan, dmsg.LnkConn} {

@@ -3,6 +3,7 @@ package iocom_test
 import (
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -222,5 +223,50 @@ func TestAReaderPausedLongerThanTheTimeoutIsNotDeclaredDead(t *testing.T) {
 	expectPings(t, peer, 5, true, time.Time{}, staysUpPingEvery)
 	if isDone(conn) {
 		t.Fatalf("link went down after its reader was paused: %v", conn.Err())
+	}
+}
+
+// The dead-link check counts whole messages, not bytes: a peer that
+// trickles a message a byte at a time, each byte well within the
+// timeout, never completes one and is closed as dead. Otherwise a
+// connection sending a byte now and then would hold its link forever.
+func TestAPeerTricklingBytesIsClosedAsDead(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		prefix int // bytes of the message sent at once before the trickle
+	}{
+		{"a header trickled a byte at a time", 0},
+		{"a message whose aux data trickles after its header", dmsg.BaseHeaderSize},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			guard(t)
+			x, y := socketPair(t, transports[0])
+			rec := newRecorder(nil)
+			conn := startConn(t, x, iocom.Config{ID: "trickled", Handler: rec,
+				KeepaliveInterval: pingEvery, KeepaliveTimeout: deadAfter})
+			peer := newRawPeer(t, y) // reads and discards our pings
+			b := peer.frame(msg(dmsg.DbgShell, 0, withAux(strings.Repeat("x", 4000))))
+			if err := peer.writeRaw(b[:tc.prefix]); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			for i := tc.prefix; i < len(b) && !isDone(conn); i++ {
+				if err := peer.writeRaw(b[i : i+1]); err != nil {
+					break // the Conn closed the link
+				}
+				time.Sleep(deadAfter / 10)
+			}
+			waitDone(t, conn)
+			var dead *iocom.DeadLinkError
+			if !errors.As(conn.Err(), &dead) {
+				t.Fatalf("Err() = %v (%T) after %v, want *DeadLinkError", conn.Err(), conn.Err(), time.Since(start))
+			}
+			if dead.Silent < deadAfter {
+				t.Fatalf("closed reporting %v without a whole message, want at least %v", dead.Silent, deadAfter)
+			}
+			if ev := rec.unseen(); len(ev) != 0 {
+				t.Fatalf("the trickled message reached the handler: %v", ev)
+			}
+		})
 	}
 }

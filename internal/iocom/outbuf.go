@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -39,6 +40,11 @@ type outBuf struct {
 	// (TLS: a record may have been cut): it is only ever written without
 	// a deadline, by the writer goroutine.
 	noDeadline bool
+
+	// written counts the bytes the socket has taken, as it takes them:
+	// the slow-consumer check (budget.go) measures a peer's progress with
+	// it, also in the middle of a large batch.
+	written atomic.Uint64
 }
 
 func newOutBuf(nc net.Conn) *outBuf {
@@ -70,7 +76,7 @@ func (o *outBuf) Write(p []byte) (int, error) {
 			return 0, err
 		}
 		if len(p) >= cap(o.buf) {
-			return o.nc.Write(p)
+			return o.writeDirect(p)
 		}
 	}
 	start := len(o.buf)
@@ -106,15 +112,23 @@ func (o *outBuf) lend(p []byte, ch *chunk) error {
 // deadline, so a short write is an error that ends the link.
 func (o *outBuf) writeThrough(p []byte) (int, error) {
 	if len(o.vec) == 0 {
-		return o.nc.Write(p)
+		return o.writeDirect(p)
 	}
 	bufs := append(net.Buffers(o.vec), p)
-	_, err := bufs.WriteTo(o.nc)
+	n, err := bufs.WriteTo(o.nc)
+	o.written.Add(uint64(n))
 	o.reset()
 	if err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// writeDirect writes p to the socket, bypassing the buffer.
+func (o *outBuf) writeDirect(p []byte) (int, error) {
+	n, err := o.nc.Write(p)
+	o.written.Add(uint64(n))
+	return n, err
 }
 
 // pending reports whether bytes wait to be written.
@@ -141,7 +155,8 @@ func (o *outBuf) flush() error {
 		return nil
 	}
 	bufs := net.Buffers(o.vec)
-	_, err := bufs.WriteTo(o.nc)
+	n, err := bufs.WriteTo(o.nc)
+	o.written.Add(uint64(n))
 	o.reset()
 	return err
 }
@@ -178,6 +193,7 @@ func (o *outBuf) tryFlush() error {
 			err = errSlowPeer
 		}
 	}
+	o.written.Add(uint64(n))
 	o.keepUnwritten(n)
 	return err
 }

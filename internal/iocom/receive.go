@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"time"
 
@@ -32,6 +33,7 @@ func (c *Conn) readLoop() {
 // readOne reads one message and relays or handles it; an error ends the
 // link.
 func (c *Conn) readOne() error {
+	c.waitReplyRoom()
 	h, err := c.dec.Next()
 	if err != nil {
 		return err
@@ -56,6 +58,7 @@ func (c *Conn) readOne() error {
 	// before it, and its handler may take a while: what we relayed goes
 	// out now.
 	c.wakeRelayed(true)
+	c.meterWork(h)
 	m, err := c.dec.Msg()
 	if err != nil {
 		return err
@@ -65,16 +68,24 @@ func (c *Conn) readOne() error {
 }
 
 // rxStream is what the reader decodes from. With a keepalive timeout it
-// implements the dead-link check of PROTOCOL.md 3.2: every read of the
-// socket carries a deadline at least the timeout ahead, so a link that
-// receives nothing for that long fails with a *DeadLinkError. The check
-// lives on the reader because only it knows when bytes arrive; the writer
-// can sit blocked in a write for as long as a stuck peer does not read.
+// implements the dead-link check of PROTOCOL.md 3.2: a link on which no
+// whole message arrives for that long fails with a *DeadLinkError. Bytes
+// alone do not count, so a peer that trickles a byte now and then, never
+// finishing a message, cannot hold the link (and its slot) forever.
+//
+// Only the time the reader spends waiting for the socket is silence: while
+// a handler holds it, or it pauses because the peer is over a budget,
+// what the peer sends waits unread and the clock stops. The check lives on
+// the reader because only it knows when messages arrive; the writer can
+// sit blocked in a write for as long as a stuck peer does not read.
 type rxStream struct {
 	c        *Conn
 	timeout  time.Duration // <= 0: no dead-link check
 	deadline time.Time     // the read deadline currently set
-	lastRx   time.Time     // when bytes last arrived (or the reader started)
+	quiet    time.Time     // silence since then: the last whole message, plus time away
+	returned time.Time     // when the last read returned
+	msgs     uint64        // c.rx.msgs at the last read
+	busy     time.Time     // since when the reader has run without waiting
 }
 
 // Read is called by the decoder's buffer when it needs more bytes than it
@@ -85,31 +96,75 @@ func (r *rxStream) Read(p []byte) (int, error) {
 	r.c.publishRxStats()
 	// The log level is looked up once per read, not per message.
 	r.c.rxDebug = r.c.log.Core().Enabled(zapcore.DebugLevel)
-	if r.timeout <= 0 {
-		return r.c.nc.Read(p)
-	}
 	now := time.Now()
-	if r.lastRx.IsZero() {
-		r.lastRx = now
+	r.yield(now)
+	if r.timeout <= 0 {
+		n, err := r.c.nc.Read(p)
+		r.returned = r.waited(now)
+		return n, err
 	}
-	// Re-arm only when less than a full timeout is left, so the deadline
-	// is not reset on every read of a busy link; arming an eighth further
-	// keeps the silence needed to trip it at least one timeout.
-	if r.deadline.Sub(now) < r.timeout {
-		r.deadline = now.Add(r.timeout + r.timeout/8)
-		if err := r.c.nc.SetReadDeadline(r.deadline); err != nil {
+	switch {
+	case r.quiet.IsZero(), r.c.rx.msgs != r.msgs:
+		// The reader starts, or a message header arrived since the last
+		// read (the decoder counts a message once its header is in).
+		r.quiet = now
+		r.msgs = r.c.rx.msgs
+	default:
+		// Still inside one message: only the time spent in reads counts.
+		r.quiet = r.quiet.Add(now.Sub(r.returned))
+	}
+	// Re-arm only when the deadline falls short of a full timeout of
+	// silence, and then an eighth further, so a busy link does not reset
+	// it on every read; tripping it still takes at least one timeout.
+	if due := r.quiet.Add(r.timeout); r.deadline.Before(due) {
+		r.deadline = due.Add(r.timeout / 8)
+		if err := r.c.nc.SetReadDeadline(r.deadline); errors.Is(err, net.ErrClosed) {
+			return 0, err
+		} else if err != nil {
 			r.c.log.Warn("read deadline not supported; dead-link check disabled", zap.Error(err))
 			r.timeout = 0
 		}
 	}
 	n, err := r.c.nc.Read(p)
-	if n > 0 {
-		r.lastRx = time.Now()
-	}
+	r.returned = r.waited(now)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		err = &DeadLinkError{Silent: time.Since(r.lastRx).Round(time.Millisecond)}
+		err = &DeadLinkError{Silent: r.returned.Sub(r.quiet).Round(time.Millisecond)}
 	}
 	return n, err
+}
+
+// A reader whose peer floods it always finds input and never blocks; the
+// scheduler would then let it run for whole time slices while the
+// goroutines of quiet links, woken by the network, queue behind it. So a
+// reader that has run for yieldEvery without waiting for its socket
+// yields the processor before its next read (every 64 KiB of input at
+// most): fairness between links at the level of the processor, next to
+// the work budget of rate.go. A read that took longer than readWaited is
+// taken to have waited for the peer.
+const (
+	yieldEvery = time.Millisecond
+	readWaited = 20 * time.Microsecond
+)
+
+// yield lets other goroutines run if the reader has been busy for
+// yieldEvery.
+func (r *rxStream) yield(now time.Time) {
+	if r.busy.IsZero() {
+		r.busy = now
+	}
+	if now.Sub(r.busy) >= yieldEvery {
+		runtime.Gosched()
+		r.busy = time.Now()
+	}
+}
+
+// waited notes the end of a read begun at start and returns the time.
+func (r *rxStream) waited(start time.Time) time.Time {
+	now := time.Now()
+	if now.Sub(start) > readWaited {
+		r.busy = now // it waited: the reader's busy stretch starts again
+	}
+	return now
 }
 
 // readError classifies the error that ended the read loop; nil means an
@@ -147,6 +202,7 @@ func (c *Conn) receive(m *dmsg.Msg) error {
 			// The far end of a circuit broke the rules inside it: the
 			// routers relayed its frames as they were. Only that circuit
 			// is at fault, not the link it runs over.
+			c.reportPeerFault(err, m.Circuit)
 			c.failScope(s, err)
 			return nil
 		}
@@ -157,6 +213,9 @@ func (c *Conn) receive(m *dmsg.Msg) error {
 		c.oneWay(s, m)
 	case rxAccept:
 		c.accept(tx, m)
+	case rxRefuse:
+		limit, _ := tx.charge.overBudget()
+		c.refuseOverBudget(tx, m, limit)
 	case rxDeliver:
 		c.deliver(tx, m)
 	case rxDrop:
@@ -175,7 +234,7 @@ type ScopeFailer interface {
 // failScope closes a circuit scope whose far end violated the protocol:
 // its transactions end with PARAM and its owner is told.
 func (c *Conn) failScope(s *Scope, err error) {
-	c.log.Warn("circuit closed: its far end violated the protocol", zap.Uint64("circuit", s.key.id), zap.Error(err))
+	c.log.Debug("circuit closed: its far end violated the protocol", zap.Uint64("circuit", s.key.id), zap.Error(err))
 	s.Close(dmsg.ErrParam)
 	if f, ok := s.handler.(ScopeFailer); ok {
 		f.ScopeFailed(s, err)
@@ -256,18 +315,19 @@ func (c *Conn) terminate(tx *Tx, code uint32) {
 	}
 }
 
+// logDown writes the link's "link down" line: info, never sampled, with
+// the reason. Faults of the peer are also reported, rate-limited, as
+// warnings (report.go); a flood of them must not flood the log.
 func (c *Conn) logDown() {
 	err := c.Err()
-	var pe *ProtocolError
 	switch {
 	case err == nil:
 		c.log.Info("link down")
 	case errors.Is(err, ErrPeerClosed):
 		c.log.Info("link down", zap.String("reason", err.Error()))
-	case errors.As(err, &pe):
-		c.log.Warn("link closed: peer violated the protocol", zap.Error(err))
 	default:
-		c.log.Warn("link down", zap.Error(err))
+		c.reportPeerFault(err, 0)
+		c.log.Info("link down", zap.Error(err))
 	}
 }
 

@@ -245,7 +245,7 @@ func (st *stage) publish() bool {
 		to.q = append(to.q, outMsg{acct: r.acct, raw: st.ch.buf[r.off : r.off+r.n], chunk: st.ch})
 		st.runs[i] = stagedRun{}
 	}
-	to.qBytes += st.bytes
+	to.chargeLocked(st.bytes, false)
 	to.mu.Unlock()
 	st.runs, st.bytes = st.runs[:0], 0
 	return first
@@ -298,7 +298,7 @@ func (c *Conn) queueMsg(m *dmsg.Msg, acct Accounter) bool {
 		return false
 	}
 	c.q = append(c.q, outMsg{m: m, acct: acct, release: true})
-	c.qBytes += size
+	c.chargeLocked(size, false)
 	first := len(c.q) == 1
 	c.mu.Unlock()
 	return first

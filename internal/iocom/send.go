@@ -41,7 +41,7 @@ type Accounter interface {
 // never blocks.
 func (c *Conn) enqueueLocked(m *dmsg.Msg) {
 	c.q = append(c.q, outMsg{m: m})
-	c.qBytes += m.EncodedSize()
+	c.chargeLocked(m.EncodedSize(), isReply(m))
 	if len(c.q) == 1 {
 		c.kick()
 	}
@@ -242,14 +242,18 @@ func (c *Conn) isClosing() bool {
 // writeBatch encodes batch into the buffer and releases its bytes from the
 // queue accounting.
 func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
-	n, msgs := 0, 0
+	n, msgs, replies := 0, 0, 0
 	debug := c.log.Core().Enabled(zapcore.DebugLevel)
 	for i, o := range batch {
+		reply := o.isReply() // before writeOne may recycle the message
 		size, frames, err := c.writeOne(enc, &o, debug)
 		if err != nil {
 			return err
 		}
 		n += size
+		if reply {
+			replies += size
+		}
 		msgs += frames
 		if o.acct != nil {
 			o.acct.Written(frames, size)
@@ -259,11 +263,7 @@ func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
 	c.txMsgs.Add(uint64(msgs))
 	c.txBytes.Add(uint64(n))
 	c.mu.Lock()
-	c.qBytes -= n
-	if c.room != nil && c.qBytes < c.cfg.queueBytes() {
-		close(c.room)
-		c.room = nil
-	}
+	c.releaseLocked(n, replies)
 	c.mu.Unlock()
 	return nil
 }

@@ -57,6 +57,7 @@ func (s *Scope) table(local bool) map[uint64]*Tx {
 func (s *Scope) remove(tx *Tx) {
 	tx.done = true
 	delete(s.table(tx.local), tx.msgid)
+	s.conn.releaseTxLocked(tx)
 }
 
 // ProtocolError is a peer's violation of PROTOCOL.md section 3. It closes
@@ -88,6 +89,7 @@ const (
 	rxAccept                // the peer opened a transaction: Handler.Accept
 	rxDeliver               // a message of an open transaction: its handler
 	rxDrop                  // nothing to deliver to (legal: late ABORT, dead circuit)
+	rxRefuse                // the peer opened a transaction over its budget: refuse it
 )
 
 // classify runs the receive half of the state machine for m: it finds or
@@ -159,8 +161,15 @@ func (c *Conn) classifyRemote(s *Scope, m *dmsg.Msg, abort bool) (*Tx, rxKind, e
 		if tx != nil {
 			return nil, 0, violation(m, "CREATE for a transaction already open")
 		}
-		tx = &Tx{conn: c, scope: s, msgid: m.MsgID, cmd: dmsg.Base(m.Cmd), rxCreate: true}
+		charge, err := c.chargeTxLocked()
+		if err != nil {
+			return nil, 0, err
+		}
+		tx = &Tx{conn: c, scope: s, msgid: m.MsgID, cmd: dmsg.Base(m.Cmd), rxCreate: true, charge: charge}
 		s.remote[m.MsgID] = tx
+		if _, over := charge.overBudget(); over {
+			return tx, rxRefuse, nil
+		}
 		return tx, rxAccept, nil
 	}
 	switch {
@@ -244,6 +253,7 @@ func drainScopes(scopes []*Scope) []*Tx {
 		for _, t := range []map[uint64]*Tx{s.local, s.remote} {
 			for _, tx := range t {
 				tx.done = true
+				s.conn.releaseTxLocked(tx)
 				if !tx.rxDelete {
 					out = append(out, tx)
 				}

@@ -22,6 +22,7 @@ type Tx struct {
 	msgid   uint64
 	cmd     uint32 // base command of the CREATE
 	local   bool   // this side opened it
+	charge  txCharge
 	handler TxHandler
 
 	txCreate, txDelete bool // sent by us

@@ -21,6 +21,7 @@ type Metrics struct {
 	reg        *prometheus.Registry
 	limits     *prometheus.CounterVec
 	violations *prometheus.CounterVec
+	pauses     *prometheus.CounterVec
 	op         ops
 	trust      *prometheus.CounterVec // trust.go
 }
@@ -37,8 +38,12 @@ func New() *Metrics {
 			Name: "dmsgd_protocol_errors_total",
 			Help: "Protocol violations and framing errors seen from peers, by kind.",
 		}, []string{"kind"}),
+		pauses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmsgd_link_reader_pauses_total",
+			Help: "Times a link's reader stopped reading its peer because the peer reached a budget, by limit (the config key under limits:).",
+		}, []string{"limit"}),
 	}
-	m.reg.MustRegister(m.limits, m.violations)
+	m.reg.MustRegister(m.limits, m.violations, m.pauses)
 	m.op = newOps()
 	m.op.register(m.reg)
 	m.trust = newTrust(m.reg)
@@ -63,5 +68,14 @@ func (m *Metrics) LimitHit(limit string) {
 func (m *Metrics) ProtocolError(kind string) {
 	if m != nil {
 		m.violations.WithLabelValues(kind).Inc()
+	}
+}
+
+// ReaderPaused counts one pause of a link's reader because its peer
+// reached limit (such as "queue_bytes_per_link"): the peer is slowed, not
+// refused.
+func (m *Metrics) ReaderPaused(limit string) {
+	if m != nil {
+		m.pauses.WithLabelValues(limit).Inc()
 	}
 }

@@ -22,6 +22,7 @@ func TestANilMetricsCountsNothingAndDoesNotPanic(t *testing.T) {
 	m.SpanRefused("own_node")
 	m.ShellCommand("socket")
 	m.PeerSeriesOverflow()
+	m.ReaderPaused("link_rate")
 }
 
 func TestAReloadSetsTheLastReloadGauges(t *testing.T) {

@@ -17,10 +17,6 @@ import (
 )
 
 // withLimits adjusts the limits section.
-func withLimits(f func(l *config.Limits)) routerOption {
-	return func(c *config.Config) { f(&c.Limits) }
-}
-
 // newObservedRouter starts a router whose warnings are recorded, for
 // counting log lines.
 func newObservedRouter(tb testing.TB, label string, opts ...routerOption) (*testRouter, *observer.ObservedLogs) {

@@ -89,16 +89,19 @@ func (l *link) acceptConn(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	}
 	log := l.conn.Logger()
 	if info.PfsFsid == l.r.nodeID {
-		log.Warn("link refused: the peer is this router itself", zap.String("node_id", info.PfsFsid.String()))
+		l.r.events.Warn("conn_self", "link refused: the peer is this router itself",
+			zap.String("link", l.id), zap.String("peer", l.conn.RemoteAddr()), zap.String("node_id", info.PfsFsid.String()))
 		tx.CloseError(dmsg.ErrParam)
 		l.closeFor(downSelfLink)
 		return nil
 	}
+	l.connArrived()
 	l.mu.Lock()
 	dup := l.peerTx != nil
 	l.mu.Unlock()
 	if dup {
-		log.Warn("second LNK_CONN on one link refused")
+		l.r.events.Warn("conn_second", "second LNK_CONN on one link refused",
+			zap.String("link", l.id), zap.String("peer", l.conn.RemoteAddr()))
 		tx.CloseError(dmsg.ErrParam)
 		return nil
 	}

@@ -1,5 +1,7 @@
-// Package router is the dmsgd daemon: it binds listeners, turns every
-// accepted or dialled stream into an iocom link, runs the LNK_CONN and
+// Package router is the dmsgd daemon: it binds listeners, admits
+// connections (admit.go: link classes, per-source caps and rates, pending
+// links and their deadlines), turns every accepted or dialled stream into
+// an iocom link with its peer's budgets, runs the LNK_CONN and
 // LNK_SPAN transactions of each link against the span engine, serves the
 // debug shell on links allowed to use it, keeps outbound links through
 // volconf, and shuts all of it down in order.

@@ -36,6 +36,7 @@ type link struct {
 	ourTx    *iocom.Tx  // our LNK_CONN
 	ourV2    bool       // ourTx is the libdmsg 2014+ form
 	session  *shell.Session
+	connDue  *time.Timer // limits.conn_timeout, until the peer's LNK_CONN
 
 	peerV2      bool      // the peer's LNK_CONN is the libdmsg 2014+ form: no LNK_CIRC
 	ident       peerIdent // who the peer is, for metrics (peerstats.go)
@@ -49,22 +50,20 @@ type linkOptions struct {
 	target      config.Target // for outbound links
 	shellSocket bool          // accepted on the shell socket
 	tlsPeer     string        // the tls.peers name a TLS handshake authenticated
+	adm         *admission    // its place in the admission counts (admit.go)
 
 	tlsKey ed25519.PublicKey // the pinned key it presented (auth.go)
 }
 
-// startLink runs a new link over nc, or refuses it when the router is at
-// its link limit or shutting down. It returns nil when refused.
+// startLink runs a new link over nc, admitted as opts.adm says, or
+// refuses it when the router is shutting down. It returns nil when
+// refused.
 func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 	cfg := r.Config()
 	r.mu.Lock()
-	if r.closing || len(r.links) >= cfg.Limits.MaxLinks {
-		full := !r.closing
+	if r.closing {
 		r.mu.Unlock()
-		if full {
-			r.log.Warn("link refused: limits.max_links reached",
-				zap.String("peer", nc.RemoteAddr().String()), zap.Int("max_links", cfg.Limits.MaxLinks))
-		}
+		r.admit.release(opts.adm)
 		nc.Close()
 		return nil
 	}
@@ -80,6 +79,11 @@ func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 		KeepaliveInterval: orDisabled(cfg.Keepalive.Interval),
 		KeepaliveTimeout:  orDisabled(cfg.Keepalive.Timeout),
 		QueueBytes:        int(cfg.Limits.QueueBytesPerLink),
+		SlowConsumerGrace: cfg.Limits.SlowConsumerGrace,
+		MaxTransactions:   cfg.Limits.MaxTransactionsPerLink,
+		Transactions:      r.txPool,
+		WorkRate:          linkRate(cfg, opts),
+		WorkBurst:         2 * linkRate(cfg, opts),
 		Handler:           l,
 		Forward:           func(c *iocom.Conn, f *iocom.Frame) bool { return l.circuits.Forward(c, f) },
 		Logger:            log,
@@ -97,9 +101,51 @@ func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 	// LNK_CONN makes the engine relay spans at once, and those must not
 	// reach the peer ahead of our LNK_CONN.
 	l.sendConn(opts.target.ConnForm == config.ConnLibdmsg)
+	l.mu.Lock()
+	l.connDue = time.AfterFunc(cfg.Limits.ConnTimeout, l.connTimedOut)
+	l.mu.Unlock()
 	l.conn.Start()
 	go l.reap()
 	return l
+}
+
+// connTimedOut closes a link whose peer has not sent its LNK_CONN within
+// limits.conn_timeout: a connection that does not speak DMSG must not
+// hold a link slot.
+func (l *link) connTimedOut() {
+	l.mu.Lock()
+	due := l.connDue
+	l.connDue = nil
+	l.mu.Unlock()
+	if due == nil {
+		return // the LNK_CONN won the race
+	}
+	l.r.metrics.LimitHit("conn_timeout")
+	l.r.events.Warn("conn_timeout", "link closed: no LNK_CONN within limits.conn_timeout",
+		zap.String("link", l.id), zap.String("peer", l.conn.RemoteAddr()))
+	l.closeFor(downConnTimeout)
+}
+
+// connArrived stops the LNK_CONN deadline: the peer's LNK_CONN is in, and
+// the link is no longer pending.
+func (l *link) connArrived() {
+	l.mu.Lock()
+	if l.connDue != nil {
+		l.connDue.Stop()
+		l.connDue = nil
+	}
+	l.mu.Unlock()
+	l.r.admit.connected(l.opts.adm)
+}
+
+// linkRate is the work a link's peer may make the router do per second
+// (limits.link_rate), 0 for none: the operator's shell socket is not
+// metered, so that its `tree` answers at once whatever the tree's size.
+func linkRate(cfg *config.Config, opts linkOptions) int {
+	if opts.shellSocket {
+		return 0
+	}
+	return cfg.Limits.LinkRate
 }
 
 // orDisabled maps the config's "0 disables" to iocom's "negative disables".
@@ -127,10 +173,18 @@ func (l *link) reap() {
 	defer l.r.wg.Done()
 	<-l.conn.Done()
 	reason := l.downReason()
+	l.mu.Lock()
+	if l.connDue != nil {
+		l.connDue.Stop()
+		l.connDue = nil
+	}
+	l.mu.Unlock()
+	l.r.admit.release(l.opts.adm) // before the link leaves the list: who sees it gone may take its slot
 	l.r.mu.Lock()
 	delete(l.r.links, l.id)
 	l.r.countDown(l, reason)
 	l.r.mu.Unlock()
+	l.r.linkFreed(l.conn.QueuedBytes())
 }
 
 // ID is the link id, for the engine and the tree.
@@ -144,7 +198,11 @@ func (l *link) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	case dmsg.LnkSpan:
 		return l.acceptSpan(tx, m)
 	case dmsg.LnkCirc:
-		return l.r.circuits.Accept(l.circuits, tx, m)
+		h := l.r.circuits.Accept(l.circuits, tx, m)
+		if h != nil {
+			tx.Uncharge() // the circuit limits hold it now
+		}
+		return h
 	}
 	return nil // iocom refuses it with NOSUPP
 }

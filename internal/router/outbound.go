@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
@@ -50,11 +52,28 @@ func (r *Router) dial(ctx context.Context, t config.Target) (*link, error) {
 	if err != nil {
 		return nil, err
 	}
+	lim := r.Config().Limits
+	a, why := r.admit.admit(&lim, targetClass(t), "", time.Now())
+	if why != nil {
+		r.refuseConn(nc, t.String(), why)
+		return nil, fmt.Errorf("%s: link refused: limits.%s reached", t, why.limit)
+	}
+	opts.adm = a
 	l := r.startLink(nc, opts)
 	if l == nil {
-		return nil, fmt.Errorf("%s: link refused (shutting down or limits.max_links)", t)
+		return nil, fmt.Errorf("%s: link refused: shutting down", t)
 	}
 	return l, nil
+}
+
+// targetClass is the admission class of an outbound link: the targets of
+// the configuration and of the shell's `span` always get in, those a
+// peer's VOLCONF asked for count against limits.max_links.
+func targetClass(t config.Target) linkClass {
+	if strings.HasPrefix(t.Name, volconfPrefix) {
+		return classNetwork
+	}
+	return classReserved
 }
 
 // connectTarget is volconf's Connect: dial t and tie the link's life to
@@ -80,6 +99,9 @@ func (r *Router) connectTarget(ctx context.Context, t config.Target) (<-chan str
 	return l.conn.Done(), nil
 }
 
+// volconfPrefix starts the name of the targets VOLCONF messages set.
+const volconfPrefix = "volconf:"
+
 // mediaState tracks one media's VOLCONF slots and the LNK_CONNs naming it
 // (PROTOCOL.md section 6).
 type mediaState struct {
@@ -93,7 +115,6 @@ type mediaState struct {
 // last LNK_CONN closing is what closes the slot's link again.
 func (l *link) volconf(m *dmsg.Msg) {
 	v, err := m.VolConf()
-	log := l.conn.Logger()
 	l.mu.Lock()
 	peer := l.peer
 	l.mu.Unlock()
@@ -102,16 +123,18 @@ func (l *link) volconf(m *dmsg.Msg) {
 	}
 	media := peer.MediaID
 	if v.Index > 255 {
-		log.Warn("LNK_VOLCONF ignored: slot index out of range", zap.Uint32("index", v.Index))
+		l.r.events.Warn("volconf_ignored", "LNK_VOLCONF ignored: slot index out of range",
+			zap.String("link", l.id), zap.String("peer", l.conn.RemoteAddr()), zap.Uint32("index", v.Index))
 		return
 	}
 	var t config.Target
 	if v.Copy.CopyID != 0 {
 		if t, err = config.ParseSpanPath(v.Copy.Path); err != nil {
-			log.Warn("LNK_VOLCONF ignored: bad path", zap.String("path", v.Copy.Path), zap.Error(err))
+			l.r.events.Warn("volconf_ignored", "LNK_VOLCONF ignored: bad path",
+				zap.String("link", l.id), zap.String("peer", l.conn.RemoteAddr()), zap.String("path", v.Copy.Path), zap.Error(err))
 			return
 		}
-		t.Name = "volconf:" + media.String()
+		t.Name = volconfPrefix + media.String()
 	}
 	l.r.setSlot(l, media, v.Index, t, v.Copy.CopyID != 0)
 }
@@ -131,7 +154,7 @@ func (r *Router) setSlot(l *link, media uuid.UUID, index uint32, t config.Target
 	}
 	targets := ms.targets()
 	r.mu.Unlock()
-	r.media.Set("volconf:"+media.String(), targets)
+	r.media.Set(volconfPrefix+media.String(), targets)
 }
 
 func (ms *mediaState) targets() []config.Target {
@@ -160,6 +183,6 @@ func (r *Router) mediaConnClosed(l *link, media uuid.UUID) {
 	}
 	r.mu.Unlock()
 	if last {
-		r.media.Set("volconf:"+media.String(), nil)
+		r.media.Set(volconfPrefix+media.String(), nil)
 	}
 }

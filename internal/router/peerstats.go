@@ -46,6 +46,9 @@ const (
 	downInternalError = "internal_error"    // a panic in link code
 	downFlood         = "limit"             // the peer kept going past a limit's refusals
 	downIO            = "io_error"          // anything else the socket reported
+	downSlowConsumer  = "slow_consumer"     // did not read what was queued for it (limits.queue_bytes_per_link)
+	downOverBudget    = "over_budget"       // kept opening transactions past limits.max_transactions*
+	downConnTimeout   = "conn_timeout"      // no LNK_CONN within limits.conn_timeout
 )
 
 // peerTotals are the counters of one identity over every link it ever
@@ -160,6 +163,8 @@ func (l *link) downReason() string {
 func linkErrorReason(err error) string {
 	var pe *iocom.ProtocolError
 	var dead *iocom.DeadLinkError
+	var slow *iocom.SlowConsumerError
+	var over *iocom.TxBudgetError
 	switch {
 	case err == nil:
 		// An orderly end of stream, or our own Close without a reason.
@@ -168,6 +173,10 @@ func linkErrorReason(err error) string {
 		return downPeerClosed
 	case errors.As(err, &dead):
 		return downKeepalive
+	case errors.As(err, &slow):
+		return downSlowConsumer
+	case errors.As(err, &over):
+		return downOverBudget
 	case errors.As(err, &pe):
 		return downProtocol
 	case isFramingError(err):

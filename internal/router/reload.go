@@ -13,7 +13,9 @@ import (
 // Reload applies a new, validated configuration. Options that cannot change
 // in a running daemon refuse the whole reload, naming them, and leave the
 // running configuration intact. It returns the changes applied. Keepalive
-// and queue limits apply to links set up from now on.
+// and the per-link budgets (queue, slow-consumer grace, transactions per
+// link, link rate) apply to links set up from now on; admission limits
+// and the router-wide transaction pool at once.
 func (r *Router) Reload(newer *config.Config) ([]string, error) {
 	old := r.Config()
 	changes, restart := old.Diff(newer)
@@ -34,6 +36,7 @@ func (r *Router) Reload(newer *config.Config) ([]string, error) {
 	r.reloadTrust(old, newer)
 	r.circuits.SetLimits(int(newer.Limits.CircuitQueueBytes), newer.Limits.CircuitStall, newer.Limits.MaxCircuits)
 	r.circuits.SetMaxPerLink(newer.Limits.MaxCircuitsPerLink)
+	r.txPool.SetMax(newer.Limits.MaxTransactions)
 	r.media.Set("config", newer.Targets())
 	r.media.KickAll()
 	for _, c := range changes {

@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -56,6 +55,10 @@ type Router struct {
 	metricsSrv  *http.Server // nil when metrics.listen is empty
 	metricsAddr net.Addr
 
+	admit  admitter      // link admission counts (admit.go)
+	txPool *iocom.TxPool // transactions all peers hold open
+	quit   chan struct{} // closed when shutdown begins
+
 	nextLink atomic.Uint64
 	wg       sync.WaitGroup // accept loops, links, shell tasks
 }
@@ -82,6 +85,8 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 		peers:   make(peerBook),
 		events:  ratelog.New(log, 0),
 		metrics: metrics.New(),
+		txPool:  iocom.NewTxPool(cfg.Limits.MaxTransactions),
+		quit:    make(chan struct{}),
 	}
 	r.signer = loadSigner(cfg, log)
 	if cfg.Node.IDFromKey && r.signer.id != nil {
@@ -243,6 +248,7 @@ func (r *Router) shutdown() {
 	ls := r.listeners
 	links := r.linkList()
 	r.mu.Unlock()
+	close(r.quit)
 	for _, l := range ls {
 		l.Close()
 	}
@@ -276,7 +282,7 @@ func (r *Router) acceptLoop(l *listener) {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				r.log.Warn("accept failed; retrying", zap.String("addr", l.addr), zap.Error(err), zap.Duration("in", delay))
+				r.events.Warn("accept_failed", "accept failed; retrying", zap.String("addr", l.addr), zap.Error(err), zap.Duration("in", delay))
 				time.Sleep(delay)
 				continue
 			}
@@ -285,13 +291,7 @@ func (r *Router) acceptLoop(l *listener) {
 			return
 		}
 		delay = 0
-		opts := linkOptions{shellSocket: l.shell, via: l.addr}
-		if tc, ok := nc.(*tls.Conn); ok {
-			r.wg.Add(1)
-			go r.handshake(tc, opts)
-			continue
-		}
-		r.startLink(nc, opts)
+		r.accepted(nc, l)
 	}
 }
 

@@ -25,6 +25,7 @@ func (l *link) shellCommand(m *dmsg.Msg) {
 	}
 	s := l.session
 	l.mu.Unlock()
+	l.conn.Spend(shellCommandCost)
 	line := strings.TrimRight(string(m.Aux), "\x00")
 	if line != "" {
 		l.conn.Logger().Info("shell command", zap.String("command", line)) // debug on the shell socket
@@ -37,8 +38,20 @@ func (l *link) shellCommand(m *dmsg.Msg) {
 	s.Exec(line)
 }
 
-// shellOut sends one piece of shell output as a DBG_SHELL|REPLY.
+// shellCommandCost is what a shell command costs its link's peer under
+// limits.link_rate beyond its output: most commands snapshot the router's
+// whole state under its locks.
+const shellCommandCost = 16
+
+// shellOut sends one piece of shell output as a DBG_SHELL|REPLY. It
+// waits while the replies queued on the link exceed its budget, so that a
+// peer asking for large output (`tree --format json`) and not reading it
+// holds at most about the budget queued, not one copy per command.
 func (l *link) shellOut(text string) {
+	if l.conn.WaitReplyRoom() != nil {
+		return
+	}
+	l.conn.Spend(len(text) / 64) // limits.link_rate: output costs what messages of its size do
 	m := dmsg.NewMsg(dmsg.DbgShell | dmsg.FlagReply)
 	m.SetAux(append([]byte(text), 0))
 	l.conn.SendOneWay(m)

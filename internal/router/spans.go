@@ -53,6 +53,7 @@ func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 		return nil
 	}
 	tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
+	tx.Uncharge() // limits.max_spans_per_link and the span budgets hold it now
 	return func(tx *iocom.Tx, m *dmsg.Msg) {
 		if m.Cmd&dmsg.FlagDelete == 0 {
 			log.Debug("in-stream message of a received span ignored", zap.String("cmd", dmsg.CmdString(m.Cmd)))

@@ -16,10 +16,6 @@ import (
 	"github.com/dmsgd/dmsgd/internal/config"
 )
 
-// handshakeTimeout bounds a TLS handshake, so a peer that connects and
-// says nothing cannot hold a goroutine.
-const handshakeTimeout = 10 * time.Second
-
 // tlsConfig builds the TLS 1.3 configuration of every tls:// listener and
 // span+tls: target: our certificate, and peers authenticated by pinning
 // their Ed25519 public keys (PROTOCOL.md section 9). No CA is involved:
@@ -99,22 +95,25 @@ func (r *Router) listenTLS(addr string, tc *tls.Config) (net.Listener, error) {
 	return tls.NewListener(l, tc), nil
 }
 
-// handshake finishes an accepted TLS connection off the accept loop and
-// starts its link, or drops it with a log line naming the failure.
-func (r *Router) handshake(nc *tls.Conn, opts linkOptions) {
-	defer r.wg.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+// handshake finishes an accepted TLS connection off the accept loop by
+// deadline (limits.handshake_timeout), so a peer that connects and says
+// nothing cannot hold a goroutine or a pending slot. A failure drops the
+// connection with a rate-limited line: peers can repeat it at will.
+func (r *Router) handshake(nc *tls.Conn, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	if err := nc.HandshakeContext(ctx); err != nil {
-		r.log.Warn("TLS handshake failed; connection dropped",
-			zap.String("peer", nc.RemoteAddr().String()), zap.Error(err))
-		r.countTLSFailure(dirInbound, err)
-		nc.Close()
-		return
+	err := nc.HandshakeContext(ctx)
+	if err == nil {
+		return nil
 	}
-	opts.tlsPeer = peerName(r.Config().TLS, nc.ConnectionState())
-	opts.tlsKey = peerKey(nc.ConnectionState())
-	r.startLink(nc, opts)
+	r.countTLSFailure(dirInbound, err)
+	if errors.Is(err, context.DeadlineExceeded) {
+		r.metrics.LimitHit("handshake_timeout")
+	}
+	r.events.Warn("tls_handshake", "TLS handshake failed; connection dropped",
+		zap.String("peer", nc.RemoteAddr().String()), zap.Error(err))
+	nc.Close()
+	return err
 }
 
 // dialTLS opens a span+tls: connection and completes its handshake.
