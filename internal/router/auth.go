@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
 	"sync/atomic"
 
 	"go.uber.org/zap"
@@ -129,6 +130,18 @@ func (l *link) checkClaim(s *dmsg.Span) error {
 func keyed(c *config.TLS, label string, id [16]byte) bool {
 	for i := range c.Peers {
 		if cl := c.Peers[i].EffectiveClaims(); !cl.Any && cl.Allow(label, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// labelPinned reports whether some pinned key speaks for a node labelled
+// label, whatever its id: `@label` must then reach only an advertisement
+// that key verified, not another node that merely carries the label.
+func labelPinned(c *config.TLS, label string) bool {
+	for i := range c.Peers {
+		if cl := c.Peers[i].EffectiveClaims(); !cl.Any && slices.Contains(cl.Labels, label) {
 			return true
 		}
 	}

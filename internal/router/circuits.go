@@ -13,6 +13,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 	"github.com/dmsgd/dmsgd/internal/iocom"
 	"github.com/dmsgd/dmsgd/internal/shell"
+	"github.com/dmsgd/dmsgd/internal/span"
 )
 
 // resolveCircuit tells the circuit relay where a span we sent leads: the
@@ -145,36 +146,56 @@ func (r *Router) Remote(label, line string) []string {
 	return out
 }
 
-// bestSpan finds the link and msgid of the best span held for the node
+// bestSpan finds the link and msgid of the best span held for a node
 // labelled label over a link that carries circuits. found reports whether
-// any span for the node is held at all. A node whose key is pinned
-// (tls.peers) is reached only over a verified advertisement: unverified
-// reports one held without.
+// any span for such a node is held at all. `@node` names a node by label
+// alone, so every node carrying the label is a candidate, whatever its
+// id, cluster or type: when a key pinned in tls.peers speaks for the
+// label, only verified advertisements are (unverified reports one held
+// without), else verified ones first, then the nearest.
 func (r *Router) bestSpan(label string) (via *link, msgid uint64, found, unverified bool) {
 	snap := r.engine.Snapshot()
 	cfg := r.Config()
+	pinned := labelPinned(&cfg.TLS, label)
+	var best *span.LinkInfo
 	for _, c := range snap.Clusters {
 		for _, n := range c.Nodes {
 			if n.FsLabel != label || len(n.Links) == 0 {
 				continue
 			}
 			found = true
-			keyedNode := keyed(&cfg.TLS, n.FsLabel, n.PfsFsid)
-			for _, sl := range n.Links {
-				if keyedNode && !sl.Verified {
+			for i := range n.Links {
+				sl := &n.Links[i]
+				if pinned && !sl.Verified {
 					unverified = true
 					continue
 				}
 				r.mu.Lock()
 				l := r.links[sl.Via]
 				r.mu.Unlock()
-				if l != nil && l.carriesCircuits() {
-					return l, sl.MsgID, true, false
+				if l == nil || !l.carriesCircuits() {
+					continue
 				}
+				if best == nil || betterForCircuit(sl, best) {
+					best, via = sl, l
+				}
+				break // a node's links are best first
 			}
 		}
 	}
-	return nil, 0, found, unverified
+	if via == nil {
+		return nil, 0, found, unverified
+	}
+	return via, best.MsgID, true, false
+}
+
+// betterForCircuit ranks the best advertisements of different nodes that
+// carry the same label: verified first, then the nearest.
+func betterForCircuit(a, b *span.LinkInfo) bool {
+	if a.Verified != b.Verified {
+		return a.Verified
+	}
+	return a.Dist < b.Dist
 }
 
 // remoteCall is one `@node` exchange on our side of a circuit.

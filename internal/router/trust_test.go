@@ -435,3 +435,62 @@ func TestAPeerSendingBrokenSignedRecordsIsClosed(t *testing.T) {
 		t.Fatalf("the link ended with %v, want the router to close it", err)
 	}
 }
+
+// `@node` names a node by label alone, so an advertisement of another
+// node that carries a pinned router's label must not stand in for it:
+// mallory, on a plain link, advertises nodes labelled b with ids of its
+// own, in b's cluster and in one that sorts first. `@b` still reaches
+// the verified b, and mallory is never asked for a circuit.
+func TestAtNodeIgnoresOtherNodesCarryingAPinnedRoutersLabel(t *testing.T) {
+	ka, kb := newNodeKey(t, "a"), newNodeKey(t, "b")
+	keys := map[string]nodeKey{"a": ka, "b": kb}
+	a := newRouter(t, "a", withTLS(ka, keys), func(c *config.Config) {
+		c.Listen = append(c.Listen, "tcp://127.0.0.1:0")
+	})
+	b := newRouter(t, "b", withTLS(kb, keys))
+	if out := b.Span("span+tls:" + listenAddr(a, "tls://")); !strings.HasPrefix(out, "Connected to ") {
+		t.Fatal(out)
+	}
+	eventually(t, "a holds b verified", func() error {
+		if _, ok, err := a.bestVia("b"); err != nil || !ok {
+			return fmt.Errorf("verified %v, %v", ok, err)
+		}
+		return nil
+	})
+
+	p := dialRouterPeer(t, "tcp://"+listenAddr(a, "tcp://"), "mallory")
+	sameCluster := routerSpan("b")
+	sameCluster.Dist, sameCluster.PfsFsid = 1, [16]byte{15: 1} // sorts before b's own id
+	otherType := routerSpan("b")
+	otherType.Dist, otherType.PeerType, otherType.PfsFsid = 1, dmsg.PeerNone, [16]byte{15: 2}
+	for i, s := range []dmsg.Span{sameCluster, otherType} {
+		if ans := advertiseRaw(p.rawPeer, 0x3000+uint64(i), s, nil); refusedParam(ans) {
+			t.Fatalf("mallory's span %d was refused; the test needs it held", i)
+		}
+	}
+	eventually(t, "a holds mallory's nodes labelled b", func() error {
+		n := 0
+		for _, c := range a.Tree().Clusters {
+			for _, nd := range c.Nodes {
+				if nd.Label == "b" {
+					n++
+				}
+			}
+		}
+		if n != 3 {
+			return fmt.Errorf("%d nodes labelled b", n)
+		}
+		return nil
+	})
+	if out := strings.Join(a.Remote("b", "links"), ""); !strings.Contains(out, " a\n") {
+		t.Errorf("@b links did not reach b: %q", out)
+	}
+	p.barrier()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.msgs {
+		if dmsg.Base(m.Cmd) == dmsg.LnkCirc {
+			t.Fatalf("mallory was asked for a circuit: %s", dmsg.CmdString(m.Cmd))
+		}
+	}
+}
