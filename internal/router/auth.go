@@ -24,9 +24,10 @@ import (
 
 // Kinds of the rate-limited trust events (ratelog kinds are constants).
 const (
-	eventShellRefused = "trust.shell_refused"
-	eventSpanClaim    = "trust.span_claim"
-	eventSpanForged   = "trust.span_forged"
+	eventShellRefused    = "trust.shell_refused"
+	eventShellPrivileged = "trust.shell_privileged"
+	eventSpanClaim       = "trust.span_claim"
+	eventSpanForged      = "trust.span_forged"
 )
 
 // linkTrust is what the router knows of a link's peer beyond its LNK_CONN.
@@ -71,11 +72,15 @@ func (l *link) authorizer(carrier shell.Carrier) shell.Authorizer {
 	return func(line string, c shell.Class) error {
 		err := shell.Authorize(l.r.Config().Shell, o, c)
 		if err == nil {
+			if c == shell.Privileged && o.Carrier != shell.CarrierShellSocket {
+				l.r.events.Info(eventShellPrivileged, "privileged shell command served", append(l.trustFields(),
+					zap.String("carrier", o.Carrier.String()), zap.String("command", truncate(line, maxLoggedCommand)))...)
+			}
 			return nil
 		}
 		l.r.metrics.TrustRefused(metrics.TrustShellCommand)
 		l.r.events.Warn(eventShellRefused, "shell command refused", append(l.trustFields(),
-			zap.String("carrier", o.Carrier.String()), zap.String("command", truncate(line, 80)),
+			zap.String("carrier", o.Carrier.String()), zap.String("command", truncate(line, maxLoggedCommand)),
 			zap.String("class", c.String()), zap.String("reason", err.Error()))...)
 		if carrier == shell.CarrierCircuit {
 			return fmt.Errorf("%w (on %s)", err, l.r.label)
@@ -83,6 +88,10 @@ func (l *link) authorizer(carrier shell.Carrier) shell.Authorizer {
 		return err
 	}
 }
+
+// maxLoggedCommand bounds the command text of a log line: a command line
+// is peer text of up to 1 MiB.
+const maxLoggedCommand = 80
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

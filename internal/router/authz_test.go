@@ -11,6 +11,10 @@ import (
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 	"github.com/dmsgd/dmsgd/internal/shell"
+	"github.com/dmsgd/dmsgd/internal/testnet"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // dialSpy is a listener of the test's own: whatever the router is made to
@@ -273,4 +277,56 @@ func TestRemoteReadOnlyCommandsWorkAndPrivilegedOnesAreJudgedAtBothEnds(t *testi
 	if n := spy.dials.Load(); n != 0 {
 		t.Fatalf("a router dialled the spy %d times", n)
 	}
+}
+
+// A TCP peer's shell commands are peer text it can repeat at will: a
+// flood of long command lines, refused or served, writes no line per
+// command at info, and no log line carries a whole command.
+func TestAFloodOfShellCommandsFromATCPPeerWritesAFewShortLines(t *testing.T) {
+	for _, policy := range []string{config.ShellTCPOff, config.ShellTCPLoopback} {
+		t.Run("shell.tcp "+policy, func(t *testing.T) {
+			core, logs := observer.New(zapcore.InfoLevel)
+			log := zap.New(zapcore.NewTee(core, testLogger(t).Core()))
+			r := testnet.Start(t, "r", log, withShellTCP(policy))
+			p := dialRouterPeer(t, "tcp://"+r.Addr(), "mallory")
+			pad := strings.Repeat("x", 64<<10)
+			const n = 200
+			for i := range n {
+				if i%2 == 0 {
+					p.send(shellMsg("help " + pad)) // read-only
+				} else {
+					p.send(shellMsg("span 127.0.0.1:1 " + pad)) // privileged
+				}
+			}
+			eventually(t, "every command answered", func() error {
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				if got := countPrompts(p.msgs); got < n {
+					return fmt.Errorf("%d of %d answered", got, n)
+				}
+				return nil
+			})
+			lines := logs.All()
+			if len(lines) > 20 {
+				t.Errorf("%d commands wrote %d lines at info and above", n, len(lines))
+			}
+			for _, e := range lines {
+				for k, v := range e.ContextMap() {
+					if s, ok := v.(string); ok && len(s) > 1024 {
+						t.Fatalf("%q logged %s of %d bytes", e.Message, k, len(s))
+					}
+				}
+			}
+		})
+	}
+}
+
+func countPrompts(ms []*dmsg.Msg) int {
+	n := 0
+	for _, m := range ms {
+		if isShellReply(m) && auxText(m) == shell.Prompt {
+			n++
+		}
+	}
+	return n
 }

@@ -28,7 +28,10 @@ func (l *link) shellCommand(m *dmsg.Msg) {
 	l.conn.Spend(shellCommandCost)
 	line := strings.TrimRight(string(m.Aux), "\x00")
 	if line != "" {
-		l.conn.Logger().Info("shell command", zap.String("command", line)) // debug on the shell socket
+		// Peer text the peer can repeat at will: debug, and short. A
+		// refused command, and a privileged one served, are logged by the
+		// authorizer (auth.go), rate-limited.
+		l.conn.Logger().Debug("shell command", zap.String("command", truncate(line, maxLoggedCommand)))
 		via := "link"
 		if l.opts.shellSocket {
 			via = "socket"
