@@ -1,6 +1,8 @@
 package router_test
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"fmt"
 	"strings"
@@ -493,4 +495,75 @@ func TestAtNodeIgnoresOtherNodesCarryingAPinnedRoutersLabel(t *testing.T) {
 			t.Fatalf("mallory was asked for a circuit: %s", dmsg.CmdString(m.Cmd))
 		}
 	}
+}
+
+// readerPauses returns dmsgd_link_reader_pauses_total{limit=limit}.
+func readerPauses(t *testing.T, r *testRouter, limit string) float64 {
+	t.Helper()
+	mfs, err := r.Metrics().Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "dmsgd_link_reader_pauses_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == limit {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// Checking a signed record costs the receiver a signature check per hop,
+// thousands of times what handling the LNK_SPAN does: the checks are
+// charged to the sender's limits.link_rate, so a pinned peer sending long
+// records (all valid, of nodes nobody pins) is slowed like any peer
+// making the router work.
+func TestSignatureChecksAreChargedToTheSendersLinkRate(t *testing.T) {
+	ka, km := newNodeKey(t, "a"), newNodeKey(t, "mallory")
+	a := newRouter(t, "a", withTLS(ka, map[string]nodeKey{"mallory": km}), func(c *config.Config) {
+		c.Limits.LinkRate = 500 // bursts of 1000 units
+	})
+	p := dialRawTLS(t, a.addr(), km)
+	conn := routerLNKConn("mallory")
+	conn.Caps = dmsg.CapSignedSpans
+	p.send(connMsg(conn, false, 0x1000))
+	p.spanOf("a")
+	const spans, hops = 8, dmsg.SignedMaxHops
+	var path []ed25519.PrivateKey
+	for range hops - 1 {
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path = append(path, k)
+	}
+	path = append(path, km.priv)
+	for i := range uint64(spans) {
+		s := routerSpan(fmt.Sprintf("far%d", i))
+		s.Dist = hops - 1
+		rec := dmsg.SignSpan(path[0], 1, &s)
+		for h := range hops {
+			to := ka.pub
+			if h+1 < len(path) {
+				to = path[h+1].Public().(ed25519.PublicKey)
+			}
+			rec = dmsg.ExtendSignedSpan(rec, to, path[h])
+		}
+		if ans := advertiseRaw(p, 0x3000+i, s, rec); refusedParam(ans) {
+			t.Fatalf("span %d with a valid record was refused", i)
+		}
+	}
+	for range 200 { // messages after the checks: the reader settles its bill
+		p.send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPad}})
+	}
+	eventually(t, "a's reader of mallory pauses for limits.link_rate", func() error {
+		if n := readerPauses(t, a, "link_rate"); n == 0 {
+			return fmt.Errorf("no pause")
+		}
+		return nil
+	})
 }
