@@ -402,3 +402,33 @@ func TestOurOwnAdvertisementIsRelayedWhateverTheBudget(t *testing.T) {
 		}
 	}
 }
+
+// A reload of the pinned keys (Reverify) that closes relays frees relay
+// budget like any other engine call: the relays waiting for it open at
+// once, not at the next span event.
+func TestHeldBackRelaysOpenWhenReverifyClosesRelays(t *testing.T) {
+	f := newFixture(t, Config{MaxRelays: 2, Budget: Budget{MaxRelays: 6}})
+	dst, _ := f.conn("dst", allOf)
+	_, a := f.conn("a", noSpans)
+	_, b := f.conn("b", noSpans)
+	_, c := f.conn("c", noSpans)
+	f.recv(a, rspan("n", 0, 0))
+	f.recv(b, rspan("n", 1, 0)) // n relayed twice: 2 of 6
+	for i := range 3 {
+		f.recv(c, rspan(fmt.Sprintf("m%d", i), 0, 0)) // c may hold 2; m2 waits
+	}
+	if st := f.e.Stats(); st.Relays != 4 || st.Starved != 1 {
+		t.Fatalf("before: %+v, want 4 relays and m2 waiting", st)
+	}
+	// a's advertisement of n turns out verified: only it is relayed now,
+	// which frees one relay, enough for m2.
+	f.e.Reverify(func(s dmsg.Span, old Proof) Proof {
+		if s.FsLabel == "n" && s.Dist == 0 {
+			return Proof{Verified: true, Seq: 1}
+		}
+		return old
+	})
+	if st := f.e.Stats(); st.Starved != 0 || relaysOf(dst, "m") != 3 {
+		t.Fatalf("after Reverify: %+v, dst %v: want m2 relayed and nothing waiting", st, dst.got())
+	}
+}

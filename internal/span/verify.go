@@ -102,10 +102,11 @@ func (n *node) sortLinks() {
 // keys the router pins changed: judge returns the Proof that now holds
 // (it is called under the engine's mutex and must not call the engine).
 // Nodes whose ranking changed are re-selected on every connection. It is
-// an operator action (a reload), so the full pass is acceptable.
+// an operator action (a reload), so the full pass is acceptable. Relays
+// it closes free relay budget for those waiting, as any engine call does.
 func (e *Engine) Reverify(judge func(s dmsg.Span, old Proof) Proof) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	for _, n := range slices.Clone(e.nodes) {
 		before := slices.Clone(n.links)
 		trustedBefore := trustSet(n)
