@@ -116,15 +116,27 @@ func (r *Router) handshake(nc *tls.Conn, deadline time.Time) error {
 	return err
 }
 
-// dialTLS opens a span+tls: connection and completes its handshake.
+// dialTLS opens a span+tls: connection and completes its handshake
+// within limits.handshake_timeout, as an accepted one must: a target that
+// takes the connection and never answers (a wedged peer, a tarpit) must
+// not hold its keeper, which redials it with backoff instead.
 func (r *Router) dialTLS(ctx context.Context, t config.Target) (net.Conn, error) {
-	tc, err := tlsConfig(r.Config().TLS, r.pins)
+	cfg := r.Config()
+	tc, err := tlsConfig(cfg.TLS, r.pins)
 	if err != nil {
 		return nil, err
 	}
-	d := tls.Dialer{Config: tc}
-	nc, err := d.DialContext(ctx, "tcp", t.Addr())
+	tc.ServerName = t.Host
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", t.Addr())
 	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", t, err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, cfg.Limits.HandshakeTimeout)
+	defer cancel()
+	nc := tls.Client(raw, tc)
+	if err := nc.HandshakeContext(hctx); err != nil {
+		raw.Close()
 		return nil, fmt.Errorf("dial %s: %w", t, err)
 	}
 	return nc, nil

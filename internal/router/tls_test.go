@@ -6,10 +6,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,4 +110,77 @@ func TestPlainTargetsToTLSListenersFail(t *testing.T) {
 	if err := p.lacks("a"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A span+tls: target that accepts the connection and never answers the
+// handshake (a wedged peer, a tarpit) is given limits.handshake_timeout,
+// as accepted connections are, then redialled with backoff: the target's
+// keeper must not hang on it for good.
+func TestAnOutboundTLSHandshakeThatNeverAnswersTimesOut(t *testing.T) {
+	tarpit, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := tarpit.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // read nothing, write nothing
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		tarpit.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	ka := newNodeKey(t, "a")
+	a := newRouter(t, "a", withTLS(ka, nil), func(c *config.Config) {
+		c.Limits.HandshakeTimeout = 300 * time.Millisecond
+		path := "span+tls:" + tarpit.Addr().String()
+		tg, err := config.ParseSpanPath(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg.Name = "lab"
+		c.Media = []config.Media{{Name: "lab", Copies: []config.Copy{{CopyID: 1, Path: path, Target: tg}}}}
+	})
+	eventually(t, "the handshake with the tarpit fails", func() error {
+		if n := tlsFailures(t, a, "outbound", "timeout"); n == 0 {
+			return fmt.Errorf("no outbound handshake timed out")
+		}
+		return nil
+	})
+}
+
+// tlsFailures returns dmsgd_tls_handshake_failures_total{direction, reason}.
+func tlsFailures(t *testing.T, r *testRouter, direction, reason string) float64 {
+	t.Helper()
+	mfs, err := r.Metrics().Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "dmsgd_tls_handshake_failures_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["direction"] == direction && labels["reason"] == reason {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
