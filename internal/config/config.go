@@ -247,6 +247,11 @@ type Limits struct {
 	// the transport being up to the peer's LNK_CONN.
 	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"`
 	ConnTimeout      time.Duration `mapstructure:"conn_timeout"`
+
+	// MaxShellTasks bounds the shell commands that run in the background
+	// at once (`@node`, `span`) for every shell peer but the shell socket:
+	// each holds a goroutine, a circuit or a dial for up to 10 s.
+	MaxShellTasks int `mapstructure:"max_shell_tasks"`
 }
 
 // Log configures logging.
@@ -310,6 +315,8 @@ func Defaults() *Config {
 			AcceptRatePerSource: 10,
 			HandshakeTimeout:    5 * time.Second,
 			ConnTimeout:         5 * time.Second,
+
+			MaxShellTasks: 64,
 		},
 		Log: Log{Level: LogInfo, Format: LogJSON},
 	}

@@ -97,6 +97,7 @@ func TestLoadWithoutAFileAppliesEveryDefault(t *testing.T) {
 		{"a source opens 10 links a second", cfg.Limits.AcceptRatePerSource == 10},
 		{"a TLS handshake takes 5s at most", cfg.Limits.HandshakeTimeout == 5*time.Second},
 		{"a LNK_CONN is due within 5s", cfg.Limits.ConnTimeout == 5*time.Second},
+		{"peers run 64 background shell commands", cfg.Limits.MaxShellTasks == 64},
 		{"the log level is info", cfg.Log.Level == LogInfo},
 		{"the log format is json", cfg.Log.Format == LogJSON},
 		{"nothing counts as explicitly set", !cfg.IsSet("log.format")},
@@ -173,6 +174,7 @@ limits:
   accept_rate_per_source: 6
   handshake_timeout: 7s
   conn_timeout: 8s
+  max_shell_tasks: 9
 log:
   level: debug
   format: console
@@ -215,7 +217,7 @@ metrics:
 			QueueBytesPerLink: 1 << 20, CircuitQueueBytes: 65536, CircuitStall: time.Minute,
 			SlowConsumerGrace: 2 * time.Second, MaxTransactionsPerLink: 40, MaxTransactions: 50, LinkRate: 60,
 			MaxLinksPerSource: 3, MaxPendingLinks: 4, MaxShellLinks: 5, AcceptRatePerSource: 6,
-			HandshakeTimeout: 7 * time.Second, ConnTimeout: 8 * time.Second,
+			HandshakeTimeout: 7 * time.Second, ConnTimeout: 8 * time.Second, MaxShellTasks: 9,
 		},
 		Log:     Log{Level: LogDebug, Format: LogConsole},
 		Metrics: Metrics{Listen: "127.0.0.1:9881", ReadyTargets: 2},
@@ -527,7 +529,7 @@ func TestMain(m *testing.M) {
 
 func TestEveryLinkBudgetMustBeSet(t *testing.T) {
 	for _, key := range []string{"max_transactions_per_link", "max_transactions", "link_rate",
-		"max_links_per_source", "max_pending_links", "max_shell_links", "accept_rate_per_source"} {
+		"max_links_per_source", "max_pending_links", "max_shell_links", "accept_rate_per_source", "max_shell_tasks"} {
 		path := writeConfig(t, "limits:\n  "+key+": 0\n")
 		_, err := Load(path)
 		want := []string{path + ":2: limits." + key + ": must be at least 1, not 0"}

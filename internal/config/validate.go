@@ -244,6 +244,7 @@ func validateLimits(c *Config, ps *problems) {
 		{"limits.max_pending_links", int64(l.MaxPendingLinks)},
 		{"limits.max_shell_links", int64(l.MaxShellLinks)},
 		{"limits.accept_rate_per_source", int64(l.AcceptRatePerSource)},
+		{"limits.max_shell_tasks", int64(l.MaxShellTasks)},
 	} {
 		if f.n < 1 {
 			ps.add(f.key, "must be at least 1, not %d", f.n)

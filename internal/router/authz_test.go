@@ -330,3 +330,43 @@ func countPrompts(ms []*dmsg.Msg) int {
 	}
 	return n
 }
+
+// A `@node` waits up to 10 s for a router that does not answer, holding a
+// goroutine and a circuit: a peer's session runs one at a time, and all
+// peers together at most limits.max_shell_tasks, so a peer sending them
+// without waiting for the prompt (on its link or over many circuits)
+// cannot pile them up. The shell socket is not held to it.
+func TestBackgroundShellCommandsOfPeersAreBounded(t *testing.T) {
+	r := newRouter(t, "r", func(c *config.Config) { c.Limits.MaxShellTasks = 2 })
+	ghost := dialRouterPeer(t, r.tcpURL(), "ghost") // never answers a circuit
+	if ans := advertiseRaw(ghost.rawPeer, 0x3000, routerSpan("ghost"), nil); refusedParam(ans) {
+		t.Fatal("ghost's advertisement was refused")
+	}
+	eventually(t, "r holds ghost", func() error { return r.Holds("ghost") })
+
+	p := dialRouterPeer(t, r.tcpURL(), "mallory")
+	p.send(shellMsg("@ghost tree"))
+	if out := p.runLink("@ghost tree"); !strings.Contains(out, "refused: busy: the previous command") {
+		t.Fatalf("a second @node on the same session answered %q", out)
+	}
+	self := p.spanOf("r").MsgID
+	c1, c2 := p.openCircuit(self), p.openCircuit(self)
+	m := shellMsg("@ghost tree")
+	m.Circuit = c1
+	p.send(m) // the second task running
+	if out := p.run(c2, "@ghost tree"); !strings.Contains(out, "limits.max_shell_tasks") {
+		t.Fatalf("a third @node answered %q", out)
+	}
+	if n := testnet.LimitHits(r.Metrics(), "max_shell_tasks"); n != 1 {
+		t.Errorf("max_shell_tasks counted %v times, want 1", n)
+	}
+	// The operator is served whatever the peers hold.
+	op := dialLeaf(t, r.shellURL(), leafConfig{Label: "op"})
+	op.shell("@r links")
+	eventually(t, "the operator's @r links is answered", func() error {
+		if out := strings.Join(op.shellOutput(), ""); !strings.Contains(out, "ghost") {
+			return fmt.Errorf("output so far %q", out)
+		}
+		return nil
+	})
+}

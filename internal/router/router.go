@@ -59,8 +59,9 @@ type Router struct {
 	txPool *iocom.TxPool // transactions all peers hold open
 	quit   chan struct{} // closed when shutdown begins
 
-	nextLink atomic.Uint64
-	wg       sync.WaitGroup // accept loops, links, shell tasks
+	nextLink   atomic.Uint64
+	shellTasks atomic.Int64   // background shell commands of peers (shellenv.go)
+	wg         sync.WaitGroup // accept loops, links, shell tasks
 }
 
 // listener is one bound listening socket.

@@ -20,7 +20,11 @@ import (
 func (l *link) shellCommand(m *dmsg.Msg) {
 	l.mu.Lock()
 	if l.session == nil {
-		l.session = shell.NewSession(l.r, l.shellOut, l.ping, l.r.spawn)
+		spawn := l.r.spawn
+		if l.opts.shellSocket {
+			spawn = l.r.spawnForOperator
+		}
+		l.session = shell.NewSession(l.r, l.shellOut, l.ping, spawn)
 		l.session.SetAuthorizer(l.authorizer(l.trust.origin.Carrier))
 	}
 	s := l.session
@@ -64,13 +68,36 @@ func (l *link) ping() error {
 	return l.conn.SendOneWay(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing}})
 }
 
-// spawn runs a shell task in the background; shutdown waits for it.
-func (r *Router) spawn(f func()) {
+// spawn runs a peer's background shell command (`@node`, `span`), unless
+// limits.max_shell_tasks of them run already: each holds a goroutine and
+// a circuit or a dial for up to 10 s. Shutdown waits for it.
+func (r *Router) spawn(f func()) error {
+	max := int64(r.Config().Limits.MaxShellTasks)
+	if r.shellTasks.Add(1) > max {
+		r.shellTasks.Add(-1)
+		r.metrics.LimitHit("max_shell_tasks")
+		r.events.Warn("shell.max_shell_tasks", "shell command refused: limits.max_shell_tasks reached",
+			zap.Int64("max_shell_tasks", max))
+		return fmt.Errorf("limits.max_shell_tasks (%d) commands run on this router already", max)
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer r.shellTasks.Add(-1)
+		f()
+	}()
+	return nil
+}
+
+// spawnForOperator runs a background command of the shell socket, whose
+// users may run everything: never refused, not counted.
+func (r *Router) spawnForOperator(f func()) error {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		f()
 	}()
+	return nil
 }
 
 // Tree returns the router's view for the shell and `dmsgd tree`.

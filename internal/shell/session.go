@@ -33,21 +33,26 @@ type Session struct {
 	ping func() error
 	// spawn runs blocking commands (span, @node) off the caller's
 	// goroutine, so a link's reader never waits on a dial.
-	spawn func(func())
+	spawn Spawner
 	// authorize judges every command line before it runs (authz.go).
 	authorize Authorizer
 
 	mu      sync.Mutex
-	pending int // pings sent by `ping` not yet answered
+	pending int  // pings sent by `ping` not yet answered
+	busy    bool // a background command of this session is running
 }
+
+// Spawner runs f in the background, or returns why it may not now (the
+// router runs as many background commands as its limits allow).
+type Spawner func(f func()) error
 
 // NewSession returns a session writing to out. ping sends a LNK_PING to
 // the shell peer; spawn runs a function in the background (it defaults to
 // running it inline). The session runs read-only commands only until
 // SetAuthorizer says who may run what.
-func NewSession(env Env, out func(string), ping func() error, spawn func(func())) *Session {
+func NewSession(env Env, out func(string), ping func() error, spawn Spawner) *Session {
 	if spawn == nil {
-		spawn = func(f func()) { f() }
+		spawn = func(f func()) error { f(); return nil }
 	}
 	return &Session{env: env, out: out, ping: ping, spawn: spawn, authorize: readOnly}
 }
@@ -188,10 +193,7 @@ func (s *Session) span(target string) {
 		s.out(Prompt)
 		return
 	}
-	s.spawn(func() {
-		s.out(s.env.Span(target) + "\n")
-		s.out(Prompt)
-	})
+	s.background(func() { s.out(s.env.Span(target) + "\n") })
 }
 
 func (s *Session) remote(line string) {
@@ -202,8 +204,38 @@ func (s *Session) remote(line string) {
 		s.out(Prompt)
 		return
 	}
-	s.spawn(func() {
-		s.lines(s.env.Remote(label, cmd))
+	s.background(func() { s.lines(s.env.Remote(label, cmd)) })
+}
+
+// background runs work, a command that blocks (span, @node), off the
+// caller's goroutine, then prints the prompt. A session runs one such
+// command at a time: its clients wait for the prompt before the next
+// command, and a peer that does not must not pile up dials, circuits and
+// goroutines. A command arriving meanwhile, or one the router has no room
+// for, is refused with the reason.
+func (s *Session) background(work func()) {
+	s.mu.Lock()
+	busy := s.busy
+	s.busy = true
+	s.mu.Unlock()
+	if busy {
+		s.out("refused: busy: the previous command of this session has not finished\n")
+		s.out(Prompt)
+		return
+	}
+	idle := func() {
+		s.mu.Lock()
+		s.busy = false
+		s.mu.Unlock()
+	}
+	err := s.spawn(func() {
+		work()
+		idle() // before the prompt, after which the client sends its next command
 		s.out(Prompt)
 	})
+	if err != nil {
+		idle()
+		s.out("refused: busy: " + err.Error() + "\n")
+		s.out(Prompt)
+	}
 }

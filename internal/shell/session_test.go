@@ -112,3 +112,64 @@ func TestAFailedPingSaysSo(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// blockingEnv's Remote waits until release is closed.
+type blockingEnv struct {
+	fakeEnv
+	release chan struct{}
+}
+
+func (b *blockingEnv) Remote(label, line string) []string {
+	<-b.release
+	return []string{"remote output\n"}
+}
+
+// A session runs one background command at a time, and is free again
+// before that command's prompt goes out; a command the spawner has no
+// room for is refused with its reason.
+func TestASessionRunsOneBackgroundCommandAtATime(t *testing.T) {
+	env := &blockingEnv{release: make(chan struct{})}
+	outs := make(chan string, 16)
+	spawned := make(chan struct{}, 4)
+	spawn := func(f func()) error {
+		go func() { f(); spawned <- struct{}{} }()
+		return nil
+	}
+	s := NewSession(env, func(t string) { outs <- t }, func() error { return nil }, spawn)
+	s.SetAuthorizer(AllowAll)
+	s.Exec("@r4 tree")
+	s.Exec("@r4 tree")
+	if got := <-outs; !strings.HasPrefix(got, "refused: busy: ") {
+		t.Fatalf("a second background command answered %q", got)
+	}
+	<-outs // its prompt
+	close(env.release)
+	if got := <-outs; got != "remote output\n" {
+		t.Fatalf("got %q", got)
+	}
+	if got := <-outs; got != Prompt {
+		t.Fatalf("got %q", got)
+	}
+	s.Exec("@r4 tree") // sent on seeing the prompt: not busy any more
+	if got := <-outs; got != "remote output\n" {
+		t.Fatalf("after the prompt, got %q", got)
+	}
+	<-outs
+	<-spawned
+	<-spawned
+
+	full := NewSession(&fakeEnv{}, func(t string) { outs <- t }, func() error { return nil },
+		func(func()) error {
+			return errors.New("limits.max_shell_tasks (2) commands run on this router already")
+		})
+	full.SetAuthorizer(AllowAll)
+	full.Exec("@r4 tree")
+	if got := <-outs; got != "refused: busy: limits.max_shell_tasks (2) commands run on this router already\n" {
+		t.Fatalf("a command the router has no room for answered %q", got)
+	}
+	<-outs
+	full.Exec("@r4 tree") // the refusal left the session free
+	if got := <-outs; !strings.HasPrefix(got, "refused: busy: limits") {
+		t.Fatalf("got %q", got)
+	}
+}
