@@ -29,7 +29,8 @@ var (
 		"Links that came up (the peer's LNK_CONN arrived), by peer.", identLabels, nil)
 	descDowns = prometheus.NewDesc("dmsgd_link_downs_total",
 		"Links that went down, by peer and reason: peer_closed, keepalive_timeout, protocol_error, "+
-			"framing_error, io_error, shutdown, target_removed, self_link, internal_error.",
+			"framing_error, io_error, shutdown, target_removed, self_link, internal_error, slow_consumer, "+
+			"over_budget, conn_timeout, limit.",
 		append(append([]string(nil), identLabels...), "reason"), nil)
 
 	descClusters = prometheus.NewDesc("dmsgd_span_clusters", "Clusters held.", nil, nil)
