@@ -124,7 +124,11 @@ func (b *mapBuilder) learn(label, id string, ask bool) *MapRouter {
 	if r == nil {
 		r = &MapRouter{Label: label, ID: id}
 		b.routers[label] = r
-		if label != b.from && ask {
+		switch {
+		case label == b.from || !ask:
+		case !addressable(label):
+			r.Error = "its label cannot be addressed with @label"
+		default:
 			b.queue = append(b.queue, label)
 		}
 	}
@@ -132,6 +136,14 @@ func (b *mapBuilder) learn(label, id string, ask bool) *MapRouter {
 		r.ID = id
 	}
 	return r
+}
+
+// addressable reports whether `@label cmd` names label: the shell cuts
+// the label at the first space, and reads a leading @ as another hop.
+// Labels are peer text; any other would turn the map's `@label tree json`
+// into another command line.
+func addressable(label string) bool {
+	return label != "" && label[0] != '@' && !strings.Contains(label, " ")
 }
 
 // add records one router's own tree: itself, the routers it holds spans

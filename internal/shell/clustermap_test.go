@@ -121,3 +121,23 @@ func TestDOTStringsAreQuoted(t *testing.T) {
 		t.Fatalf("dotQuote = %s", got)
 	}
 }
+
+// Labels are peer text: one that `@label` cannot address (a space, a
+// leading @, or nothing at all) would make the map's own command line
+// another command, so it is never asked, only listed unreached.
+func TestTheMapNeverAsksALabelThatIsNotOneWord(t *testing.T) {
+	odd := []string{"b span 127.0.0.1:1", "@c", "d ", ""}
+	f := &fakeCluster{from: "a", trees: map[string]*Tree{"a": routerTree("a", append([]string{"a"}, odd...))}}
+	m, err := GatherMap(context.Background(), f.run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(f.asked, []string{"tree json"}) {
+		t.Fatalf("the map asked %q", f.asked)
+	}
+	for _, r := range m.Routers {
+		if r.Label != "a" && (r.Reached || !strings.Contains(r.Error, "cannot be addressed")) {
+			t.Errorf("%q: %+v, want unreached because it cannot be addressed", r.Label, r)
+		}
+	}
+}
