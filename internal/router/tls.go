@@ -97,14 +97,28 @@ func (r *Router) listenTLS(addr string, tc *tls.Config) (net.Listener, error) {
 
 // handshake finishes an accepted TLS connection off the accept loop by
 // deadline (limits.handshake_timeout), so a peer that connects and says
-// nothing cannot hold a goroutine or a pending slot. A failure drops the
-// connection with a rate-limited line: peers can repeat it at will.
+// nothing cannot hold a goroutine or a pending slot, nor delay a shutdown,
+// which abandons it. A failure drops the connection with a rate-limited
+// line: peers can repeat it at will.
 func (r *Router) handshake(nc *tls.Conn, deadline time.Time) error {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
+	go func() {
+		select {
+		case <-r.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	err := nc.HandshakeContext(ctx)
 	if err == nil {
 		return nil
+	}
+	select {
+	case <-r.quit:
+		nc.Close() // shutting down: not the peer's failure
+		return err
+	default:
 	}
 	r.countTLSFailure(dirInbound, err)
 	if errors.Is(err, context.DeadlineExceeded) {

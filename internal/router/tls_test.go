@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/config"
+	"github.com/dmsgd/dmsgd/internal/testnet"
 )
 
 // nodeKey is one router's TLS identity written to disk, as keygen makes
@@ -183,4 +186,44 @@ func tlsFailures(t *testing.T, r *testRouter, direction, reason string) float64 
 		}
 	}
 	return 0
+}
+
+// Shutdown does not wait for a TLS handshake a peer leaves hanging: the
+// handshake's deadline (limits.handshake_timeout) is for peers, not for
+// a router that is stopping.
+func TestShutdownDoesNotWaitForAPendingTLSHandshake(t *testing.T) {
+	ka := newNodeKey(t, "a")
+	a := newRouter(t, "a", withTLS(ka, nil), func(c *config.Config) {
+		c.Limits.HandshakeTimeout = 10 * time.Minute
+		c.Limits.MaxPendingLinks = 1
+	})
+	silent, err := net.Dial("tcp", a.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	// With one pending link allowed, a second connection is refused (closed
+	// at once) only once the silent one is accepted and pending.
+	eventually(t, "the silent connection is pending", func() error {
+		probe, err := net.Dial("tcp", a.addr())
+		if err != nil {
+			return err
+		}
+		defer probe.Close()
+		probe.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := probe.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			return fmt.Errorf("a second connection read %v, want it refused", err)
+		}
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() { done <- a.stop() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(testnet.Timeout):
+		t.Fatal("shutdown waits for the pending handshake")
+	}
 }
