@@ -23,13 +23,14 @@ var baseInts = []intAt{
 }
 
 // extIntsOf lists the integers of each extended header, from the tables of
-// PROTOCOL.md sections 2.1 to 2.4, 10 and 11.1. UUIDs, labels, u8 fields and the
+// PROTOCOL.md sections 2.1 to 2.4, 10, 11.1 and 11.2. UUIDs, labels, u8 fields and the
 // opaque span media are byte arrays.
 var extIntsOf = map[uint32][]intAt{
 	dmsg.LnkConn:    {{0x70, 8}, {0x7A, 2}, {0x7C, 4}, {0x80, 4}, {0x84, 4}, {0x88, 4}, {0xC0, 8}},
 	dmsg.LnkConnV2:  {{0x70, 8}, {0x7A, 2}, {0x7C, 4}, {0x80, 4}},
 	dmsg.LnkSpan:    {{0x62, 2}, {0x64, 4}, {0x68, 8}, {0x70, 4}, {0x74, 4}},
 	dmsg.LnkCirc:    {{0x40, 8}, {0x48, 8}},
+	dmsg.LnkCredit:  {{0x40, 8}},
 	dmsg.LnkVolConf: {{0x40 + 0x04, 2}, {0xC0, 4}, {0xC4, 4}},
 }
 

@@ -122,6 +122,14 @@ func checkTypedBodies(t *testing.T, m *dmsg.Msg) {
 	} else if !errors.As(err, &layout) || base == dmsg.LnkCirc {
 		t.Fatalf("Circ of %s: %v", dmsg.CmdString(m.Cmd), err)
 	}
+	if c, err := m.Credit(); err == nil {
+		buf := dmsg.NewCreditMsg(1, false, c.Increment)
+		if c2, err := buf.Credit(); err != nil || c2 != c {
+			t.Fatalf("Credit does not survive a re-marshal: %+v, %v; want %+v", c2, err, c)
+		}
+	} else if !errors.As(err, &layout) || base == dmsg.LnkCredit {
+		t.Fatalf("Credit of %s: %v", dmsg.CmdString(m.Cmd), err)
+	}
 	if v, err := m.VolConf(); err == nil {
 		buf := dmsg.NewVolConfMsg(0, &v)
 		if v2, err := buf.VolConf(); err != nil || v2 != v {

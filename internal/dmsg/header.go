@@ -184,6 +184,7 @@ var cmdNames = map[uint32]string{
 	LnkSpan:    "LNK_SPAN",
 	LnkCirc:    "LNK_CIRC",
 	LnkVolConf: "LNK_VOLCONF",
+	LnkCredit:  "LNK_CREDIT",
 	LnkError:   "LNK_ERROR",
 	DbgShell:   "DBG_SHELL",
 }

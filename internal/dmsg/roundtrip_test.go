@@ -66,6 +66,15 @@ var msgKinds = []msgKind{
 		typed: func(m *dmsg.Msg) (any, error) { return m.Circ() },
 	},
 	{
+		name: "LNK_CREDIT",
+		build: func(r *rand.Rand) (*dmsg.Msg, any) {
+			c := dmsg.Credit{Increment: r.Uint64()}
+			m := dmsg.NewCreditMsg(1+r.Uint64N(1<<40), r.IntN(2) == 0, c.Increment)
+			return m, c
+		},
+		typed: func(m *dmsg.Msg) (any, error) { return m.Credit() },
+	},
+	{
 		name: "LNK_VOLCONF",
 		build: func(r *rand.Rand) (*dmsg.Msg, any) {
 			v := randomVolConf(r)
@@ -91,7 +100,7 @@ var msgKinds = []msgKind{
 				cmd := r.Uint32()&(dmsg.ProtoMask|dmsg.CmdMask) | uint32(1+r.IntN(dmsg.MaxHeaderUnits))
 				switch cmd {
 				case dmsg.LnkPad, dmsg.LnkPing, dmsg.LnkAuth, dmsg.LnkConn, dmsg.LnkConnV2, dmsg.LnkSpan,
-					dmsg.LnkCirc, dmsg.LnkVolConf, dmsg.LnkError, dmsg.DbgShell:
+					dmsg.LnkCirc, dmsg.LnkCredit, dmsg.LnkVolConf, dmsg.LnkError, dmsg.DbgShell:
 					continue
 				}
 				return randomExt(cmd)(r)
@@ -430,6 +439,7 @@ func TestTypedBodiesOnlyReadTheMessage(t *testing.T) {
 		{"LNK_CONN(v2)", dmsg.LnkConnV2, func(m *dmsg.Msg) (any, error) { return m.Conn() }, dmsg.Conn{}},
 		{"LNK_SPAN", dmsg.LnkSpan, func(m *dmsg.Msg) (any, error) { return m.Span() }, dmsg.Span{}},
 		{"LNK_CIRC", dmsg.LnkCirc, func(m *dmsg.Msg) (any, error) { return m.Circ() }, dmsg.Circ{}},
+		{"LNK_CREDIT", dmsg.LnkCredit, func(m *dmsg.Msg) (any, error) { return m.Credit() }, dmsg.Credit{}},
 		{"LNK_VOLCONF", dmsg.LnkVolConf, func(m *dmsg.Msg) (any, error) { return m.VolConf() }, dmsg.VolConf{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -24,7 +24,8 @@ var extInts = map[uint32][]intField{
 		{spanProtoVer, 2}, {spanStatus, 4}, {spanReserved, 8},
 		{spanDist, 4}, {spanRnss, 4},
 	},
-	LnkCirc: {{circReserved01, 8}, {circTarget, 8}},
+	LnkCirc:   {{circReserved01, 8}, {circTarget, 8}},
+	LnkCredit: {{creditIncrement, 8}},
 	LnkVolConf: {
 		{volCopy + copyFlags, 2}, {volIndex, 4}, {volUnused, 4},
 	},
