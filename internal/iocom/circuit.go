@@ -26,6 +26,7 @@ func (c *Conn) OpenScope(id uint64, local bool, h Handler) (*Scope, error) {
 		return nil, ErrScopeExists
 	}
 	s := newScope(c, key, h)
+	s.flow = newScopeFlow(c.win)
 	c.scopes[key] = s
 	return s, nil
 }
@@ -46,6 +47,7 @@ func (s *Scope) Close(code uint32) {
 	}
 	delete(c.scopes, s.key)
 	txs := drainScopes([]*Scope{s})
+	s.dropPendingLocked()
 	c.mu.Unlock()
 	for _, tx := range txs {
 		c.terminate(tx, code)
@@ -69,7 +71,7 @@ func (s *Scope) SendOneWay(m *dmsg.Msg) error {
 	if c.dead || s.closed {
 		return ErrClosed
 	}
-	c.enqueueLocked(m)
+	s.queueLocked(m)
 	return nil
 }
 

@@ -26,8 +26,11 @@ type Conn struct {
 	root      *Scope
 	scopes    map[circuitKey]*Scope
 	nextMsgID uint64
-	q         []outMsg // outbound queue, in send order
-	qBytes    int      // queued plus being written
+	win       windows  // per-circuit flow control in force (window.go)
+	ctl       []outMsg // outbound control class, in send order (queue.go)
+	q         []outMsg // outbound circuit data class, in send order, from qHead
+	qHead     int
+	qBytes    int // queued plus being written
 	qb        queueBudget
 	txs       txCounts // transactions the peer holds open (txbudget.go)
 	room      chan struct{}
@@ -160,7 +163,7 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
 	if c.drained == nil {
 		c.drained = make(chan struct{})
-		if len(c.q) == 0 && c.qBytes == 0 {
+		if c.queueEmptyLocked() && c.qBytes == 0 {
 			close(c.drained)
 		}
 	}

@@ -191,7 +191,22 @@ func (c *Conn) recoverPanic(where string) {
 // receive handles one decoded message.
 func (c *Conn) receive(m *dmsg.Msg) error {
 	c.mu.Lock()
-	kind, tx, err := c.classify(m)
+	// A message inside a circuit counts against the window its end
+	// granted (window.go), before anything else is done with it.
+	var in *Scope
+	var n int64
+	var err error
+	if m.Circuit != 0 {
+		if in = c.scopes[keyOf(m)]; in != nil {
+			n = cost(m)
+			err = in.receivedLocked(m, n)
+		}
+	}
+	var kind rxKind
+	var tx *Tx
+	if err == nil {
+		kind, tx, err = c.classify(m)
+	}
 	var s *Scope
 	if kind == rxOneWay || err != nil {
 		s = c.scopes[keyOf(m)]
@@ -221,6 +236,9 @@ func (c *Conn) receive(m *dmsg.Msg) error {
 	case rxDrop:
 		c.log.Debug("dropped message for no open state", msgFields(m)...)
 	}
+	if in != nil && n > 0 {
+		c.handled(in, n)
+	}
 	return nil
 }
 
@@ -246,10 +264,23 @@ func (c *Conn) oneWay(s *Scope, m *dmsg.Msg) {
 	case dmsg.LnkPad:
 		return
 	case dmsg.LnkPing:
-		if m.Cmd&dmsg.FlagReply == 0 {
-			c.sendOneWay(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing | dmsg.FlagReply, Circuit: m.Circuit}})
-			return
+		if m.Cmd&dmsg.FlagReply != 0 {
+			break
 		}
+		reply := &dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing | dmsg.FlagReply}}
+		if m.Circuit == 0 {
+			c.sendOneWay(reply)
+		} else if s != nil {
+			s.SendOneWay(reply) // inside the circuit, within its window
+		}
+		return
+	case dmsg.LnkCredit:
+		if s != nil && s.key != rootKey {
+			c.mu.Lock()
+			s.creditLocked(creditOf(m))
+			c.mu.Unlock()
+		}
+		return
 	}
 	if s == nil {
 		c.log.Debug("dropped one-way message on an unknown circuit", msgFields(m)...)

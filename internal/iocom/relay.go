@@ -165,6 +165,31 @@ func (f *Frame) RelayTo(to *Conn, circuit uint64, revCirc bool, acct Accounter) 
 	return nil
 }
 
+// Flush queues on link to what this reader has relayed to it so far,
+// before the caller keeps the message back (HoldIn): the circuit's order
+// holds. A caller that locks its Hold calls it first, since queueing on a
+// link that is down tells Accounters at once.
+func (f *Frame) Flush(to *Conn) { f.c.publishTo(to) }
+
+// Take consumes the message and returns it decoded, for a Forward hook
+// that handles it itself (a router's LNK_CREDIT); the caller releases it.
+func (f *Frame) Take() (*dmsg.Msg, error) {
+	if f.used {
+		return nil, f.err
+	}
+	f.used = true
+	m, err := f.c.dec.Msg()
+	f.err = err
+	return m, err
+}
+
+// Drop consumes the message without passing it on: its circuit is gone
+// or it broke the circuit's rules. Its aux data is still read and
+// checked, with the next message.
+func (f *Frame) Drop() {
+	f.used = true
+}
+
 // stageFor returns this reader's stage for link to. Only the reader
 // goroutine calls it.
 func (c *Conn) stageFor(to *Conn) *stage {
@@ -239,7 +264,7 @@ func (st *stage) publish() bool {
 		st.runs, st.bytes = st.runs[:0], 0
 		return false
 	}
-	first := len(to.q) == 0
+	first := to.queueEmptyLocked()
 	for i, r := range st.runs {
 		st.ch.refs.Add(1)
 		to.q = append(to.q, outMsg{acct: r.acct, raw: st.ch.buf[r.off : r.off+r.n], chunk: st.ch})
@@ -297,9 +322,8 @@ func (c *Conn) queueMsg(m *dmsg.Msg, acct Accounter) bool {
 		m.Release()
 		return false
 	}
-	c.q = append(c.q, outMsg{m: m, acct: acct, release: true})
+	first := c.pushLocked(outMsg{m: m, acct: acct, release: true}, false)
 	c.chargeLocked(size, false)
-	first := len(c.q) == 1
 	c.mu.Unlock()
 	return first
 }

@@ -157,9 +157,10 @@ func TestRelayKeepsEachCircuitInOrderAndAccountsEveryByte(t *testing.T) {
 }
 
 // markerHandler answers every one-way DBG_SHELL on circuit 0 of "in" by
-// sending one on "out", carrying the same aux data.
+// sending one inside circuit 99 of "out", carrying the same aux data: a
+// message of the data class, like a circuit's LNK_CIRC DELETE.
 type markerHandler struct {
-	out *iocom.Conn
+	out *iocom.Scope
 }
 
 func (h *markerHandler) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil }
@@ -171,15 +172,19 @@ func (h *markerHandler) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
 }
 
 // TestRelayedMessagesLeaveBeforeWhatFollowsThemOnTheirLink: what a
-// message makes the router send must not overtake the circuit traffic
-// that arrived before it (a circuit's data before its LNK_CIRC DELETE).
+// message makes the router send in the data class must not overtake the
+// circuit traffic that arrived before it (a circuit's data before its
+// LNK_CIRC DELETE).
 func TestRelayedMessagesLeaveBeforeWhatFollowsThemOnTheirLink(t *testing.T) {
 	for _, p := range relayPairs {
 		t.Run(p.name, func(t *testing.T) {
 			guard(t)
 			h := &markerHandler{}
 			r := newRelayRig(t, p, h, map[uint64]route{7: {circuit: 70, acct: &byteCount{}}})
-			h.out = r.out
+			var err error
+			if h.out, err = r.out.OpenScope(99, true, nil); err != nil {
+				t.Fatal(err)
+			}
 			const rounds, perRound = 30, 40
 			for round := range rounds {
 				var batch []*dmsg.Msg
@@ -203,7 +208,7 @@ func TestRelayedMessagesLeaveBeforeWhatFollowsThemOnTheirLink(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if want := fmt.Sprint("marker ", round); m.Circuit != 0 || string(m.Aux) != want {
+				if want := fmt.Sprint("marker ", round); m.Circuit != 99 || string(m.Aux) != want {
 					t.Fatalf("round %d: got %s, want the %q the router sent", round, describe(m), want)
 				}
 			}

@@ -37,12 +37,11 @@ type Accounter interface {
 	Written(msgs, bytes int)
 }
 
-// enqueueLocked appends m to the outbound queue. Called with c.mu held; it
-// never blocks.
+// enqueueLocked appends m to the outbound queue, in its class (queue.go).
+// Called with c.mu held; it never blocks.
 func (c *Conn) enqueueLocked(m *dmsg.Msg) {
-	c.q = append(c.q, outMsg{m: m})
 	c.chargeLocked(m.EncodedSize(), isReply(m))
-	if len(c.q) == 1 {
+	if c.pushLocked(outMsg{m: m}, isControl(m)) {
 		c.kick()
 	}
 }
@@ -143,16 +142,16 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// drainLocked writes everything queued, batch by batch, and flushes once
-// the queue is empty. With try (writeNow) it writes one batch, the one
-// writeNow sized, with tryFlush; whoever queues more after it finds the
-// queue empty and wakes the writer. The caller holds c.wmu, which owns
-// the write side of the socket: the writer goroutine, or a relaying
-// reader.
+// drainLocked writes everything queued, batch by batch (control first,
+// see takeBatchLocked), and flushes once the queue is empty. With try
+// (writeNow) it writes one batch, the one writeNow sized, with tryFlush;
+// whoever queues more after it finds the queue empty and wakes the
+// writer. The caller holds c.wmu, which owns the write side of the
+// socket: the writer goroutine, or a relaying reader.
 func (c *Conn) drainLocked(try bool) error {
 	for {
 		c.mu.Lock()
-		c.wbatch, c.q = c.q, c.wbatch[:0]
+		c.wbatch = c.takeBatchLocked(c.wbatch[:0])
 		c.mu.Unlock()
 		if len(c.wbatch) == 0 {
 			break
@@ -207,7 +206,7 @@ func (c *Conn) writeNow() {
 func (c *Conn) markDrained() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.drained != nil && len(c.q) == 0 && c.qBytes == 0 {
+	if c.drained != nil && c.queueEmptyLocked() && c.qBytes == 0 {
 		select {
 		case <-c.drained:
 		default:

@@ -37,6 +37,7 @@ type Scope struct {
 	local   map[uint64]*Tx // opened by this side
 	remote  map[uint64]*Tx // opened by the peer
 	closed  bool
+	flow    *scopeFlow // per-circuit flow control; nil on circuit 0 or without it
 }
 
 func newScope(c *Conn, key circuitKey, h Handler) *Scope {

@@ -26,6 +26,7 @@ type Tx struct {
 	handler TxHandler
 
 	txCreate, txDelete bool // sent by us
+	txAbort            bool // we sent ABORT|DELETE: nothing more, not even another abort
 	rxCreate, rxDelete bool // received from the peer
 	done               bool // removed from its table
 }
@@ -62,7 +63,7 @@ func (tx *Tx) Send(m *dmsg.Msg) error {
 	if err := tx.prepare(m); err != nil {
 		return err
 	}
-	c.enqueueLocked(m)
+	tx.scope.queueLocked(m)
 	return nil
 }
 
@@ -78,7 +79,8 @@ func (tx *Tx) CloseError(code uint32) error {
 }
 
 // Abort sends LNK_ERROR|ABORT|DELETE with code, which tears the
-// transaction down even if this side already sent its DELETE.
+// transaction down even if this side already sent its DELETE. A
+// transaction is aborted once: a second Abort sends nothing.
 func (tx *Tx) Abort(code uint32) error {
 	return tx.end(dmsg.LnkError|dmsg.FlagAbort|dmsg.FlagDelete, code)
 }
@@ -87,14 +89,29 @@ func (tx *Tx) end(cmd, code uint32) error {
 	c := tx.conn
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.dead || tx.done || (tx.txDelete && cmd&dmsg.FlagAbort == 0) {
+	abort := cmd&dmsg.FlagAbort != 0
+	if c.dead || tx.done || tx.txAbort || (tx.txDelete && !abort) {
 		return nil
 	}
 	m := &dmsg.Msg{Header: dmsg.Header{Cmd: cmd, Error: code}}
 	if err := tx.prepare(m); err != nil {
 		return err
 	}
-	c.enqueueLocked(m)
+	tx.txAbort = abort
+	if tx.cmd == dmsg.LnkCirc && tx.scope.key.id == 0 {
+		// A LNK_CIRC's DELETE must not overtake its circuit's data: it
+		// waits behind what waits for credit in the circuit. An abort
+		// drops that data instead; the circuit is gone.
+		if s := c.behindLocked(tx.msgid, tx.local); s != nil {
+			if abort {
+				s.dropPendingLocked()
+			} else {
+				s.queueLocked(m)
+				return nil
+			}
+		}
+	}
+	tx.scope.queueLocked(m)
 	return nil
 }
 
@@ -130,7 +147,7 @@ func (s *Scope) Open(m *dmsg.Msg, h TxHandler) (*Tx, error) {
 		return nil, err
 	}
 	s.local[tx.msgid] = tx
-	c.enqueueLocked(m)
+	s.queueLocked(m)
 	return tx, nil
 }
 
