@@ -19,24 +19,8 @@ type end struct {
 	span  uint64      // the span msgid the circuit was built on, on this link
 	gone  atomic.Bool // removed from its table
 
-	// queued counts the bytes relayed toward this end still in its link's
-	// outbound queue; waiters block while it is over the circuit's bound.
-	queued atomic.Int64
-	wait   atomic.Pointer[chan struct{}]
-}
-
-// Written is told by the link's writer that relayed messages left the
-// queue: the circuit counts them there, once per run rather than per
-// message.
-func (e *end) Written(msgs, n int) {
-	e.c.msgs.Add(uint64(msgs))
-	e.c.bytes.Add(uint64(n))
-	if e.queued.Add(-int64(n)) > e.c.r.limits.queueBytes.Load()/2 {
-		return
-	}
-	if ch := e.wait.Swap(nil); ch != nil {
-		close(*ch)
-	}
+	in  *flow // what arrives at this end, toward the other
+	out *flow // what leaves through this end
 }
 
 // Circuit is one circuit relayed by this router: a, the side it arrived
@@ -49,6 +33,7 @@ type Circuit struct {
 	since  time.Time
 
 	msgs, bytes atomic.Uint64 // carried, counted as they leave toward either end
+	reserved    int64         // charged to limits.circuit_memory (flow.reserve)
 
 	done chan struct{} // closed when the circuit leaves the tables
 
@@ -65,48 +50,83 @@ func (c *Circuit) other(e *end) *end {
 	return c.a
 }
 
-// forward relays f, which arrived at end in, to the opposite end, then
-// waits while that end's queue is over the bound.
-func (c *Circuit) forward(in *end, f *iocom.Frame) {
-	out := c.other(in)
-	size := int64(f.EncodedSize())
-	full := out.queued.Add(size) > c.r.limits.queueBytes.Load()
-	var room *chan struct{}
-	if full {
-		// Register as a waiter before queueing, so the writer cannot
-		// drain the queue unseen between the two.
-		ch := make(chan struct{})
-		room = &ch
-		out.wait.Store(room)
-	}
-	if err := f.RelayTo(out.table.conn, out.key.id, !out.key.local, out); err != nil {
-		out.queued.Add(-size)
+// fromA handles the opener side's LNK_CIRC messages.
+func (c *Circuit) fromA(m *dmsg.Msg) {
+	if m.Cmd&dmsg.FlagDelete == 0 {
 		return
 	}
-	if full {
-		c.waitRoom(in, out, *room)
+	c.pass(c.b, m)
+}
+
+// fromB handles the target side's answers: its acceptance goes back to the
+// opener, its DELETE too.
+func (c *Circuit) fromB(m *dmsg.Msg) {
+	// Taking c.mu also waits until setup has filled in b and registered
+	// the circuit (setup holds it until then).
+	accepted := m.Cmd&dmsg.FlagCreate != 0 && m.Cmd&dmsg.FlagDelete == 0
+	c.mu.Lock()
+	if accepted {
+		c.open = true
+	}
+	c.mu.Unlock()
+	if accepted {
+		c.a.tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError, Error: m.Error}})
+		return
+	}
+	if m.Cmd&dmsg.FlagDelete != 0 {
+		c.pass(c.a, m)
 	}
 }
 
-// waitRoom pauses the arriving link's reader until the queue toward out
-// drains below half its bound; a circuit stuck full for longer than the
-// stall limit is aborted with IO so one dead consumer cannot block a link
-// forever.
-func (c *Circuit) waitRoom(in, out *end, ch chan struct{}) {
-	if out.queued.Load() <= c.r.limits.queueBytes.Load()/2 {
+// pass carries a DELETE from one side to the other. An abort (a link lost
+// under one side arrives as ABORT|DELETE LOSTLINK) takes the circuit out
+// of the tables at once and answers the side it came from; an orderly
+// close follows the data still held for the other side, and frees the
+// circuit once both LNK_CIRC transactions are finished and nothing is
+// held, so data may still flow in the direction not yet closed.
+func (c *Circuit) pass(to *end, m *dmsg.Msg) {
+	from := c.other(to)
+	if m.Cmd&dmsg.FlagAbort != 0 {
+		if c.r.unregister(c, abortReason(m.Error)) {
+			to.tx.Abort(m.Error)
+		}
+		// The side that aborted has had its DELETE: finish its
+		// transaction (nothing is sent if we aborted it already).
+		from.tx.Close()
 		return
 	}
-	in.table.conn.Stall(true)
-	defer in.table.conn.Stall(false)
-	timer := time.NewTimer(time.Duration(c.r.limits.stall.Load()))
-	defer timer.Stop()
-	select {
-	case <-ch:
-	case <-timer.C:
-		c.r.log.Warn("circuit stalled; aborting it", c.fields()...)
-		c.r.abort(c, dmsg.ErrIO)
-	case <-c.done:
-	case <-in.table.conn.Done():
-	case <-out.table.conn.Done():
+	fl := to.out
+	fl.mu.Lock()
+	to.tx.CloseBehind(fl.hold, m.Error)
+	fl.mu.Unlock()
+	c.freeIfDone()
+}
+
+// freeIfDone takes an orderly closed circuit out of the tables once both
+// LNK_CIRC transactions are finished and no held message (a DELETE
+// among them) is still to be sent.
+func (c *Circuit) freeIfDone() {
+	if !c.a.tx.Done() || !c.b.tx.Done() {
+		return
 	}
+	for _, fl := range []*flow{c.a.in, c.b.in} {
+		if fl.holding.Load() != 0 {
+			return
+		}
+	}
+	c.r.unregister(c, "closed")
+}
+
+// abort tears c down at once with code sent to both sides. Of all the
+// paths that may abort a circuit at once (its span withdrawn on either
+// side, a link lost, a stall, a window overrun), only the first sends
+// anything: each side gets exactly one ABORT|DELETE.
+// It reports whether this call aborted it.
+func (r *Relay) abort(c *Circuit, code uint32) bool {
+	if !r.unregister(c, abortReason(code)) {
+		return false
+	}
+	c.a.tx.Abort(code)
+	c.b.tx.Abort(code)
+	return true
 }

@@ -15,13 +15,21 @@ import (
 	"github.com/dmsgd/dmsgd/internal/shell"
 )
 
-func TestCircuitFlowControl(t *testing.T) {
+// TestCircuitWithoutFlowControlIsHeldByItsLink: leaves that do not speak
+// CIRC_WINDOW (a libdmsg peer, an older dmsgd) keep DMSG's old
+// backpressure on their own links: a consumer stops reading while a
+// producer pushes 64 KiB one-way messages at it; the routers' queues stay
+// bounded, the producer is held back by TCP (its router pauses the
+// producer's link), the stuck circuit is aborted with IO after
+// circuit_stall, and a second circuit over the same routers flows
+// afterwards.
+func TestCircuitWithoutFlowControlIsHeldByItsLink(t *testing.T) {
 	const queue, stall = 256 << 10, time.Second
 	rs := line(t, 3, withCircuitLimits(queue, stall))
-	src := dialLeaf(t, rs[0].addr(), "src", leafOptions{})
-	sink := dialLeaf(t, rs[2].addr(), "sink", leafOptions{gated: true})
-	a := dialLeaf(t, rs[0].addr(), "a", leafOptions{})
-	b := dialLeaf(t, rs[2].addr(), "b", leafOptions{})
+	src := dialLeaf(t, rs[0].addr(), "src", leafOptions{legacy: true})
+	sink := dialLeaf(t, rs[2].addr(), "sink", leafOptions{gated: true, legacy: true})
+	a := dialLeaf(t, rs[0].addr(), "a", leafOptions{legacy: true})
+	b := dialLeaf(t, rs[2].addr(), "b", leafOptions{legacy: true})
 	stuck := src.openTo("sink")
 	stuckFar := sink.waitAccepted(0)
 	other := a.openTo("b")

@@ -184,9 +184,3 @@ func TestCircuitMaxCircuits(t *testing.T) {
 	d.waitDone()
 	cleanAll(t, rs, l1, l2)
 }
-
-// TestCircuitFlowControl stops a consumer from reading its socket while a
-// producer pushes 64 KiB one-way messages at it: the routers' queues stay
-// bounded, the producer is held back by TCP, the stuck circuit is aborted
-// with IO after circuit_stall, and a second circuit over the same routers
-// and links flows afterwards.

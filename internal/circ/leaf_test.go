@@ -62,7 +62,16 @@ type leafOptions struct {
 	silent bool
 	// queueBytes bounds its outbound queue for WaitRoom; 1 MiB when 0.
 	queueBytes int
+	// legacy leaves per-circuit flow control out of its LNK_CONN, as a
+	// libdmsg peer or an older dmsgd would; window is the window it
+	// grants otherwise (leafWindow when 0).
+	legacy bool
+	window int
 }
+
+// leafWindow is the window a test leaf grants on its circuits: the
+// smallest a LNK_CONN may declare, so that windows run out quickly.
+const leafWindow = dmsg.MinCircWindow
 
 // rxSpan is a span the router relays to the leaf.
 type rxSpan struct {
@@ -93,6 +102,7 @@ type leaf struct {
 	circs    map[*circuit]bool
 	accepted []*circuit
 	closed   bool
+	ourConn  dmsg.Conn // the LNK_CONN it sent
 }
 
 // dialLeaf connects a leaf labelled label to the router at addr, sends its
@@ -104,6 +114,9 @@ func dialLeaf(tb testing.TB, addr, label string, opts leafOptions) *leaf {
 	}
 	if opts.queueBytes == 0 {
 		opts.queueBytes = 1 << 20
+	}
+	if opts.window == 0 {
+		opts.window = leafWindow
 	}
 	nc, err := net.DialTimeout("tcp", addr, waitTimeout)
 	if err != nil {
@@ -128,6 +141,10 @@ func dialLeaf(tb testing.TB, addr, label string, opts leafOptions) *leaf {
 	tb.Cleanup(l.close)
 	c := dmsg.Conn{PfsFsid: config.NodeIDFor(label), PeerMask: ^uint64(0), PeerType: opts.peerType,
 		ProtoVersion: 1, PfsMask: ^uint64(0), FsLabel: label}
+	if !opts.legacy {
+		c.Caps, c.CircWindow = dmsg.CapCircWindow, uint32(opts.window)
+	}
+	l.ourConn = c
 	l.connTx, err = l.conn.Open(dmsg.NewConnMsg(0, &c, false), func(tx *iocom.Tx, m *dmsg.Msg) {
 		if m.Cmd&dmsg.FlagDelete != 0 {
 			tx.Close()
@@ -201,6 +218,11 @@ func (l *leaf) close() {
 func (l *leaf) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	switch dmsg.Base(m.Cmd) {
 	case dmsg.LnkConn, dmsg.LnkConnV2:
+		// Both LNK_CONNs known: flow control is in force when both name
+		// it (PROTOCOL.md 11.1), before any circuit can exist.
+		if rc, err := m.Conn(); err == nil && dmsg.Base(m.Cmd) == dmsg.LnkConn && l.ourConn.Shared(&rc, dmsg.CapCircWindow) {
+			l.conn.SetCircWindows(int(l.ourConn.CircWindow), int(rc.CircWindow))
+		}
 		tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
 		l.mu.Lock()
 		l.rconn, l.rconnID = true, tx.MsgID()

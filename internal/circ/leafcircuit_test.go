@@ -331,7 +331,7 @@ func (c *circuit) pump(ctx context.Context, n, inflight int, size func(i int) in
 	var good, answered atomic.Int64
 	all := make(chan struct{})
 	for i := range n {
-		if err := c.l.conn.WaitRoom(ctx); err != nil {
+		if err := c.scope.WaitRoom(ctx); err != nil {
 			return int(good.Load()), err
 		}
 		select {

@@ -31,6 +31,13 @@ type rawPeer struct {
 	rxCircs []uint64             // LNK_CIRCs the router opened on us, in order
 	circEnd map[uint64]uint32    // our LNK_CIRCs the router ended, with the error
 	circUp  map[uint64]bool      // our LNK_CIRCs the far end accepted
+	// circMsgs lists, by msgid, the cmds of every message the router sent
+	// in a LNK_CIRC transaction (ours or its own).
+	circMsgs map[uint64][]uint32
+	// credit adds up the LNK_CREDIT increments received, by circuit.
+	credit map[uint64]uint64
+	// routerConn is the router's LNK_CONN, once received.
+	routerConn *dmsg.Conn
 	pongs   int
 	gotPong chan struct{} // signalled on every LNK_PING|REPLY
 	done    chan struct{} // closed when the reader stops
@@ -49,6 +56,7 @@ func dialRaw(addr string, onMsg func(*dmsg.Msg) bool) (*rawPeer, error) {
 func startRaw(nc net.Conn, onMsg func(*dmsg.Msg) bool) *rawPeer {
 	p := &rawPeer{nc: nc, bw: bufio.NewWriterSize(nc, 64<<10), onMsg: onMsg,
 		spans: make(map[uint64]dmsg.Span), circEnd: make(map[uint64]uint32), circUp: make(map[uint64]bool),
+		circMsgs: make(map[uint64][]uint32), credit: make(map[uint64]uint64),
 		gotPong: make(chan struct{}, 1), done: make(chan struct{})}
 	p.enc = dmsg.NewEncoder(p.bw)
 	go p.readLoop()
@@ -56,10 +64,18 @@ func startRaw(nc net.Conn, onMsg func(*dmsg.Msg) bool) *rawPeer {
 }
 
 // hello sends a LNK_CONN (msgid 1) asking for every span and, if label is
-// not empty, advertises a span of that label (msgid 2).
-func (p *rawPeer) hello(label string) error {
+// not empty, advertises a span of that label (msgid 2). The peer does not
+// offer per-circuit flow control (see helloWindow).
+func (p *rawPeer) hello(label string) error { return p.helloWindow(label, 0) }
+
+// helloWindow is hello offering CIRC_WINDOW with window (0: not at all).
+// A raw peer keeps no windows itself: the test does, as it means.
+func (p *rawPeer) helloWindow(label string, window uint32) error {
 	c := dmsg.Conn{PeerMask: ^uint64(0), PfsMask: ^uint64(0), PeerType: dmsg.PeerHammer2, ProtoVersion: 1,
 		FsLabel: label, PfsFsid: config.NodeIDFor("raw-" + label)}
+	if window > 0 {
+		c.Caps, c.CircWindow = dmsg.CapCircWindow, window
+	}
 	m := dmsg.NewConnMsg(dmsg.FlagCreate, &c, false)
 	m.MsgID = 1
 	if err := p.write(m); err != nil {
@@ -213,6 +229,12 @@ func (p *rawPeer) readLoop() {
 // note keeps the books on what the router opened and closed.
 func (p *rawPeer) note(m *dmsg.Msg) {
 	if m.Circuit != 0 {
+		if dmsg.IsCredit(&m.Header) {
+			c, _ := m.Credit()
+			p.mu.Lock()
+			p.credit[m.Circuit] += c.Increment
+			p.mu.Unlock()
+		}
 		return
 	}
 	base := dmsg.Base(m.Cmd)
@@ -220,7 +242,14 @@ func (p *rawPeer) note(m *dmsg.Msg) {
 	reply := m.Cmd&(dmsg.FlagReply|dmsg.FlagRevTrans) != 0
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.isCircLocked(m, base, reply) {
+		p.circMsgs[m.MsgID] = append(p.circMsgs[m.MsgID], m.Cmd)
+	}
 	switch {
+	case (base == dmsg.LnkConn || base == dmsg.LnkConnV2) && create && !reply:
+		if c, err := m.Conn(); err == nil {
+			p.routerConn = &c
+		}
 	case base == dmsg.LnkPing && m.Cmd&dmsg.FlagReply != 0:
 		p.pongs++
 		select {
@@ -245,6 +274,39 @@ func (p *rawPeer) note(m *dmsg.Msg) {
 	case !reply && del:
 		delete(p.spans, m.MsgID)
 	}
+}
+
+// isCircLocked reports whether m belongs to a LNK_CIRC transaction: one
+// the router opened on us, or (a reply) one of ours, which are the only
+// transactions a raw peer opens besides its LNK_CONN (1) and span (2).
+func (p *rawPeer) isCircLocked(m *dmsg.Msg, base uint32, reply bool) bool {
+	if base == dmsg.LnkCirc && m.Cmd&dmsg.FlagCreate != 0 && !reply {
+		return true
+	}
+	if reply {
+		return m.MsgID > 2
+	}
+	for _, id := range p.rxCircs {
+		if id == m.MsgID {
+			return true
+		}
+	}
+	return false
+}
+
+// circCmds returns the cmds the router sent in the LNK_CIRC transaction
+// msgid.
+func (p *rawPeer) circCmds(msgid uint64) []uint32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]uint32(nil), p.circMsgs[msgid]...)
+}
+
+// credited returns the LNK_CREDIT increments received on circuit.
+func (p *rawPeer) credited(circuit uint64) uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.credit[circuit]
 }
 
 // spanFor returns the msgid of a span labelled label the router holds

@@ -21,15 +21,28 @@ const (
 	DefaultQueueBytes  = 4 << 20
 	DefaultStall       = 30 * time.Second
 	DefaultMaxCircuits = 65536
+	DefaultMemory      = 1 << 30
 )
 
 // Config configures a Relay.
 type Config struct {
-	QueueBytes  int           // per circuit and direction; DefaultQueueBytes when 0
-	Stall       time.Duration // DefaultStall when 0
-	MaxCircuits int           // DefaultMaxCircuits when 0; circuits ending here count
-	MaxPerLink  int           // circuits one link's peer may open; DefaultMaxPerLink when 0
-	Logger      *zap.Logger
+	// QueueBytes bounds, per circuit and direction, what a router holds
+	// for a link without CIRC_WINDOW (PROTOCOL.md 11.2): the window of a
+	// legacy next hop, the backlog of a legacy sender. DefaultQueueBytes
+	// when 0.
+	QueueBytes int
+	// Stall is how long a circuit may wait for credit (or, from a legacy
+	// sender, stay over QueueBytes) before it is aborted with IO.
+	// DefaultStall when 0.
+	Stall       time.Duration
+	MaxCircuits int // DefaultMaxCircuits when 0; circuits ending here count
+	MaxPerLink  int // circuits one link's peer may open; DefaultMaxPerLink when 0
+	// Memory bounds what all relayed circuits may make the router hold:
+	// each reserves, per direction, the window it grants upstream (or
+	// QueueBytes for a legacy sender) when it is set up, and a circuit
+	// that does not fit is refused. DefaultMemory when 0.
+	Memory int64
+	Logger *zap.Logger
 	// Events logs refusals a peer can repeat at will, once per kind and
 	// window; nil drops them.
 	Events *ratelog.Logger
@@ -43,12 +56,14 @@ type limits struct {
 	queueBytes  atomic.Int64
 	stall       atomic.Int64
 	maxCircuits atomic.Int64
+	memory      atomic.Int64
 }
 
-func (l *limits) set(queueBytes int, stall time.Duration, maxCircuits int) {
-	l.queueBytes.Store(int64(cmp.Or(max(queueBytes, 0), DefaultQueueBytes)))
-	l.stall.Store(int64(cmp.Or(max(stall, 0), DefaultStall)))
-	l.maxCircuits.Store(int64(cmp.Or(max(maxCircuits, 0), DefaultMaxCircuits)))
+func (l *limits) set(cfg Config) {
+	l.queueBytes.Store(int64(cmp.Or(max(cfg.QueueBytes, 0), DefaultQueueBytes)))
+	l.stall.Store(int64(cmp.Or(max(cfg.Stall, 0), DefaultStall)))
+	l.maxCircuits.Store(int64(cmp.Or(max(cfg.MaxCircuits, 0), DefaultMaxCircuits)))
+	l.memory.Store(cmp.Or(max(cfg.Memory, 0), DefaultMemory))
 }
 
 // Target is where the span a LNK_CIRC names leads.
@@ -77,6 +92,7 @@ type Endpoint interface {
 type Relay struct {
 	limits  limits
 	log     *zap.Logger
+	events  *ratelog.Logger
 	resolve Resolver
 	local   Endpoint
 	metrics *metrics.Metrics
@@ -86,6 +102,7 @@ type Relay struct {
 	circuits map[uint64]*Circuit
 	bySpan   map[spanRef][]*Circuit
 	nextID   uint64
+	reserved int64 // limits.memory charged by the circuits in the tables
 }
 
 // spanRef names a span on a link: one we sent (side a) or received (b).
@@ -100,17 +117,19 @@ func New(cfg Config, resolve Resolver, local Endpoint) *Relay {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	r := &Relay{log: log, resolve: resolve, local: local, metrics: cfg.Metrics,
+	r := &Relay{log: log, events: cfg.Events, resolve: resolve, local: local, metrics: cfg.Metrics,
 		circuits: make(map[uint64]*Circuit), bySpan: make(map[spanRef][]*Circuit)}
-	r.limits.set(cfg.QueueBytes, cfg.Stall, cfg.MaxCircuits)
+	r.limits.set(cfg)
 	r.adm.events, r.adm.metrics = cfg.Events, cfg.Metrics
 	r.adm.setMaxPerLink(cfg.MaxPerLink)
 	return r
 }
 
-// SetLimits applies reloaded limits to circuits set up from now on.
-func (r *Relay) SetLimits(queueBytes int, stall time.Duration, maxCircuits int) {
-	r.limits.set(queueBytes, stall, maxCircuits)
+// SetLimits applies reloaded limits (cfg's limit fields) to circuits set
+// up from now on; a stall limit applies to waits that start from now on.
+func (r *Relay) SetLimits(cfg Config) {
+	r.limits.set(cfg)
+	r.adm.setMaxPerLink(cfg.MaxPerLink)
 }
 
 // Len returns the number of relayed circuits.
@@ -166,11 +185,17 @@ func (r *Relay) accept(t *Table, tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 
 // setup opens the next hop of a circuit and pairs it with the arriving one.
 // The opener gets no answer until the target's reply comes back. The
-// circuit's slot (reserve) is released when it leaves the tables.
+// circuit's slot (reserve) and memory (reserveMemory) are released when
+// it leaves the tables.
 func (r *Relay) setup(t *Table, tx *iocom.Tx, spanMsgID uint64, dst Target) iocom.TxHandler {
 	c := &Circuit{r: r, target: dst.Label, since: time.Now(), done: make(chan struct{})}
 	c.a = &end{c: c, table: t, key: key{id: tx.MsgID()}, tx: tx, span: spanMsgID}
 	c.b = &end{c: c, table: dst.Next, span: dst.NextMsgID}
+	if !r.reserveMemory(c) {
+		r.release(t)
+		tx.CloseError(dmsg.ErrCantCirc)
+		return nil
+	}
 	// The next hop may answer as soon as the LNK_CIRC is queued, on its
 	// link's reader. c.mu, held until the circuit is registered, makes
 	// fromB wait: an abort it carried would otherwise unregister the
@@ -188,6 +213,7 @@ func (r *Relay) setup(t *Table, tx *iocom.Tx, spanMsgID uint64, dst Target) ioco
 		next.mu.Unlock()
 		r.metrics.CircuitRefused("next_hop_down")
 		r.release(t)
+		r.unreserveMemory(c)
 		tx.CloseError(dmsg.ErrCantCirc)
 		return nil
 	}
@@ -215,12 +241,14 @@ func (r *Relay) register(c *Circuit) {
 }
 
 // unregister takes c out of every table once, counting how it ended
-// ("closed", or abortReason); later messages on it are dropped.
-func (r *Relay) unregister(c *Circuit, reason string) {
+// ("closed", or abortReason), drops what its flows hold and gives back its
+// slot and memory; later messages on it are dropped. It reports whether
+// this call did it.
+func (r *Relay) unregister(c *Circuit, reason string) bool {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.closed = true
 	close(c.done)
@@ -229,7 +257,10 @@ func (r *Relay) unregister(c *Circuit, reason string) {
 	r.release(c.a.table)
 	c.a.table.remove(c.a)
 	c.b.table.remove(c.b)
+	c.a.in.close()
+	c.b.in.close()
 	r.mu.Lock()
+	r.reserved -= c.reserved
 	delete(r.circuits, c.id)
 	for _, e := range []*end{c.a, c.b} {
 		ref := spanRef{e.table, e.span}
@@ -241,58 +272,41 @@ func (r *Relay) unregister(c *Circuit, reason string) {
 		}
 	}
 	r.mu.Unlock()
+	return true
 }
 
-// fromA handles the opener side's LNK_CIRC messages.
-func (c *Circuit) fromA(m *dmsg.Msg) {
-	if m.Cmd&dmsg.FlagDelete == 0 {
-		return
+// reserveMemory sets up c's flows and charges what they may hold to
+// limits.circuit_memory; a circuit that does not fit is refused.
+func (r *Relay) reserveMemory(c *Circuit) bool {
+	qb := r.limits.queueBytes.Load()
+	ab := newFlow(c, c.a, c.b, qb)
+	ba := newFlow(c, c.b, c.a, qb)
+	need := ab.reserve(qb) + ba.reserve(qb)
+	limit := r.limits.memory.Load()
+	r.mu.Lock()
+	ok := r.reserved+need <= limit
+	if ok {
+		r.reserved += need
+		c.reserved = need
 	}
-	c.pass(c.b, m)
+	used := r.reserved
+	r.mu.Unlock()
+	if !ok {
+		r.metrics.LimitHit("circuit_memory")
+		r.events.Warn("circuit_memory", "LNK_CIRC refused: limits.circuit_memory reached",
+			zap.String("link", c.a.table.name), zap.String("peer", c.a.table.conn.RemoteAddr()),
+			zap.Int64("circuit_memory", limit), zap.Int64("reserved", used), zap.Int64("needed", need))
+	}
+	return ok
 }
 
-// fromB handles the target side's answers: its acceptance goes back to the
-// opener, its DELETE too.
-func (c *Circuit) fromB(m *dmsg.Msg) {
-	// Taking c.mu also waits until setup has filled in b and registered
-	// the circuit (setup holds it until then).
-	accepted := m.Cmd&dmsg.FlagCreate != 0 && m.Cmd&dmsg.FlagDelete == 0
-	c.mu.Lock()
-	if accepted {
-		c.open = true
-	}
-	c.mu.Unlock()
-	if accepted {
-		c.a.tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError, Error: m.Error}})
-		return
-	}
-	if m.Cmd&dmsg.FlagDelete != 0 {
-		c.pass(c.a, m)
-	}
-}
-
-// pass carries a DELETE from one side to the other. An abort (a link lost
-// under one side arrives as ABORT|DELETE LOSTLINK) takes the circuit out
-// of the tables at once; an orderly close frees it once both LNK_CIRC
-// transactions are finished, so data may still flow in the direction not
-// yet closed.
-func (c *Circuit) pass(to *end, m *dmsg.Msg) {
-	if m.Cmd&dmsg.FlagAbort != 0 {
-		to.tx.Abort(m.Error)
-		c.r.unregister(c, abortReason(m.Error))
-		return
-	}
-	to.tx.CloseError(m.Error)
-	if c.a.tx.Done() && c.b.tx.Done() {
-		c.r.unregister(c, "closed")
-	}
-}
-
-// abort tears c down at once with code sent to both sides.
-func (r *Relay) abort(c *Circuit, code uint32) {
-	r.unregister(c, abortReason(code))
-	c.a.tx.Abort(code)
-	c.b.tx.Abort(code)
+// unreserveMemory gives back the memory of a circuit that never made it
+// into the tables.
+func (r *Relay) unreserveMemory(c *Circuit) {
+	r.mu.Lock()
+	r.reserved -= c.reserved
+	c.reserved = 0
+	r.mu.Unlock()
 }
 
 // SpanGone aborts, with LOSTLINK, every circuit built on a span that went
@@ -304,14 +318,18 @@ func (r *Relay) SpanGone(t *Table, msgid uint64) {
 	cs := slices.Clone(r.bySpan[spanRef{t, msgid}])
 	r.mu.Unlock()
 	for _, c := range cs {
-		r.log.Info("circuit aborted: its span went away", c.fields()...)
 		c.mu.Lock()
 		code := dmsg.ErrCantCirc // still being set up
 		if c.open {
 			code = dmsg.ErrLostLink
 		}
 		c.mu.Unlock()
-		r.abort(c, code)
+		// Both spans under a circuit may go at once (the target's
+		// withdrawal ends the span we received and the relay we sent):
+		// only the first abort is sent and logged.
+		if r.abort(c, code) {
+			r.log.Info("circuit aborted: its span went away", c.fields()...)
+		}
 	}
 }
 

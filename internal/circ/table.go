@@ -79,11 +79,12 @@ func (t *Table) Len() int {
 	return len(t.ends)
 }
 
-// Forward relays f if its circuit is one this router relays on the link.
-// It reports false for circuits it does not know (those ending here, or
-// gone: iocom then delivers or drops them). It may block while the
-// circuit's queue toward the other side is full; that pauses this link's
-// reader, which is the backpressure DMSG has.
+// Forward relays f if its circuit is one this router relays on the link,
+// or takes the credit a LNK_CREDIT carries for it. It reports false for
+// circuits it does not know (those ending here, or gone: iocom then
+// delivers or drops them). It blocks only for a sender on a link without
+// CIRC_WINDOW that is over its circuit's queue bound: pausing that link's
+// reader is the backpressure DMSG has without the extension.
 func (t *Table) Forward(_ *iocom.Conn, f *iocom.Frame) bool {
 	k := keyOf(f.Header)
 	e := t.last
@@ -93,6 +94,28 @@ func (t *Table) Forward(_ *iocom.Conn, f *iocom.Frame) bool {
 		}
 		t.last = e
 	}
-	e.c.forward(e, f)
+	if dmsg.Base(f.Cmd) == dmsg.LnkCredit {
+		e.credit(f)
+		return true
+	}
+	e.in.forward(f)
 	return true
+}
+
+// credit takes a LNK_CREDIT that arrived at e: more room toward e's link.
+// A router never relays one; one on a link without CIRC_WINDOW, or one
+// that is not a plain one-way message, is dropped.
+func (e *end) credit(f *iocom.Frame) {
+	fl := e.out
+	if fl.legacyOut || !dmsg.IsCredit(f.Header) {
+		f.Drop()
+		return
+	}
+	m, err := f.Take()
+	if err != nil {
+		return
+	}
+	body, _ := m.Credit()
+	m.Release()
+	fl.credit(int64(min(body.Increment, 1<<62)))
 }

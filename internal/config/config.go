@@ -215,11 +215,20 @@ type Limits struct {
 	MaxCircuits        int      `mapstructure:"max_circuits"`
 	MaxCircuitsPerLink int      `mapstructure:"max_circuits_per_link"`
 	QueueBytesPerLink  ByteSize `mapstructure:"queue_bytes_per_link"`
-	// CircuitQueueBytes is per circuit, per router.
+	// CircuitQueueBytes is per circuit, per router: what the router holds
+	// of a circuit toward, or from, a link without per-circuit flow
+	// control (PROTOCOL.md 11.2).
 	CircuitQueueBytes ByteSize `mapstructure:"circuit_queue_bytes"`
-	// CircuitStall is how long a circuit may stay full before it is
-	// aborted.
+	// CircuitStall is how long a circuit may wait with a zero window (or
+	// stay full toward a link without flow control) before it is aborted.
 	CircuitStall time.Duration `mapstructure:"circuit_stall"`
+	// CircuitWindow is the window the router grants per circuit and
+	// direction on links with per-circuit flow control: the circ_window
+	// of its LNK_CONN (PROTOCOL.md 11.2).
+	CircuitWindow ByteSize `mapstructure:"circuit_window"`
+	// CircuitMemory bounds what all relayed circuits together may make
+	// the router hold; a circuit that does not fit is refused.
+	CircuitMemory ByteSize `mapstructure:"circuit_memory"`
 
 	// SlowConsumerGrace is how long a link's queue may stay over
 	// QueueBytesPerLink without draining before the link is closed.
@@ -303,6 +312,8 @@ func Defaults() *Config {
 			QueueBytesPerLink:  16 << 20,
 			CircuitQueueBytes:  4 << 20,
 			CircuitStall:       30 * time.Second,
+			CircuitWindow:      DefaultCircuitWindow,
+			CircuitMemory:      1 << 30,
 
 			SlowConsumerGrace:      5 * time.Second,
 			MaxTransactionsPerLink: 65536,
@@ -333,6 +344,19 @@ func defaultLabel() string {
 	}
 	return h
 }
+
+// DefaultCircuitWindow is limits.circuit_window's default: enough for one
+// circuit to move data at full speed over a loopback hop.
+const DefaultCircuitWindow = 4 << 20
+
+// MinCircuitWindow is the smallest limits.circuit_window: half a window
+// must hold the largest DMSG message (a 2 KiB header and 1 MiB of aux
+// data), since credit comes back half a window at a time.
+const MinCircuitWindow = 2 * (2<<10 + 1<<20)
+
+// MaxCircuitWindow is the largest limits.circuit_window, the range of the
+// LNK_CONN field that carries it.
+const MaxCircuitWindow = 1<<32 - 1
 
 // NodeIDFor returns the default node id for a label.
 func NodeIDFor(label string) uuid.UUID {

@@ -175,6 +175,8 @@ limits:
   handshake_timeout: 7s
   conn_timeout: 8s
   max_shell_tasks: 9
+  circuit_window: 3MiB
+  circuit_memory: 64MiB
 log:
   level: debug
   format: console
@@ -218,6 +220,7 @@ metrics:
 			SlowConsumerGrace: 2 * time.Second, MaxTransactionsPerLink: 40, MaxTransactions: 50, LinkRate: 60,
 			MaxLinksPerSource: 3, MaxPendingLinks: 4, MaxShellLinks: 5, AcceptRatePerSource: 6,
 			HandshakeTimeout: 7 * time.Second, ConnTimeout: 8 * time.Second, MaxShellTasks: 9,
+			CircuitWindow: 3 << 20, CircuitMemory: 64 << 20,
 		},
 		Log:     Log{Level: LogDebug, Format: LogConsole},
 		Metrics: Metrics{Listen: "127.0.0.1:9881", ReadyTargets: 2},
@@ -269,6 +272,8 @@ tls:
 limits:
   queue_bytes_per_link: 16XB
   circuit_stall: -1s
+  circuit_window: 64KiB
+  circuit_memory: 1MiB
 log:
   level: verbose
 metrics:
@@ -295,10 +300,12 @@ extra: 1
 		path + `:27: tls.peers[0].pubkey: public key: 3 bytes, want 32`,
 		path + `:29: limits.queue_bytes_per_link: size "16XB": must be a whole number of bytes with an optional unit (KiB, MiB, GiB, KB, MB, GB)`,
 		path + `:30: limits.circuit_stall: must be positive, not -1s`,
-		path + `:32: log.level: must be debug, info, warn or error, not "verbose"`,
-		path + `:34: metrics.listen: "localhost" must be HOST:PORT, as in 127.0.0.1:9881`,
-		path + `:35: metrics.ready_targets: is 3, but only 2 outbound target(s) are configured under media`,
-		path + `:36: extra: unknown key`,
+		path + `:31: limits.circuit_window: must be at least 2052KiB (twice the largest message), not 64KiB`,
+		path + `:32: limits.circuit_memory: must hold at least one circuit (8MiB: twice the larger of circuit_window and circuit_queue_bytes), not 1MiB`,
+		path + `:34: log.level: must be debug, info, warn or error, not "verbose"`,
+		path + `:36: metrics.listen: "localhost" must be HOST:PORT, as in 127.0.0.1:9881`,
+		path + `:37: metrics.ready_targets: is 3, but only 2 outbound target(s) are configured under media`,
+		path + `:38: extra: unknown key`,
 	}
 	got := problemLines(t, err)
 	if !reflect.DeepEqual(got, want) {

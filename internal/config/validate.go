@@ -263,6 +263,16 @@ func validateLimits(c *Config, ps *problems) {
 			ps.add(f.key, "must be positive, not %s", f.d)
 		}
 	}
+	switch w := l.CircuitWindow; {
+	case w < MinCircuitWindow:
+		ps.add("limits.circuit_window", "must be at least %s (twice the largest message), not %s", ByteSize(MinCircuitWindow), w)
+	case w > MaxCircuitWindow:
+		ps.add("limits.circuit_window", "must be at most %s, not %s", ByteSize(MaxCircuitWindow), w)
+	}
+	// One circuit reserves what it may hold in both directions.
+	if one := 2 * max(l.CircuitWindow, l.CircuitQueueBytes); l.CircuitMemory < one {
+		ps.add("limits.circuit_memory", "must hold at least one circuit (%s: twice the larger of circuit_window and circuit_queue_bytes), not %s", one, l.CircuitMemory)
+	}
 }
 
 func validateLog(c *Config, ps *problems) {

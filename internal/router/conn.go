@@ -9,8 +9,9 @@ import (
 	"github.com/dmsgd/dmsgd/internal/shell"
 )
 
-// ourConn is the LNK_CONN this router sends: its identity, and filters
-// that ask for every span.
+// ourConn is the LNK_CONN this router sends: its identity, filters that
+// ask for every span, and the extensions it speaks (PROTOCOL.md 11.1):
+// per-circuit flow control with the window limits.circuit_window.
 func (r *Router) ourConn() dmsg.Conn {
 	cfg := r.Config()
 	return dmsg.Conn{
@@ -21,6 +22,8 @@ func (r *Router) ourConn() dmsg.Conn {
 		Rnss:         r.engine.Rnss(),
 		PfsMask:      ^uint64(0),
 		FsLabel:      cfg.Node.Label,
+		Caps:         dmsg.CapCircWindow,
+		CircWindow:   uint32(cfg.Limits.CircuitWindow),
 	}
 }
 
@@ -35,8 +38,31 @@ func (l *link) sendConn(v2 bool) {
 		return // the link is already going down
 	}
 	l.mu.Lock()
-	l.ourTx, l.ourV2 = tx, v2
+	l.ourTx, l.ourV2, l.ourConn = tx, v2, c
 	l.mu.Unlock()
+	if v2 {
+		// The libdmsg form carries no extension: none is in force on the
+		// link any more (PROTOCOL.md 11.1).
+		l.conn.SetCircWindows(0, 0)
+	}
+}
+
+// setCircWindows puts per-circuit flow control in force on the link when
+// both LNK_CONNs name it (PROTOCOL.md 11.1, 11.2), before the peer's
+// LNK_CONN lets any span, and so any circuit, exist on the link.
+func (l *link) setCircWindows(peer *dmsg.Conn, peerV2 bool) {
+	l.mu.Lock()
+	our, ourV2 := l.ourConn, l.ourV2
+	l.mu.Unlock()
+	switch {
+	case peerV2 || ourV2 || !our.Shared(peer, dmsg.CapCircWindow):
+		return
+	case peer.CircWindow < dmsg.MinCircWindow:
+		l.conn.Logger().Warn("peer offers per-circuit flow control with a window too small for the largest message; not using it",
+			zap.Uint32("circ_window", peer.CircWindow), zap.Int("min", dmsg.MinCircWindow))
+		return
+	}
+	l.conn.SetCircWindows(int(our.CircWindow), int(peer.CircWindow))
 }
 
 // ourConnMsg handles the peer's answers to our LNK_CONN.
@@ -122,6 +148,7 @@ func (l *link) acceptConn(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	l.noteConn(&info, v2)
 	l.identify(info)
 	l.circuits.SetRouterPeer(info.PeerType == dmsg.PeerRouter)
+	l.setCircWindows(&info, v2)
 	sc := l.r.engine.ConnUp(l, info)
 	l.mu.Lock()
 	l.peer, l.peerTx, l.spanConn = &info, tx, sc

@@ -32,7 +32,8 @@ func TestTheRouterSendsItsDmsgdFormLNKCONNFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := dmsg.Conn{PfsFsid: config.NodeIDFor("r"), PeerMask: ^uint64(0), PeerType: dmsg.PeerRouter,
-		ProtoVersion: 1, Rnss: r.rnss(), PfsMask: ^uint64(0), FsLabel: "r"}
+		ProtoVersion: 1, Rnss: r.rnss(), PfsMask: ^uint64(0), FsLabel: "r",
+		Caps: dmsg.CapCircWindow, CircWindow: config.DefaultCircuitWindow}
 	if c != want {
 		t.Errorf("router LNK_CONN = %+v\nwant %+v", c, want)
 	}

@@ -34,6 +34,7 @@ type link struct {
 	peerTx   *iocom.Tx  // its transaction
 	spanConn *span.Conn // its registration with the engine
 	ourTx    *iocom.Tx  // our LNK_CONN
+	ourConn  dmsg.Conn  // what it says
 	ourV2    bool       // ourTx is the libdmsg 2014+ form
 	session  *shell.Session
 	connDue  *time.Timer // limits.conn_timeout, until the peer's LNK_CONN

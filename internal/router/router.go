@@ -98,18 +98,24 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 	}
 	r.cfg.Store(cfg)
 	r.engine = span.New(r.spanConfig(cfg, 0))
-	r.circuits = circ.New(circ.Config{
+	r.circuits = circ.New(r.circuitConfig(cfg), r.resolveCircuit, r)
+	r.media = volconf.New(volconf.Options{Connect: r.connectTarget, Logger: log})
+	r.metrics.Registry().MustRegister(collector{r})
+	return r
+}
+
+// circuitConfig derives the circuit relay's configuration from the file.
+func (r *Router) circuitConfig(cfg *config.Config) circ.Config {
+	return circ.Config{
 		QueueBytes:  int(cfg.Limits.CircuitQueueBytes),
 		Stall:       cfg.Limits.CircuitStall,
 		MaxCircuits: cfg.Limits.MaxCircuits,
 		MaxPerLink:  cfg.Limits.MaxCircuitsPerLink,
-		Logger:      log,
+		Memory:      int64(cfg.Limits.CircuitMemory),
+		Logger:      r.log,
 		Events:      r.events,
 		Metrics:     r.metrics,
-	}, r.resolveCircuit, r)
-	r.media = volconf.New(volconf.Options{Connect: r.connectTarget, Logger: log})
-	r.metrics.Registry().MustRegister(collector{r})
-	return r
+	}
 }
 
 // spanConfig derives the engine's configuration from the file.

@@ -1,0 +1,212 @@
+package circ_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+)
+
+// These tests run circuits between leaves that speak CIRC_WINDOW
+// (PROTOCOL.md 11.2), the default of a test leaf.
+
+func withCircuitWindow(window int) routerOption {
+	return func(c *config.Config) { c.Limits.CircuitWindow = config.ByteSize(window) }
+}
+
+func withCircuitMemory(n int) routerOption {
+	return func(c *config.Config) { c.Limits.CircuitMemory = config.ByteSize(n) }
+}
+
+// echoRate runs n 4 KiB echo requests over c, 16 at a time, and returns
+// the requests per second.
+func echoRate(t *testing.T, c *circuit, n int) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	start := time.Now()
+	good, err := c.pump(ctx, n, 16, func(int) int { return 4 << 10 }, func(int) byte { return kindEcho })
+	if good != n || err != nil {
+		t.Fatalf("leaf %s: %d of %d echoed, %v", c.l.label, good, n, err)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// spanDelay advertises a new leaf on at and returns how long until watch
+// holds its span.
+func spanDelay(t *testing.T, at *testRouter, watch *leaf, label string) (*leaf, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	l := dialLeaf(t, at.addr(), label, leafOptions{})
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		if _, ok := watch.spanFor(label); ok {
+			return l, time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leaf %s never saw %s's span", watch.label, label)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// TestAStalledCircuitLeavesItsLinksFlowing: circuit X's consumer stops
+// reading its socket while its producer pushes as fast as X's windows let
+// it; circuit Y, over the same routers and links, keeps flowing, and a
+// span advertised meanwhile crosses the same links, both long before X is
+// aborted; the producer is held by X's windows and every router holds at
+// most its own grants; after circuit_stall X ends with IO at both ends.
+func TestAStalledCircuitLeavesItsLinksFlowing(t *testing.T) {
+	const stall = 3 * time.Second
+	rs := line(t, 3, withCircuitLimits(4<<20, stall))
+	src := dialLeaf(t, rs[0].addr(), "src", leafOptions{})
+	sink := dialLeaf(t, rs[2].addr(), "sink", leafOptions{gated: true})
+	a := dialLeaf(t, rs[0].addr(), "a", leafOptions{})
+	b := dialLeaf(t, rs[2].addr(), "b", leafOptions{})
+	x := src.openTo("sink")
+	xFar := sink.waitAccepted(0)
+	y := a.openTo("b")
+	yFar := b.waitAccepted(0)
+	waitRelayed(t, rs, 2)
+	echoRate(t, y, 200) // warm up
+	before := echoRate(t, y, 2000)
+	_, spanBefore := spanDelay(t, rs[2], a, "early")
+
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+
+	sink.gate.hold()
+	stalledAt := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	const msgSize = 64 << 10
+	var sent, lastSent atomic.Int64
+	lastSent.Store(time.Now().UnixNano())
+	var producer sync.WaitGroup
+	producer.Go(func() {
+		for seq := uint64(1); ; seq++ {
+			if err := x.scope.WaitRoom(ctx); err != nil {
+				return
+			}
+			if x.isDone() || x.sendOneWay(seq, msgSize) != nil {
+				return
+			}
+			sent.Add(msgSize + 64)
+			lastSent.Store(time.Now().UnixNano())
+		}
+	})
+	// The windows hold the producer: it has sent nothing for a while.
+	var held int64
+	eventually(t, "the producer is held by the windows", func() error {
+		if idle := time.Since(time.Unix(0, lastSent.Load())); idle < 200*time.Millisecond {
+			return fmt.Errorf("%d MiB sent, the last %v ago", sent.Load()>>20, idle)
+		}
+		held = sent.Load()
+		return nil
+	})
+
+	during := echoRate(t, y, 2000)
+	_, spanDuring := spanDelay(t, rs[2], a, "late")
+	flowingFor := time.Since(stalledAt)
+	xDoneEarly := x.isDone()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	growth := int64(ms.HeapInuse) - int64(base)
+
+	t.Logf("Y before the stall: %.0f req/s; during: %.0f req/s (%.0f%%)", before, during, 100*during/before)
+	t.Logf("span across the links: %v before the stall, %v during it", spanBefore.Round(time.Microsecond), spanDuring.Round(time.Microsecond))
+	t.Logf("the producer pushed %d KiB before the windows held it; heap grew by %d MiB", held>>10, growth>>20)
+	if xDoneEarly {
+		t.Errorf("X ended after %v, before Y and the span could be measured (circuit_stall is %v)", flowingFor, stall)
+	} else if flowingFor >= stall {
+		t.Errorf("Y and the span took %v while X was stalled, circuit_stall is %v: they waited for X", flowingFor, stall)
+	}
+	// Every router holds at most the window it grants upstream, the
+	// consumer's kernel buffers take what its router wrote, and the
+	// producer may have a window of its own router's credit in flight.
+	limit := int64(3*config.DefaultCircuitWindow) + 2*socketBuffers(t) + 8<<20
+	if h := held; h > limit {
+		t.Errorf("the producer pushed %d MiB into a stalled circuit before it was held, more than the %d MiB the windows allow", h>>20, limit>>20)
+	}
+	if growth > 64<<20 {
+		t.Errorf("heap grew by %d MiB while a consumer was stuck: what the routers hold is not bounded", growth>>20)
+	}
+
+	cmd, code := x.waitDone()
+	producer.Wait()
+	if code != dmsg.ErrIO || cmd&dmsg.FlagDelete == 0 {
+		t.Errorf("X ended at the producer with %s %s, want DELETE IO", dmsg.CmdString(cmd), dmsg.ErrorString(code))
+	}
+	t.Logf("X aborted %v after the consumer stopped reading", time.Since(stalledAt).Round(time.Millisecond))
+	waitRelayed(t, rs, 1)
+	echoRate(t, y, 200)
+	sink.gate.release()
+	if _, code := xFar.waitDone(); code != dmsg.ErrIO {
+		t.Errorf("X ended at the consumer with %s, want IO", dmsg.ErrorString(code))
+	}
+	checkNoProblems(t, x, xFar, y, yFar)
+	y.close()
+	yFar.waitDone()
+	y.waitDone()
+	cleanAll(t, rs, src, sink, a, b)
+}
+
+// TestAMixOfFlowControlledAndLegacyLeavesRunsCircuits: every pairing of a
+// leaf with CIRC_WINDOW and one without runs 2000 transactions each way
+// over a circuit through two routers, with messages up to the largest.
+func TestAMixOfFlowControlledAndLegacyLeavesRunsCircuits(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		legacy1, legacy2 bool
+	}{
+		{"FlowControlledToLegacy", false, true},
+		{"LegacyToFlowControlled", true, false},
+		{"LegacyToLegacy", true, true},
+		{"FlowControlledToFlowControlled", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := line(t, 2)
+			l1 := dialLeaf(t, rs[0].addr(), "leaf1", leafOptions{legacy: tc.legacy1})
+			l2 := dialLeaf(t, rs[1].addr(), "leaf2", leafOptions{legacy: tc.legacy2})
+			c1 := l1.openTo("leaf2")
+			c2 := l2.waitAccepted(0)
+			const n = 2000
+			size := func(i int) int {
+				if i%500 == 250 {
+					return dmsg.MaxAuxSize
+				}
+				return 9 + i*37%9000
+			}
+			kind := func(i int) byte {
+				if size(i) > 64<<10 {
+					return kindCRC
+				}
+				return kindEcho
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			var wg sync.WaitGroup
+			for _, c := range []*circuit{c1, c2} {
+				wg.Go(func() {
+					if good, err := c.pump(ctx, n, 32, size, kind); good != n || err != nil {
+						t.Errorf("leaf %s: %d of %d answered right, %v", c.l.label, good, n, err)
+					}
+				})
+			}
+			wg.Wait()
+			checkNoProblems(t, c1, c2)
+			c1.close()
+			c2.waitDone()
+			c1.waitDone()
+			cleanAll(t, rs, l1, l2)
+		})
+	}
+}
