@@ -164,7 +164,7 @@ func TestAStalledCircuitLeavesItsLinksFlowing(t *testing.T) {
 // over a circuit through two routers, with messages up to the largest.
 func TestAMixOfFlowControlledAndLegacyLeavesRunsCircuits(t *testing.T) {
 	for _, tc := range []struct {
-		name           string
+		name             string
 		legacy1, legacy2 bool
 	}{
 		{"FlowControlledToLegacy", false, true},
@@ -209,4 +209,113 @@ func TestAMixOfFlowControlledAndLegacyLeavesRunsCircuits(t *testing.T) {
 			cleanAll(t, rs, l1, l2)
 		})
 	}
+}
+
+// TestAPeerPastItsWindowLosesOnlyThatCircuit: a raw peer that ignores
+// the window its router granted and pushes on into a circuit whose
+// consumer stopped reading gets that circuit aborted with PARAM; its link,
+// its other circuit and the consumer's link carry on.
+func TestAPeerPastItsWindowLosesOnlyThatCircuit(t *testing.T) {
+	rs := line(t, 1)
+	r := rs[0]
+	sink := dialLeaf(t, r.addr(), "sink", leafOptions{gated: true})
+	other := dialLeaf(t, r.addr(), "other", leafOptions{})
+	p, err := dialRaw(r.addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	if err := p.helloWindow("P", dmsg.MinCircWindow); err != nil {
+		t.Fatal(err)
+	}
+	open := func(label string, id uint64) {
+		t.Helper()
+		var span uint64
+		eventually(t, "P holds "+label+"'s span", func() error {
+			var ok bool
+			if span, ok = p.spanFor(label); !ok {
+				return fmt.Errorf("not yet")
+			}
+			return nil
+		})
+		m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: span})
+		m.MsgID = id
+		if err := p.send(m); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the circuit to "+label+" is up", func() error {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if !p.circUp[id] {
+				return fmt.Errorf("not yet")
+			}
+			return nil
+		})
+	}
+	const bad, good = 100, 101
+	open("sink", bad)
+	open("other", good)
+	sinkEnd := sink.waitAccepted(0)
+	otherEnd := other.waitAccepted(0)
+	window := uint64(r.Config().Limits.CircuitWindow)
+	p.mu.Lock()
+	if p.routerConn == nil || p.routerConn.CircWindow != uint32(window) || p.routerConn.Caps&dmsg.CapCircWindow == 0 {
+		t.Errorf("router's LNK_CONN %+v does not grant circuit_window %d", p.routerConn, window)
+	}
+	p.mu.Unlock()
+
+	sink.gate.hold()
+	// The router grants more only as it writes toward the stopped sink,
+	// whose socket takes at most its kernel buffers: past that, P is over.
+	limit := int64(window) + 2*socketBuffers(t) + 8<<20
+	data := dmsg.NewMsg(dmsg.DbgShell)
+	data.Circuit = bad
+	data.SetAux(make([]byte, 64<<10))
+	var pushed int64
+	for pushed < 2*limit {
+		if code, ended := p.circEnded(bad); ended {
+			if code != dmsg.ErrParam {
+				t.Errorf("the overrun circuit ended at P with %s, want PARAM", dmsg.ErrorString(code))
+			}
+			break
+		}
+		if err := p.send(data); err != nil {
+			t.Fatalf("P's link failed after %d MiB: %v", pushed>>20, err)
+		}
+		pushed += int64(data.EncodedSize())
+	}
+	eventually(t, "the overrun circuit is aborted at P", func() error {
+		if _, ended := p.circEnded(bad); !ended {
+			return fmt.Errorf("not yet, %d MiB pushed", pushed>>20)
+		}
+		return nil
+	})
+	t.Logf("P pushed %d MiB; the router granted %d KiB of LNK_CREDIT on top of its %d KiB window",
+		pushed>>20, p.credited(bad)>>10, window>>10)
+	if !p.ping(waitTimeout) {
+		t.Fatal("P's link does not answer a ping after its circuit was aborted")
+	}
+	// P's other circuit still carries data, within its window.
+	for seq := uint64(1); seq <= 100; seq++ {
+		m := dmsg.NewMsg(dmsg.DbgShell)
+		m.Circuit = good
+		m.SetAux(payload(seq, 0, 1000))
+		if err := p.write(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.flush(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "P's other circuit delivers", func() error {
+		if n := otherEnd.oneWayMsgs.Load(); n != 100 {
+			return fmt.Errorf("%d of 100 arrived", n)
+		}
+		return nil
+	})
+	sink.gate.release()
+	if _, code := sinkEnd.waitDone(); code != dmsg.ErrParam {
+		t.Errorf("the overrun circuit ended at the sink with %s, want PARAM", dmsg.ErrorString(code))
+	}
+	checkNoProblems(t, otherEnd)
 }

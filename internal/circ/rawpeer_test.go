@@ -32,15 +32,17 @@ type rawPeer struct {
 	circEnd map[uint64]uint32    // our LNK_CIRCs the router ended, with the error
 	circUp  map[uint64]bool      // our LNK_CIRCs the far end accepted
 	// circMsgs lists, by msgid, the cmds of every message the router sent
-	// in a LNK_CIRC transaction (ours or its own).
+	// in a LNK_CIRC transaction (ours or its own), and circErrs the error
+	// of the last one.
 	circMsgs map[uint64][]uint32
+	circErrs map[uint64]uint32
 	// credit adds up the LNK_CREDIT increments received, by circuit.
 	credit map[uint64]uint64
 	// routerConn is the router's LNK_CONN, once received.
 	routerConn *dmsg.Conn
-	pongs   int
-	gotPong chan struct{} // signalled on every LNK_PING|REPLY
-	done    chan struct{} // closed when the reader stops
+	pongs      int
+	gotPong    chan struct{} // signalled on every LNK_PING|REPLY
+	done       chan struct{} // closed when the reader stops
 }
 
 // dialRaw connects a raw peer to addr and starts its reader.
@@ -56,7 +58,7 @@ func dialRaw(addr string, onMsg func(*dmsg.Msg) bool) (*rawPeer, error) {
 func startRaw(nc net.Conn, onMsg func(*dmsg.Msg) bool) *rawPeer {
 	p := &rawPeer{nc: nc, bw: bufio.NewWriterSize(nc, 64<<10), onMsg: onMsg,
 		spans: make(map[uint64]dmsg.Span), circEnd: make(map[uint64]uint32), circUp: make(map[uint64]bool),
-		circMsgs: make(map[uint64][]uint32), credit: make(map[uint64]uint64),
+		circMsgs: make(map[uint64][]uint32), circErrs: make(map[uint64]uint32), credit: make(map[uint64]uint64),
 		gotPong: make(chan struct{}, 1), done: make(chan struct{})}
 	p.enc = dmsg.NewEncoder(p.bw)
 	go p.readLoop()
@@ -244,6 +246,7 @@ func (p *rawPeer) note(m *dmsg.Msg) {
 	defer p.mu.Unlock()
 	if p.isCircLocked(m, base, reply) {
 		p.circMsgs[m.MsgID] = append(p.circMsgs[m.MsgID], m.Cmd)
+		p.circErrs[m.MsgID] = m.Error
 	}
 	switch {
 	case (base == dmsg.LnkConn || base == dmsg.LnkConnV2) && create && !reply:
@@ -300,6 +303,23 @@ func (p *rawPeer) circCmds(msgid uint64) []uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]uint32(nil), p.circMsgs[msgid]...)
+}
+
+// circErr returns the error of the last message the router sent in the
+// LNK_CIRC transaction msgid.
+func (p *rawPeer) circErr(msgid uint64) uint32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.circErrs[msgid]
+}
+
+// circEnded returns the error the router ended our LNK_CIRC msgid with,
+// and whether it has.
+func (p *rawPeer) circEnded(msgid uint64) (uint32, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	code, ok := p.circEnd[msgid]
+	return code, ok
 }
 
 // credited returns the LNK_CREDIT increments received on circuit.

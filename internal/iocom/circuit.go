@@ -71,7 +71,7 @@ func (s *Scope) SendOneWay(m *dmsg.Msg) error {
 	if c.dead || s.closed {
 		return ErrClosed
 	}
-	s.queueLocked(m)
+	s.queueLocked(m, false)
 	return nil
 }
 

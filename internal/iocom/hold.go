@@ -258,7 +258,7 @@ func (tx *Tx) CloseBehind(h *Hold, code uint32) error {
 		return err
 	}
 	if h.Len() == 0 {
-		c.enqueueLocked(m)
+		c.enqueueClassLocked(m, false) // behind the data already queued
 		return nil
 	}
 	h.push(heldMsg{o: outMsg{m: m}})

@@ -23,12 +23,16 @@ import "github.com/dmsgd/dmsgd/internal/dmsg"
 // looks at the control class again: about one writev (lendMax).
 const dataBatchMax = lendMax
 
-// isControl reports whether m goes to the control class.
+// isControl reports whether m, sent outside any transaction's rules (a
+// one-way message, a LNK_CREDIT), goes to the control class.
 func isControl(m *dmsg.Msg) bool {
-	if m.Circuit != 0 {
-		return dmsg.Base(m.Cmd) == dmsg.LnkCredit
-	}
-	return dmsg.Base(m.Cmd) != dmsg.LnkCirc || m.Cmd&dmsg.FlagDelete == 0
+	return m.Circuit == 0 || dmsg.Base(m.Cmd) == dmsg.LnkCredit
+}
+
+// isControl reports whether m, a message of tx, goes to the control
+// class: one on circuit 0, unless it closes a LNK_CIRC.
+func (tx *Tx) isControl(m *dmsg.Msg) bool {
+	return tx.scope.key == rootKey && (tx.cmd != dmsg.LnkCirc || m.Cmd&dmsg.FlagDelete == 0)
 }
 
 // queueEmptyLocked reports whether nothing waits in either class. Called

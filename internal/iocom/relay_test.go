@@ -26,7 +26,11 @@ type relayRig struct {
 	in, out         *iocom.Conn
 	inPeer, outPeer *rawPeer
 	routes          map[uint64]route
+	hook            atomic.Pointer[func(*iocom.Conn, *iocom.Frame) bool] // replaces routes
 }
+
+// setForward makes f the rig's Forward hook instead of its routes.
+func (r *relayRig) setForward(f func(*iocom.Conn, *iocom.Frame) bool) { r.hook.Store(&f) }
 
 // route says where a circuit arriving on "in" leaves "out".
 type route struct {
@@ -68,7 +72,10 @@ func newRelayRig(t *testing.T, p pairs, h iocom.Handler, routes map[uint64]route
 	return r
 }
 
-func (r *relayRig) forward(_ *iocom.Conn, f *iocom.Frame) bool {
+func (r *relayRig) forward(c *iocom.Conn, f *iocom.Frame) bool {
+	if h := r.hook.Load(); h != nil {
+		return (*h)(c, f)
+	}
 	rt, ok := r.routes[f.Circuit]
 	if !ok {
 		return false

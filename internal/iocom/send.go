@@ -37,11 +37,15 @@ type Accounter interface {
 	Written(msgs, bytes int)
 }
 
-// enqueueLocked appends m to the outbound queue, in its class (queue.go).
+// enqueueLocked appends m, a one-way message, to the outbound queue in its
+// class (queue.go). Called with c.mu held; it never blocks.
+func (c *Conn) enqueueLocked(m *dmsg.Msg) { c.enqueueClassLocked(m, isControl(m)) }
+
+// enqueueClassLocked appends m to the control class or to the data class.
 // Called with c.mu held; it never blocks.
-func (c *Conn) enqueueLocked(m *dmsg.Msg) {
+func (c *Conn) enqueueClassLocked(m *dmsg.Msg, control bool) {
 	c.chargeLocked(m.EncodedSize(), isReply(m))
-	if c.pushLocked(outMsg{m: m}, isControl(m)) {
+	if c.pushLocked(outMsg{m: m}, control) {
 		c.kick()
 	}
 }

@@ -63,7 +63,7 @@ func (tx *Tx) Send(m *dmsg.Msg) error {
 	if err := tx.prepare(m); err != nil {
 		return err
 	}
-	tx.scope.queueLocked(m)
+	tx.scope.queueLocked(m, tx.isControl(m))
 	return nil
 }
 
@@ -106,12 +106,12 @@ func (tx *Tx) end(cmd, code uint32) error {
 			if abort {
 				s.dropPendingLocked()
 			} else {
-				s.queueLocked(m)
+				s.queueLocked(m, false)
 				return nil
 			}
 		}
 	}
-	tx.scope.queueLocked(m)
+	tx.scope.queueLocked(m, tx.isControl(m))
 	return nil
 }
 
@@ -147,7 +147,7 @@ func (s *Scope) Open(m *dmsg.Msg, h TxHandler) (*Tx, error) {
 		return nil, err
 	}
 	s.local[tx.msgid] = tx
-	s.queueLocked(m)
+	s.queueLocked(m, tx.isControl(m))
 	return tx, nil
 }
 

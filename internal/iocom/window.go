@@ -99,18 +99,20 @@ func cost(m *dmsg.Msg) int64 {
 	return int64(m.EncodedSize())
 }
 
-// queueLocked queues m, a message inside the scope's circuit, within the
-// scope's credit, or keeps it until credit arrives. Called with c.mu held.
-func (s *Scope) queueLocked(m *dmsg.Msg) {
+// queueLocked queues m, a message of the scope (on circuit 0: of the
+// class control says), within the scope's credit, or keeps it until
+// credit arrives. Inside a circuit everything is data; a LNK_CIRC DELETE
+// kept behind the circuit's data is too. Called with c.mu held.
+func (s *Scope) queueLocked(m *dmsg.Msg, control bool) {
 	f := s.flow
 	if f == nil {
-		s.conn.enqueueLocked(m)
+		s.conn.enqueueClassLocked(m, control && s.key == rootKey)
 		return
 	}
 	n := cost(m)
 	if len(f.pending) == 0 && f.txUsed+n <= f.txGranted {
 		f.txUsed += n
-		s.conn.enqueueLocked(m)
+		s.conn.enqueueClassLocked(m, false)
 		return
 	}
 	f.pending = append(f.pending, m)
@@ -139,7 +141,7 @@ func (s *Scope) creditLocked(n uint64) {
 		f.pendingBytes -= n
 		f.pending[0] = nil
 		f.pending = f.pending[1:]
-		s.conn.enqueueLocked(m)
+		s.conn.enqueueClassLocked(m, false)
 	}
 	if len(f.pending) == 0 {
 		f.pending = nil
@@ -198,7 +200,7 @@ func (s *Scope) dropPendingLocked() {
 	}
 	for _, m := range f.pending {
 		if m.Circuit == 0 {
-			s.conn.enqueueLocked(m)
+			s.conn.enqueueClassLocked(m, false)
 		}
 	}
 	f.pending, f.pendingBytes = nil, 0

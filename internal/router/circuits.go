@@ -95,6 +95,9 @@ func (c *circuitShell) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
 	if dmsg.Base(m.Cmd) != dmsg.DbgShell || m.Cmd&dmsg.FlagReply != 0 {
 		return
 	}
+	if c.outputStuck() {
+		return
+	}
 	out := func(text string) {
 		msg := dmsg.NewMsg(dmsg.DbgShell | dmsg.FlagReply)
 		msg.SetAux(append([]byte(text), 0))
@@ -110,6 +113,22 @@ func (c *circuitShell) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
 	c.scope.Conn().Logger().Debug("remote shell command", zap.String("command", line))
 	c.r.metrics.ShellCommand("circuit")
 	c.session.Exec(line)
+}
+
+// outputStuck aborts, with IO, a circuit whose far end sends commands but
+// does not take their output: with per-circuit flow control the output
+// waits in the circuit for credit, and that must stay bounded.
+func (c *circuitShell) outputStuck() bool {
+	limit := int(c.r.Config().Limits.CircuitQueueBytes)
+	if p := c.scope.Pending(); p <= limit {
+		return false
+	}
+	c.r.metrics.LimitHit("circuit_queue_bytes")
+	c.r.events.Warn("circuit_shell_output", "circuit to this router aborted: its far end does not take the shell's output",
+		zap.String("link", c.tx.Conn().ID()), zap.String("peer", c.tx.Conn().RemoteAddr()),
+		zap.Uint64("circuit", c.tx.MsgID()), zap.Int("waiting_bytes", c.scope.Pending()))
+	c.tx.Abort(dmsg.ErrIO)
+	return true
 }
 
 // remoteTimeout bounds one `@node cmd`.
