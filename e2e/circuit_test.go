@@ -105,8 +105,9 @@ func payloadFor(seq uint64) []byte {
 	return b
 }
 
-// stream sends messages from..to on circuit circ, in batches; false means
-// the link failed.
+// stream sends messages from..to on circuit circ, a circuit the leaf
+// opened, in batches, within the circuit's credit; false means the link
+// failed.
 func (l *leaf) stream(circ, from, to uint64) bool {
 	for seq := from; seq <= to; {
 		var batch []*dmsg.Msg
@@ -114,6 +115,14 @@ func (l *leaf) stream(circ, from, to uint64) bool {
 			m := dmsg.NewMsg(dmsg.DbgShell)
 			m.Circuit = circ
 			m.SetAux(payloadFor(seq))
+			// Wait for credit only with nothing unsent: what is taken
+			// must go out for more to come.
+			if len(batch) > 0 && !l.tryCredit(circKey{circ, true}, m.EncodedSize()) {
+				break
+			}
+			if len(batch) == 0 && l.takeCredit(circKey{circ, true}, m.EncodedSize()) != nil {
+				return false
+			}
 			batch = append(batch, m)
 		}
 		if l.send(batch...) != nil {

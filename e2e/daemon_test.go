@@ -68,6 +68,13 @@ func freePort(t *testing.T) int {
 // loopback port, with static media links to the given ports.
 func newDaemon(t *testing.T, name string, dialPorts ...int) *daemon {
 	t.Helper()
+	return newDaemonWith(t, name, "", dialPorts...)
+}
+
+// newDaemonWith is newDaemon with extra top-level YAML sections appended
+// to the config (sections it writes itself are not allowed).
+func newDaemonWith(t *testing.T, name, extra string, dialPorts ...int) *daemon {
+	t.Helper()
 	dir := t.TempDir()
 	d := &daemon{t: t, name: name, port: freePort(t),
 		config: filepath.Join(dir, "dmsgd.yaml"),
@@ -85,6 +92,7 @@ func newDaemon(t *testing.T, name string, dialPorts ...int) *daemon {
 			fmt.Fprintf(&b, "      - copyid: %d\n        path: span:127.0.0.1:%d\n", i+1, p)
 		}
 	}
+	b.WriteString(extra)
 	if err := os.WriteFile(d.config, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}

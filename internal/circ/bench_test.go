@@ -2,190 +2,261 @@ package circ_test
 
 import (
 	"bufio"
-	"encoding/binary"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
-	"sync"
-	"sync/atomic"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
-
-	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
 // The benchmarks compare circuits relayed by dmsgd with an ideal relay
-// chain measured in the same run: the same number of hops over loopback
-// TCP and the same raw endpoints (a dmsg.Encoder sending, a dmsg.Decoder
-// receiving), but relays that only cut the byte stream into frames by
-// their header's size fields and pass them on unchanged, with the same
-// batching as an iocom writer (flush only when the input is drained).
-// Figures worth comparing are the ratios.
+// chain measured in the same run, as users would run either: every relay
+// and every endpoint is a process of its own, talking over loopback TCP.
+// dmsgd is the built binary, one process per router, with per-circuit
+// flow control in force; the ideal relay (internal/circ/circbench) passes
+// frames on by their header's size fields and checks nothing, with the
+// same batching as a dmsgd link (flush only when the input is drained).
+// The endpoints are circbench too: the same sender and receiver for both,
+// except that on dmsgd they keep to the circuit's windows. The figures
+// worth comparing are the ratios; dmsgd and the ideal chain take turns in
+// rounds so that both see the same machine.
 
-// path is a sender and a receiver joined by a circuit (dmsgd) or by a
-// chain of ideal relays, with the circuit ids each end puts on its data.
-type path struct {
-	send, recv         *rawPeer
-	sendCirc, recvCirc uint64
-	recvRev            uint32 // REVCIRC on the receiver's data (dmsgd: it did not open the circuit)
+// rounds is how many times the benchmarks alternate between dmsgd and the
+// ideal chain.
+const rounds = 10
 
-	count   atomic.Int64 // data messages received
-	target  atomic.Int64
-	reached chan struct{}
-	replies chan struct{} // one per answer the sender receives
+// benchBins builds dmsgd and circbench once per benchmark function.
+type benchBins struct{ dmsgd, circbench string }
+
+func buildBins(b *testing.B) benchBins {
+	b.Helper()
+	dir := b.TempDir()
+	bins := benchBins{dmsgd: filepath.Join(dir, "dmsgd"), circbench: filepath.Join(dir, "circbench")}
+	for pkg, out := range map[string]string{
+		"github.com/dmsgd/dmsgd/cmd/dmsgd":               bins.dmsgd,
+		"github.com/dmsgd/dmsgd/internal/circ/circbench": bins.circbench,
+	} {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("go build %s: %v\n%s", pkg, err, msg)
+		}
+	}
+	return bins
 }
 
-func newPathState() *path {
-	return &path{reached: make(chan struct{}, 1), replies: make(chan struct{}, 1)}
+// proc is one running process of a benchmark, driven by lines on its
+// standard input and answering with lines on its standard output.
+type proc struct {
+	b      *testing.B
+	name   string
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	lines  chan string
+	stderr bytes.Buffer
+	exited chan struct{}
 }
 
-// recvHook counts data at the receiver and, for requests, answers at
-// once (latency runs).
-func (p *path) recvHook(m *dmsg.Msg) bool {
-	if m.Circuit == 0 {
-		return false
-	}
-	if m.Cmd&dmsg.FlagCreate != 0 {
-		reply := &dmsg.Msg{Header: dmsg.Header{MsgID: m.MsgID, Circuit: p.recvCirc,
-			Cmd: cmdInner | dmsg.FlagCreate | dmsg.FlagDelete | dmsg.FlagReply | dmsg.FlagRevTrans | p.recvRev}}
-		reply.SetAux(m.Aux)
-		p.recv.send(reply)
-		return true
-	}
-	if p.count.Add(1) == p.target.Load() {
-		p.reached <- struct{}{}
-	}
-	return true
-}
+// procTimeout bounds every wait for a benchmark process.
+const procTimeout = 2 * time.Minute
 
-// sendHook signals answers at the sender.
-func (p *path) sendHook(m *dmsg.Msg) bool {
-	if m.Circuit == 0 {
-		return false
-	}
-	p.replies <- struct{}{}
-	return true
-}
-
-func (p *path) close() {
-	if p.send != nil {
-		p.send.close()
-	}
-	if p.recv != nil {
-		p.recv.close()
-	}
-}
-
-// dmsgdPath sets up hops routers in a line, a raw receiver advertising a
-// span on the last and a raw sender on the first, and a circuit between
-// them.
-func dmsgdPath(b *testing.B, hops int) *path {
-	rs := line(b, hops, withoutKeepalive())
-	p := newPathState()
-	b.Cleanup(p.close)
+func startProc(b *testing.B, name, bin string, args ...string) *proc {
+	b.Helper()
+	p := &proc{b: b, name: name, cmd: exec.Command(bin, args...), lines: make(chan string, 16), exited: make(chan struct{})}
+	p.cmd.Stderr = &p.stderr
 	var err error
-	if p.recv, err = dialRaw(rs[hops-1].addr(), p.recvHook); err != nil {
+	if p.in, err = p.cmd.StdinPipe(); err != nil {
 		b.Fatal(err)
 	}
-	if p.send, err = dialRaw(rs[0].addr(), p.sendHook); err != nil {
-		b.Fatal(err)
-	}
-	if p.recv.hello("recv") != nil || p.send.hello("") != nil {
-		b.Fatal("hello failed")
-	}
-	var span uint64
-	eventually(b, "the sender holds the receiver's span", func() error {
-		var ok bool
-		if span, ok = p.send.spanFor("recv"); !ok {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
-	// The sender opens the circuit; the receiver accepts it when the
-	// LNK_CIRC reaches it. The router then relays the acceptance back.
-	const circID = 100
-	m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: span})
-	m.MsgID = circID
-	if err := p.send.send(m); err != nil {
-		b.Fatal(err)
-	}
-	eventually(b, "the LNK_CIRC reaches the receiver", func() error {
-		p.recv.mu.Lock()
-		defer p.recv.mu.Unlock()
-		if len(p.recv.rxCircs) == 0 {
-			return fmt.Errorf("not yet")
-		}
-		p.recvCirc = p.recv.rxCircs[0]
-		return nil
-	})
-	accept := &dmsg.Msg{Header: dmsg.Header{MsgID: p.recvCirc,
-		Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}}
-	if err := p.recv.send(accept); err != nil {
-		b.Fatal(err)
-	}
-	eventually(b, "the sender sees the circuit accepted", func() error {
-		p.send.mu.Lock()
-		defer p.send.mu.Unlock()
-		if !p.send.circUp[circID] {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
-	p.sendCirc, p.recvRev = circID, dmsg.FlagRevCirc
-	return p
-}
-
-// burst prepares n one-way DBG_SHELL messages with size bytes of aux for
-// the sender, to be sent any number of times by throughput.
-func (p *path) burst(b *testing.B, n, size int) *burst {
-	m := dmsg.NewMsg(dmsg.DbgShell)
-	m.Circuit = p.sendCirc
-	m.SetAux(make([]byte, size))
-	burst, err := p.send.encodeN(m, n)
+	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
 	}
-	return burst
+	if err := p.cmd.Start(); err != nil {
+		b.Fatalf("%s: %v", name, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(nil, 16<<20)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+	}()
+	go func() {
+		p.cmd.Wait()
+		close(p.exited)
+	}()
+	b.Cleanup(p.stop)
+	return p
 }
 
-// throughput sends a burst of n messages and returns the time until the
-// receiver had them all.
-func (p *path) throughput(b *testing.B, bu *burst, n int) time.Duration {
-	p.count.Store(0)
-	p.target.Store(int64(n))
-	start := time.Now()
-	if err := p.send.writeBurst(bu); err != nil {
+// stop closes the process's input, which ends it, or kills it.
+func (p *proc) stop() {
+	p.in.Close()
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// line returns the next line the process prints.
+func (p *proc) line() string {
+	p.b.Helper()
+	select {
+	case l, ok := <-p.lines:
+		if ok {
+			return l
+		}
+	case <-time.After(procTimeout):
+		p.b.Fatalf("%s: no answer within %v", p.name, procTimeout)
+	}
+	p.b.Fatalf("%s exited: %s", p.name, p.stderr.String())
+	return ""
+}
+
+// expect reads the next line and checks it starts with want.
+func (p *proc) expect(want string) string {
+	p.b.Helper()
+	l := p.line()
+	if !strings.HasPrefix(l, want) {
+		p.b.Fatalf("%s: got %q, want %q; stderr:\n%s", p.name, l, want, p.stderr.String())
+	}
+	return strings.TrimSpace(strings.TrimPrefix(l, want))
+}
+
+// tell writes a command line.
+func (p *proc) tell(format string, args ...any) {
+	p.b.Helper()
+	if _, err := fmt.Fprintf(p.in, format+"\n", args...); err != nil {
+		p.b.Fatalf("%s: %v", p.name, err)
+	}
+}
+
+// path is a sender and a receiver joined through relays.
+type path struct {
+	name       string
+	send, recv *proc
+}
+
+func freeAddr(b *testing.B) string {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		b.Fatal(err)
 	}
-	select {
-	case <-p.reached:
-	case <-time.After(2 * time.Minute):
-		b.Fatalf("%d of %d messages arrived", p.count.Load(), n)
-	}
-	return time.Since(start)
+	defer l.Close()
+	return l.Addr().String()
 }
 
-// latency runs n single-message transactions inside the circuit one
-// after the other (request CREATE|DELETE, answer REPLY|CREATE|DELETE),
-// numbered from first+1, and returns each round trip.
-func (p *path) latency(b *testing.B, n int, first uint64) []time.Duration {
-	m := dmsg.NewMsg(cmdInner | dmsg.FlagCreate | dmsg.FlagDelete)
-	m.Circuit = p.sendCirc
-	m.SetAux(make([]byte, 64))
-	out := make([]time.Duration, n)
-	for i := range n {
-		m.MsgID = first + uint64(i+1)
-		start := time.Now()
-		if err := p.send.send(m); err != nil {
+// dmsgdPath starts hops dmsgd routers in a line, each dialling the one
+// before it, a receiver advertising a span on the last and a sender on
+// the first, which opens a circuit to it.
+func dmsgdPath(b *testing.B, bins benchBins, hops int) *path {
+	b.Helper()
+	dir := b.TempDir()
+	addrs := make([]string, hops)
+	for i := range hops {
+		addrs[i] = freeAddr(b)
+		var cfg strings.Builder
+		fmt.Fprintf(&cfg, "listen:\n  - tcp://%s\n", addrs[i])
+		fmt.Fprintf(&cfg, "shell:\n  socket: %s\n", filepath.Join(dir, fmt.Sprintf("r%d.sock", i+1)))
+		fmt.Fprintf(&cfg, "node:\n  label: r%d\n", i+1)
+		cfg.WriteString("keepalive:\n  interval: 1s\n  timeout: 0s\n")
+		cfg.WriteString("log:\n  level: warn\n  format: json\n")
+		if i > 0 {
+			fmt.Fprintf(&cfg, "media:\n  - name: line\n    copies:\n      - copyid: 1\n        path: span:%s\n", addrs[i-1])
+		}
+		file := filepath.Join(dir, fmt.Sprintf("r%d.yaml", i+1))
+		if err := os.WriteFile(file, []byte(cfg.String()), 0o600); err != nil {
 			b.Fatal(err)
 		}
-		select {
-		case <-p.replies:
-		case <-time.After(waitTimeout):
-			b.Fatalf("no answer to request %d", i)
+		r := startProc(b, fmt.Sprintf("dmsgd r%d", i+1), bins.dmsgd, "serve", "--config", file)
+		waitListening(b, addrs[i], r)
+	}
+	p := &path{name: fmt.Sprintf("dmsgd x%d", hops)}
+	p.recv = startProc(b, "receiver on dmsgd", bins.circbench, "recv", "-router", addrs[hops-1], "-label", "bench-recv")
+	p.send = startProc(b, "sender on dmsgd", bins.circbench, "send", "-router", addrs[0], "-target", "bench-recv")
+	p.send.expect("ready")
+	p.recv.expect("ready")
+	return p
+}
+
+// waitListening waits until a router accepts connections.
+func waitListening(b *testing.B, addr string, r *proc) {
+	b.Helper()
+	deadline := time.Now().Add(procTimeout)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
 		}
-		out[i] = time.Since(start)
+		select {
+		case <-r.exited:
+			b.Fatalf("%s exited: %s", r.name, r.stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s does not listen on %s", r.name, addr)
+		}
+	}
+}
+
+// idealPath joins a sender and a receiver through hops ideal relays (0:
+// directly).
+func idealPath(b *testing.B, bins benchBins, hops int) *path {
+	b.Helper()
+	p := &path{name: fmt.Sprintf("ideal x%d", hops)}
+	p.recv = startProc(b, "ideal receiver", bins.circbench, "recv", "-listen", "127.0.0.1:0")
+	next := p.recv.expect("ready")
+	for i := range hops {
+		r := startProc(b, fmt.Sprintf("ideal relay %d", hops-i), bins.circbench, "relay", "-listen", "127.0.0.1:0", "-next", next)
+		next = r.expect("ready")
+	}
+	p.send = startProc(b, "ideal sender", bins.circbench, "send", "-connect", next)
+	p.send.expect("ready")
+	return p
+}
+
+// prep readies the sender's bursts of size bytes of aux data.
+func (p *path) prep(size int) {
+	p.send.tell("prep %d", size)
+	p.send.expect("prepped")
+}
+
+// throughput sends n messages and returns the time until the receiver had
+// them all.
+func (p *path) throughput(n int) time.Duration {
+	p.recv.tell("expect %d", n)
+	p.recv.expect("armed")
+	start := time.Now()
+	p.send.tell("burst %d", n)
+	p.recv.expect("got")
+	d := time.Since(start)
+	p.send.expect("sent")
+	return d
+}
+
+// latency runs n requests one after the other and returns each round
+// trip.
+func (p *path) latency(n int) []time.Duration {
+	p.send.tell("lat %d", n)
+	f := strings.Fields(p.send.expect("lat"))
+	out := make([]time.Duration, len(f))
+	for i, s := range f {
+		ns, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			p.send.b.Fatalf("%s: bad latency %q", p.name, s)
+		}
+		out[i] = time.Duration(ns)
 	}
 	return out
 }
@@ -203,66 +274,66 @@ func sizeName(n int) string {
 	return fmt.Sprintf("%dB", n)
 }
 
-// rounds is how many times the benchmarks alternate between dmsgd and the
-// ideal chain, so that both see the same machine (other load, frequency
-// changes) and their ratio holds even when the absolute figures drift.
-const rounds = 10
-
 // BenchmarkCircuitThroughput pushes one-way messages through a circuit
-// relayed by 1 and 3 routers, and through as many ideal relays, in
+// relayed by 1 and 3 dmsgd processes, and through as many ideal relays, in
 // alternating rounds. ns/op and MB/s are dmsgd's; x-ideal is dmsgd's rate
-// over the ideal chain's (goals: >= 0.6 at 64 B, >= 0.8 from 4 KiB).
+// over the ideal chain's over all rounds, x-ideal-min and -max the range
+// of the rounds (goals through one router: >= 0.6 at 64 B, >= 0.8 from
+// 4 KiB).
 func BenchmarkCircuitThroughput(b *testing.B) {
+	bins := buildBins(b)
 	for _, hops := range []int{1, 3} {
 		for _, size := range []int{64, 4 << 10, 64 << 10} {
 			b.Run(fmt.Sprintf("routers=%d/aux=%s", hops, sizeName(size)), func(b *testing.B) {
-				dm := dmsgdPath(b, hops)
-				id := idealPath(b, hops)
-				for _, p := range []*path{dm, id} { // warm up both
-					p.throughput(b, p.burst(b, 200, size), 200)
+				dm, id := dmsgdPath(b, bins, hops), idealPath(b, bins, hops)
+				for _, p := range []*path{dm, id} {
+					p.prep(size)
+					p.throughput(2000) // warm up
 				}
-				// Every round sends the same burst, encoded once, outside
-				// the clock: the rounds together send b.N or a little more.
 				n := (b.N + rounds - 1) / rounds
-				dmBurst, idBurst := dm.burst(b, n, size), id.burst(b, n, size)
 				b.SetBytes(int64(size))
 				b.ResetTimer()
 				var dmT, idT time.Duration
+				lo, hi := 1e9, 0.0
 				for range rounds {
 					b.StartTimer()
-					dmT += dm.throughput(b, dmBurst, n)
+					d := dm.throughput(n)
 					b.StopTimer()
-					idT += id.throughput(b, idBurst, n)
+					i := id.throughput(n)
+					dmT, idT = dmT+d, idT+i
+					r := i.Seconds() / d.Seconds()
+					lo, hi = min(lo, r), max(hi, r)
 				}
 				rate := func(d time.Duration) float64 { return float64(n*rounds) / d.Seconds() }
 				b.ReportMetric(rate(dmT), "msgs/s")
 				b.ReportMetric(rate(idT), "ideal-msgs/s")
-				b.ReportMetric(rate(idT)*float64(size)/1e6, "ideal-MB/s")
 				b.ReportMetric(rate(dmT)/rate(idT), "x-ideal")
+				b.ReportMetric(lo, "x-ideal-min")
+				b.ReportMetric(hi, "x-ideal-max")
 			})
 		}
 	}
 }
 
-// BenchmarkCircuitLatency runs request/response transactions inside a
-// circuit through 1 and 3 routers, through as many ideal relays, and
-// directly (no relay), one request on each path in turn. ns/op is the
-// mean of the three round trips; x-ideal-p50/p99 compare whole round
-// trips, hop-x-ideal-p50/p99 the latency each hop adds over the direct
-// path (goal: <= 1.3).
+// BenchmarkCircuitLatency runs request/reply transactions inside a
+// circuit through 1 and 3 dmsgd processes, through as many ideal relays,
+// and directly (no relay), each path in turn for a round of requests.
+// x-ideal-p50/p99 compare whole round trips, hop-x-ideal-p50/p99 the
+// latency each hop adds over the direct path (goal: <= 1.3 at p50).
 func BenchmarkCircuitLatency(b *testing.B) {
+	bins := buildBins(b)
 	for _, hops := range []int{1, 3} {
 		b.Run(fmt.Sprintf("routers=%d", hops), func(b *testing.B) {
-			paths := []*path{dmsgdPath(b, hops), idealPath(b, hops), idealPath(b, 0)}
-			times := make([][]time.Duration, len(paths))
-			for i, p := range paths {
-				p.latency(b, 200, 0)
-				times[i] = make([]time.Duration, b.N)
+			paths := []*path{dmsgdPath(b, bins, hops), idealPath(b, bins, hops), idealPath(b, bins, 0)}
+			for _, p := range paths {
+				p.latency(200) // warm up
 			}
+			per := (b.N + rounds - 1) / rounds
+			times := make([][]time.Duration, len(paths))
 			b.ResetTimer()
-			for i := range b.N {
+			for range rounds {
 				for k, p := range paths {
-					times[k][i] = p.latency(b, 1, uint64(i))[0]
+					times[k] = append(times[k], p.latency(per)...)
 				}
 			}
 			b.StopTimer()
@@ -282,120 +353,4 @@ func BenchmarkCircuitLatency(b *testing.B) {
 			b.ReportMetric((m99-d99)/(i99-d99), "hop-x-ideal-p99")
 		})
 	}
-}
-
-// ideal relays -------------------------------------------------------------
-
-// idealRelay forwards frames between one accepted connection and the next
-// hop, both ways, checking nothing.
-type idealRelay struct {
-	ln net.Listener
-	wg sync.WaitGroup
-
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func newIdealRelay(b *testing.B, next string) *idealRelay {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := &idealRelay{ln: ln}
-	r.wg.Go(func() {
-		in, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		out, err := net.Dial("tcp", next)
-		if err != nil {
-			in.Close()
-			return
-		}
-		r.mu.Lock()
-		r.conns = append(r.conns, in, out)
-		r.mu.Unlock()
-		r.wg.Go(func() { relayFrames(out, in); out.Close() })
-		r.wg.Go(func() { relayFrames(in, out); in.Close() })
-	})
-	b.Cleanup(r.close)
-	return r
-}
-
-func (r *idealRelay) close() {
-	r.ln.Close()
-	r.mu.Lock()
-	for _, c := range r.conns {
-		c.Close()
-	}
-	r.mu.Unlock()
-	r.wg.Wait()
-}
-
-// relayFrames copies whole frames from src to dst: each frame's length is
-// (cmd & 0xff) * 64 + align64(aux_bytes), read from its base header. It
-// flushes only when no more input is buffered, as iocom's writer flushes
-// only when its queue is empty.
-func relayFrames(dst io.Writer, src io.Reader) error {
-	br := bufio.NewReaderSize(src, 64<<10)
-	bw := bufio.NewWriterSize(dst, 64<<10)
-	for {
-		hdr, err := br.Peek(dmsg.BaseHeaderSize)
-		if err != nil {
-			return err
-		}
-		cmd := binary.LittleEndian.Uint32(hdr[0x20:])
-		aux := binary.LittleEndian.Uint32(hdr[0x28:])
-		n := int(cmd&0xff)*dmsg.Align + dmsg.AlignUp(int(aux))
-		for n > 0 {
-			if br.Buffered() == 0 {
-				if _, err := br.Peek(1); err != nil {
-					return err
-				}
-			}
-			k := min(n, br.Buffered())
-			chunk, _ := br.Peek(k)
-			if _, err := bw.Write(chunk); err != nil {
-				return err
-			}
-			br.Discard(k)
-			n -= k
-		}
-		if br.Buffered() == 0 {
-			if err := bw.Flush(); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// idealPath joins a raw sender and receiver through hops ideal relays (0:
-// directly).
-func idealPath(b *testing.B, hops int) *path {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	next := ln.Addr().String()
-	for range hops {
-		next = newIdealRelay(b, next).ln.Addr().String()
-	}
-	p := newPathState()
-	b.Cleanup(p.close)
-	p.sendCirc, p.recvCirc = 100, 100
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		nc, _ := ln.Accept()
-		accepted <- nc
-	}()
-	if p.send, err = dialRaw(next, p.sendHook); err != nil {
-		b.Fatal(err)
-	}
-	nc := <-accepted
-	if nc == nil {
-		b.Fatal("accept failed")
-	}
-	p.recv = startRaw(nc, p.recvHook)
-	return p
 }

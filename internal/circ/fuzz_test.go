@@ -27,13 +27,22 @@ const (
 	opBurst            // P or Q sends a burst of data on a circuit
 	opDrop             // P or Q goes away abruptly
 	opGarbage          // raw bytes on P's socket
+	opCredit           // P or Q sends a LNK_CREDIT, well formed or not
+	opFlood            // P or Q sends megabytes on a circuit, past any window
 	opCount
+)
+
+// The first byte of a program says which peers offer CIRC_WINDOW in their
+// LNK_CONN: bit 0 P, bit 1 Q.
+const (
+	cfgWindowP = 1 << iota
+	cfgWindowQ
 )
 
 // fuzzCmds are the commands frames are built from: link commands that
 // mean something to a router, and commands only circuit ends know.
 var fuzzCmds = []uint32{dmsg.LnkError, dmsg.DbgShell, cmdInner, dmsg.LnkCirc, dmsg.LnkSpan,
-	dmsg.LnkPing, dmsg.LnkConn, dmsg.LnkPad, 0x00303001}
+	dmsg.LnkPing, dmsg.LnkConn, dmsg.LnkPad, 0x00303001, dmsg.LnkCredit}
 
 // fuzzFlags maps operand bits to cmd flags.
 var fuzzFlags = []uint32{dmsg.FlagCreate, dmsg.FlagDelete, dmsg.FlagAbort, dmsg.FlagReply,
@@ -256,6 +265,41 @@ func (f *fuzzProgram) run() {
 			p, w := f.peer(f.byte())
 			p.nc.Close()
 			f.dead[w] = true
+		case opCredit:
+			who, cid, inc, how := f.byte(), f.byte(), f.byte(), f.byte()
+			p, w := f.peer(who)
+			m := dmsg.NewCreditMsg(f.circuitID(w, cid), w == 1, creditIncrement(inc))
+			switch how % 8 {
+			case 1:
+				m.Cmd ^= dmsg.FlagRevCirc
+			case 2:
+				m.MsgID = uint64(how)
+			case 3:
+				m.Cmd |= dmsg.FlagCreate
+			case 4:
+				m.Cmd |= dmsg.FlagDelete | dmsg.FlagAbort
+			case 5:
+				m.SetAux([]byte{how})
+			}
+			if !f.dead[w] && p.send(m) != nil {
+				f.dead[w] = true
+			}
+		case opFlood:
+			who, cid := f.byte(), f.byte()
+			p, w := f.peer(who)
+			circ := f.circuitID(w, cid)
+			for range 3 {
+				m := dmsg.NewMsg(dmsg.DbgShell)
+				m.Circuit = circ
+				if w == 1 {
+					m.Cmd |= dmsg.FlagRevCirc
+				}
+				m.SetAux(floodAux)
+				if f.dead[w] || p.send(m) != nil {
+					f.dead[w] = true
+					break
+				}
+			}
 		case opGarbage:
 			n := int(f.byte()%64) + 1
 			b := make([]byte, n)
@@ -270,12 +314,32 @@ func (f *fuzzProgram) run() {
 	}
 }
 
+// creditIncrement maps an operand byte to a LNK_CREDIT increment: small,
+// about a window, or absurd.
+func creditIncrement(b byte) uint64 {
+	switch b % 4 {
+	case 0:
+		return uint64(b)
+	case 1:
+		return uint64(b) << 16
+	case 2:
+		return dmsg.MinCircWindow
+	}
+	return ^uint64(0) - uint64(b)
+}
+
+// floodAux is the largest aux data: three of them are past any window.
+var floodAux = make([]byte, dmsg.MaxAuxSize)
+
 // FuzzCircuit drives a router with two raw peers that set circuits up
 // between them (or pretend to) and then send frames with random circuit
 // ids, REVCIRC set or not, CREATE/DELETE/ABORT flags, LNK_CIRC closes
-// racing data on the circuit, withdrawn spans and dropped links. The
-// router must not panic, must keep serving (a healthy pair of leaves can
-// still run a circuit), and once every peer has gone it must hold no
+// racing data on the circuit, withdrawn spans and dropped links; with or
+// without per-circuit flow control on either link, LNK_CREDITs of any
+// size and form, and floods past the windows. The router must not panic,
+// must keep serving (a healthy pair of leaves can still run a circuit),
+// must never send anything in a LNK_CIRC it opened after that
+// transaction's DELETE, and once every peer has gone it must hold no
 // circuit, link or span.
 func FuzzCircuit(f *testing.F) {
 	log := zap.NewNop()
@@ -290,22 +354,29 @@ func FuzzCircuit(f *testing.F) {
 	r := newRouterLog(f, "fz", log, withoutKeepalive())
 	seeds := [][]byte{
 		{},
+		// both with windows: open, accept, credit both ways, flood past
+		// the window, then close
+		{3, opCircOpen, 0, 0, opSync, opCircReply, 0, 0, opCredit, 0, 0, 2, 0, opCredit, 1, 0, 1, 0,
+			opFlood, 0, 0, opSync, opBurst, 1, 0, 8, opCircEnd, 0, 0, 0, opSync},
+		// malformed credits on a legacy link and on a flow-controlled one
+		{1, opCircOpen, 0, 0, opSync, opCircReply, 0, 0, opCredit, 0, 0, 3, 3, opCredit, 1, 0, 7, 4,
+			opCredit, 1, 0, 5, 5, opCredit, 0, 200, 1, 1, opSync},
 		// open, accept, data both ways, close from P, Q closes back
-		{opCircOpen, 0, 0, opSync, opCircReply, 0, 0, opBurst, 0, 0, 8, opBurst, 1, 0, 8, opCircEnd, 0, 0, 0, opSync, opCircEnd, 1, 0, 0},
+		{0, opCircOpen, 0, 0, opSync, opCircReply, 0, 0, opBurst, 0, 0, 8, opBurst, 1, 0, 8, opCircEnd, 0, 0, 0, opSync, opCircEnd, 1, 0, 0},
 		// open and abort at once, data racing it
-		{opCircOpen, 0, 2, opBurst, 0, 0, 20, opCircEnd, 0, 0, 1, opBurst, 0, 0, 20},
+		{cfgWindowP | cfgWindowQ, opCircOpen, 0, 2, opBurst, 0, 0, 20, opCircEnd, 0, 0, 1, opBurst, 0, 0, 20},
 		// accept then withdraw the span under the circuit while data flows
-		{opCircOpen, 0, 0, opSync, opCircReply, 0, 0, opBurst, 0, 0, 31, opSpan, opBurst, 1, 0, 31, opSync},
+		{0, opCircOpen, 0, 0, opSync, opCircReply, 0, 0, opBurst, 0, 0, 31, opSpan, opBurst, 1, 0, 31, opSync},
 		// refuse, then P keeps sending on the refused circuit
-		{opCircOpen, 0, 0, opSync, opCircReply, 0, 1, opFrameP, 2, 0, 3, 0, 0, opCircEnd, 0, 0, 0},
+		{cfgWindowP | cfgWindowQ, opCircOpen, 0, 0, opSync, opCircReply, 0, 1, opFrameP, 2, 0, 3, 0, 0, opCircEnd, 0, 0, 0},
 		// CREATE|DELETE LNK_CIRC, then junk frames with REVCIRC
-		{opCircOpen, 0, 1, opSync, opFrameQ, 1, 32, 4, 2, 0, opFrameP, 1, 33, 5, 2, 200},
+		{0, opCircOpen, 0, 1, opSync, opFrameQ, 1, 32, 4, 2, 0, opFrameP, 1, 33, 5, 2, 200},
 		// Q drops mid-setup; P sends inner transactions
-		{opCircOpen, 0, 0, opDrop, 1, opFrameP, 2, 1, 7, 9, 0, opSync},
+		{cfgWindowP | cfgWindowQ, opCircOpen, 0, 0, opDrop, 1, opFrameP, 2, 1, 7, 9, 0, opSync},
 		// duplicate CREATE on a circuit id
-		{opCircOpen, 0, 0, opCircOpen, 0, 4, opSync},
+		{0, opCircOpen, 0, 0, opCircOpen, 0, 4, opSync},
 		// garbage after setup
-		{opCircOpen, 0, 0, opSync, opCircReply, 0, 0, opGarbage, 3, 0x48, 0x32, 0},
+		{cfgWindowP | cfgWindowQ, opCircOpen, 0, 0, opSync, opCircReply, 0, 0, opGarbage, 3, 0x48, 0x32, 0},
 	}
 	for _, s := range seeds {
 		f.Add(s)
@@ -313,6 +384,7 @@ func FuzzCircuit(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		panics := iocom.Panics()
 		fp := &fuzzProgram{t: t, data: data, msgid: 10, qSpan: 2}
+		cfg := fp.byte()
 		var err error
 		if fp.p, err = dialRaw(r.addr(), nil); err != nil {
 			t.Fatal(err)
@@ -322,7 +394,13 @@ func FuzzCircuit(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer fp.q.close()
-		if fp.p.hello("P") != nil || fp.q.hello("Q") != nil {
+		window := func(bit byte) uint32 {
+			if cfg&bit != 0 {
+				return dmsg.MinCircWindow
+			}
+			return 0
+		}
+		if fp.p.helloWindow("P", window(cfgWindowP)) != nil || fp.q.helloWindow("Q", window(cfgWindowQ)) != nil {
 			t.Fatal("hello failed")
 		}
 		if err := poll(5*time.Second, func() error {
@@ -334,6 +412,9 @@ func FuzzCircuit(f *testing.F) {
 			t.Fatal(err)
 		}
 		fp.run()
+		if err := fp.nothingAfterDelete(); err != nil {
+			t.Fatal(err)
+		}
 
 		// The router still serves: a healthy pair runs a circuit.
 		if err := healthy(t, r); err != nil {
@@ -366,6 +447,28 @@ func FuzzCircuit(f *testing.F) {
 	})
 }
 
+// nothingAfterDelete checks that the router sent nothing in a LNK_CIRC it
+// opened on Q after that transaction's DELETE, but for one ABORT|DELETE
+// after a plain DELETE (tearing a half-closed transaction down, section
+// 3): never a second ABORT|DELETE, never anything after one.
+func (f *fuzzProgram) nothingAfterDelete() error {
+	f.q.mu.Lock()
+	defer f.q.mu.Unlock()
+	for _, id := range f.q.rxCircs {
+		cmds := f.q.circMsgs[id]
+		closed, aborted := false, false
+		for _, c := range cmds {
+			if aborted || closed && c&dmsg.FlagAbort == 0 {
+				return fmt.Errorf("the router's LNK_CIRC %d on Q went on after its DELETE: %s", id, cmdList(cmds))
+			}
+			if c&dmsg.FlagDelete != 0 {
+				closed, aborted = true, c&dmsg.FlagAbort != 0
+			}
+		}
+	}
+	return nil
+}
+
 // healthy checks that two fresh leaves on r can run a circuit with a
 // transaction in it and close it, then disconnects them.
 func healthy(t *testing.T, r *testRouter) error {
@@ -385,7 +488,7 @@ func healthy(t *testing.T, r *testRouter) error {
 		return err
 	}
 	c := a.open(target)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	good, err := c.pump(ctx, 3, 3, func(int) int { return 100 }, func(int) byte { return kindEcho })
 	if err != nil || good != 3 {

@@ -104,67 +104,6 @@ func (p *rawPeer) write(m *dmsg.Msg) error {
 	return p.enc.Encode(m)
 }
 
-// burst is n copies of a message, encoded for one peer ahead of time: one
-// turn of the sequence number (256 copies), written n/256 times, then n%256
-// copies and LNK_PADs (which routers drop) to fill up the last turn, so
-// that the peer's Encoder is in step again afterwards.
-type burst struct {
-	turn, last []byte
-	turns      int
-}
-
-// encodeN prepares a burst of n copies of m, numbered from the peer's
-// current sequence number. Writing it (writeBurst) then costs the sender
-// next to nothing per message, so the benchmarks measure the path to the
-// receiver.
-func (p *rawPeer) encodeN(m *dmsg.Msg, n int) (*burst, error) {
-	b := &burst{turns: n / 256}
-	k := n % 256
-	pad := &dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPad}}
-	var err error
-	for i := range 256 {
-		if b.turns > 0 {
-			if b.turn, err = appendNumbered(b.turn, m, p.seq+uint8(i)); err != nil {
-				return nil, err
-			}
-		}
-		if k == 0 {
-			continue
-		}
-		src := m
-		if i >= k {
-			src = pad
-		}
-		if b.last, err = appendNumbered(b.last, src, p.seq+uint8(i)); err != nil {
-			return nil, err
-		}
-	}
-	return b, nil
-}
-
-// appendNumbered appends the wire form of m as message seq of a stream.
-func appendNumbered(dst []byte, m *dmsg.Msg, seq uint8) ([]byte, error) {
-	c := *m
-	c.Salt = uint32(seq)
-	return dmsg.AppendMsg(dst, &c)
-}
-
-// writeBurst writes a burst and flushes.
-func (p *rawPeer) writeBurst(b *burst) error {
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
-	p.nc.SetWriteDeadline(time.Now().Add(2 * time.Minute))
-	for range b.turns {
-		if _, err := p.bw.Write(b.turn); err != nil {
-			return err
-		}
-	}
-	if _, err := p.bw.Write(b.last); err != nil {
-		return err
-	}
-	return p.bw.Flush()
-}
-
 func (p *rawPeer) flush() error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
@@ -289,7 +228,7 @@ func (p *rawPeer) isCircLocked(m *dmsg.Msg, base uint32, reply bool) bool {
 	if reply {
 		return m.MsgID > 2
 	}
-	for _, id := range p.rxCircs {
+	for _, id := range p.rxCircs { // the router's own: never a reply
 		if id == m.MsgID {
 			return true
 		}
