@@ -81,12 +81,12 @@ func TestEveryAbortSendsOneAbortDelete(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, end := range []struct {
-				name  string
-				peer  *rawPeer
-				msgid uint64
-			}{{"P", p, circ}, {"Q", q, atQ}} {
+				name string
+				peer *rawPeer
+				tx   txRef
+			}{{"P", p, txRef{circ, true}}, {"Q", q, txRef{atQ, false}}} {
 				eventually(t, end.name+" is told the circuit ended", func() error {
-					if n := deletes(end.peer.circCmds(end.msgid)); n == 0 {
+					if n := deletes(end.peer.circCmds(end.tx)); n == 0 {
 						return fmt.Errorf("not yet")
 					}
 					return nil
@@ -101,18 +101,18 @@ func TestEveryAbortSendsOneAbortDelete(t *testing.T) {
 			}
 			eventually(t, "the routers free the circuit", func() error { return noCircuits(rs...) })
 			for _, end := range []struct {
-				name  string
-				peer  *rawPeer
-				msgid uint64
-			}{{"P", p, circ}, {"Q", q, atQ}} {
-				cmds := end.peer.circCmds(end.msgid)
+				name string
+				peer *rawPeer
+				tx   txRef
+			}{{"P", p, txRef{circ, true}}, {"Q", q, txRef{atQ, false}}} {
+				cmds := end.peer.circCmds(end.tx)
 				last := cmds[len(cmds)-1]
 				if n := deletes(cmds); n != 1 || last&dmsg.FlagDelete == 0 {
 					t.Errorf("%s got %s in its LNK_CIRC: want exactly one DELETE, last", end.name, cmdList(cmds))
 				}
-				if last&dmsg.FlagAbort == 0 || end.peer.circErr(end.msgid) != tc.code {
+				if last&dmsg.FlagAbort == 0 || end.peer.circErr(end.tx) != tc.code {
 					t.Errorf("%s's LNK_CIRC ended with %s %s, want ABORT|DELETE %s", end.name, dmsg.CmdString(last),
-						dmsg.ErrorString(end.peer.circErr(end.msgid)), dmsg.ErrorString(tc.code))
+						dmsg.ErrorString(end.peer.circErr(end.tx)), dmsg.ErrorString(tc.code))
 				}
 			}
 		})

@@ -319,3 +319,42 @@ func TestAPeerPastItsWindowLosesOnlyThatCircuit(t *testing.T) {
 	}
 	checkNoProblems(t, otherEnd)
 }
+
+// TestCircuitMemoryBoundsRelayedCircuits: each relayed circuit reserves
+// the windows it grants from limits.circuit_memory; one that does not fit
+// is refused with CANTCIRC, and fits again once another is gone.
+func TestCircuitMemoryBoundsRelayedCircuits(t *testing.T) {
+	const window = config.MinCircuitWindow
+	// Room for two circuits: each reserves the window it grants on both
+	// of its links.
+	rs := line(t, 1, withCircuitWindow(window), withCircuitMemory(4*window))
+	l1 := dialLeaf(t, rs[0].addr(), "leaf1", leafOptions{})
+	l2 := dialLeaf(t, rs[0].addr(), "leaf2", leafOptions{})
+	a := l1.openTo("leaf2")
+	b := l1.openTo("leaf2")
+	c := l1.open(l1.waitSpan("leaf2").msgid)
+	if cmd, code := c.waitDone(); code != dmsg.ErrCantCirc || cmd&dmsg.FlagCreate == 0 {
+		t.Errorf("third circuit: %s %s, want REPLY|CREATE|DELETE CANTCIRC", dmsg.CmdString(cmd), dmsg.ErrorString(code))
+	}
+	a.close()
+	a.waitDone()
+	waitRelayed(t, rs, 1)
+	d := l1.openTo("leaf2")
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if good, err := d.pump(ctx, 100, 8, func(int) int { return 1000 }, func(int) byte { return kindEcho }); good != 100 || err != nil {
+		t.Errorf("the circuit that fits again: %d of 100 answered, %v", good, err)
+	}
+	for _, c := range []*circuit{b, d} {
+		c.close()
+		c.waitDone()
+	}
+	cleanAll(t, rs, l1, l2)
+	// Everything reserved was given back: two circuits fit again.
+	e, f := l1.openTo("leaf2"), l1.openTo("leaf2")
+	for _, c := range []*circuit{e, f} {
+		c.close()
+		c.waitDone()
+	}
+	cleanAll(t, rs, l1, l2)
+}

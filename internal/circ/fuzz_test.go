@@ -455,7 +455,7 @@ func (f *fuzzProgram) nothingAfterDelete() error {
 	f.q.mu.Lock()
 	defer f.q.mu.Unlock()
 	for _, id := range f.q.rxCircs {
-		cmds := f.q.circMsgs[id]
+		cmds := f.q.circMsgs[txRef{id, false}]
 		closed, aborted := false, false
 		for _, c := range cmds {
 			if aborted || closed && c&dmsg.FlagAbort == 0 {

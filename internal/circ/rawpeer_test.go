@@ -31,11 +31,11 @@ type rawPeer struct {
 	rxCircs []uint64             // LNK_CIRCs the router opened on us, in order
 	circEnd map[uint64]uint32    // our LNK_CIRCs the router ended, with the error
 	circUp  map[uint64]bool      // our LNK_CIRCs the far end accepted
-	// circMsgs lists, by msgid, the cmds of every message the router sent
-	// in a LNK_CIRC transaction (ours or its own), and circErrs the error
-	// of the last one.
-	circMsgs map[uint64][]uint32
-	circErrs map[uint64]uint32
+	// circMsgs lists the cmds of every message the router sent in a
+	// LNK_CIRC transaction (ours or its own), and circErrs the error of
+	// the last one.
+	circMsgs map[txRef][]uint32
+	circErrs map[txRef]uint32
 	// credit adds up the LNK_CREDIT increments received, by circuit.
 	credit map[uint64]uint64
 	// routerConn is the router's LNK_CONN, once received.
@@ -58,7 +58,7 @@ func dialRaw(addr string, onMsg func(*dmsg.Msg) bool) (*rawPeer, error) {
 func startRaw(nc net.Conn, onMsg func(*dmsg.Msg) bool) *rawPeer {
 	p := &rawPeer{nc: nc, bw: bufio.NewWriterSize(nc, 64<<10), onMsg: onMsg,
 		spans: make(map[uint64]dmsg.Span), circEnd: make(map[uint64]uint32), circUp: make(map[uint64]bool),
-		circMsgs: make(map[uint64][]uint32), circErrs: make(map[uint64]uint32), credit: make(map[uint64]uint64),
+		circMsgs: make(map[txRef][]uint32), circErrs: make(map[txRef]uint32), credit: make(map[uint64]uint64),
 		gotPong: make(chan struct{}, 1), done: make(chan struct{})}
 	p.enc = dmsg.NewEncoder(p.bw)
 	go p.readLoop()
@@ -184,8 +184,9 @@ func (p *rawPeer) note(m *dmsg.Msg) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.isCircLocked(m, base, reply) {
-		p.circMsgs[m.MsgID] = append(p.circMsgs[m.MsgID], m.Cmd)
-		p.circErrs[m.MsgID] = m.Error
+		k := txRef{m.MsgID, reply}
+		p.circMsgs[k] = append(p.circMsgs[k], m.Cmd)
+		p.circErrs[k] = m.Error
 	}
 	switch {
 	case (base == dmsg.LnkConn || base == dmsg.LnkConnV2) && create && !reply:
@@ -228,7 +229,7 @@ func (p *rawPeer) isCircLocked(m *dmsg.Msg, base uint32, reply bool) bool {
 	if reply {
 		return m.MsgID > 2
 	}
-	for _, id := range p.rxCircs { // the router's own: never a reply
+	for _, id := range p.rxCircs {
 		if id == m.MsgID {
 			return true
 		}
@@ -236,20 +237,26 @@ func (p *rawPeer) isCircLocked(m *dmsg.Msg, base uint32, reply bool) bool {
 	return false
 }
 
-// circCmds returns the cmds the router sent in the LNK_CIRC transaction
-// msgid.
-func (p *rawPeer) circCmds(msgid uint64) []uint32 {
+// circCmds returns the cmds the router sent in a LNK_CIRC transaction.
+func (p *rawPeer) circCmds(tx txRef) []uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]uint32(nil), p.circMsgs[msgid]...)
+	return append([]uint32(nil), p.circMsgs[tx]...)
 }
 
-// circErr returns the error of the last message the router sent in the
-// LNK_CIRC transaction msgid.
-func (p *rawPeer) circErr(msgid uint64) uint32 {
+// txRef names a transaction on the peer's link: its msgid, and whether
+// the peer opened it (the router's messages in it are replies).
+type txRef struct {
+	msgid uint64
+	ours  bool
+}
+
+// circErr returns the error of the last message the router sent in a
+// LNK_CIRC transaction.
+func (p *rawPeer) circErr(tx txRef) uint32 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.circErrs[msgid]
+	return p.circErrs[tx]
 }
 
 // circEnded returns the error the router ended our LNK_CIRC msgid with,

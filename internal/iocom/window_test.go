@@ -122,7 +122,6 @@ type windowLink struct {
 type scopeRecorder struct {
 	oneWay atomic.Int64
 	failed atomic.Pointer[error]
-	hold   chan struct{} // when not nil, OneWay waits on it
 }
 
 func (r *scopeRecorder) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil }

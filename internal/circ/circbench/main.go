@@ -456,7 +456,7 @@ func runSend(connect, router, target string) error {
 	go func() {
 		err := s.readLoop(dec)
 		s.credit.kill()
-		if err != nil && !errors.Is(err, io.EOF) {
+		if !errors.Is(err, io.EOF) {
 			fatal(err)
 		}
 	}()
