@@ -12,6 +12,11 @@
 //
 // Forwarding runs on the reader goroutine of the arriving link and takes
 // only that link's table lock (a read lock): never the span engine's
-// cluster mutex. The router tells circ which span a target names through a
-// Resolver, and which spans went away through SpanGone.
+// cluster mutex. Flow control is per circuit, hop and direction (flow.go,
+// PROTOCOL.md 11.2): a router forwards within the credit the next hop
+// granted, holds the rest in the circuit and grants upstream as it writes
+// downstream, so a stalled circuit never holds up its links; toward and
+// from links without the extension it keeps DMSG's old backpressure on
+// that link alone. The router tells circ which span a target names
+// through a Resolver, and which spans went away through SpanGone.
 package circ

@@ -15,6 +15,14 @@
 // socket itself, without waiting, instead of waking that link's writer.
 // Whoever holds a Conn's write lock owns its socket's write side.
 //
+// The outbound queue has a control class, written first, and a class for
+// circuit data (queue.go), so that the link's own traffic never waits
+// behind circuits. With per-circuit flow control in force (window.go,
+// PROTOCOL.md 11.2) a circuit scope sends within the credit its peer
+// granted and grants credit as its handlers take messages in; a router
+// keeps a relayed circuit's messages that do not fit its next hop's
+// credit in a Hold (hold.go) and queues them as credit arrives.
+//
 // A Conn spends only its own peer's budgets, each enforced before what it
 // bounds is allocated: the bytes queued for the peer (budget.go: the
 // reader stops while answers to the peer exceed the budget, a peer that

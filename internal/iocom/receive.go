@@ -197,7 +197,7 @@ func (c *Conn) receive(m *dmsg.Msg) error {
 	var n int64
 	var err error
 	if m.Circuit != 0 {
-		if in = c.scopes[keyOf(m)]; in != nil {
+		if in = c.scopes[keyOf(m)]; in != nil && in.flow != nil {
 			n = cost(m)
 			err = in.receivedLocked(m, n)
 		}
