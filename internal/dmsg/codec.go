@@ -120,10 +120,13 @@ func (e *Encoder) Encode(m *Msg) error {
 }
 
 // SealFrames readies b, whole little-endian messages back to back in wire
-// form as Decoder.Frame returned them, to be written next: each frame gets
-// the next sequence number in its salt and a fresh hdr_crc, in place;
-// everything else stays as it is. It returns how many frames b holds. If
-// b does not hold whole frames, nothing is changed.
+// form as Decoder.Frame returned them (and SetFrameCircuit changed them),
+// to be written next: each frame gets the next sequence number in its
+// salt and a fresh hdr_crc, in place; everything else stays as it is. A
+// base header's hdr_crc is patched from the one it has, which must be
+// right (crcpatch.go); longer headers are resealed whole. It returns how
+// many frames b holds. If b does not hold whole frames, nothing is
+// changed.
 func (e *Encoder) SealFrames(b []byte) (int, error) {
 	frames := 0
 	for off := 0; off < len(b); frames++ {
@@ -141,11 +144,18 @@ func (e *Encoder) SealFrames(b []byte) (int, error) {
 	return frames, nil
 }
 
-// seal gives hdr, a whole little-endian extended header, the next salt and
-// a fresh hdr_crc.
+// seal gives hdr, a whole little-endian extended header, the next
+// sequence number in its salt, whose random upper bits it keeps from the
+// sender, and a fresh hdr_crc.
 func (e *Encoder) seal(hdr []byte) {
-	le.PutUint32(hdr[offSalt:], e.saltHigh()|uint32(e.seq))
+	old := le.Uint32(hdr[offSalt:])
+	salt := old&^0xFF | uint32(e.seq)
 	e.seq++
+	le.PutUint32(hdr[offSalt:], salt)
+	if len(hdr) == BaseHeaderSize {
+		le.PutUint32(hdr[offHdrCRC:], patchCRC(le.Uint32(hdr[offHdrCRC:]), patchSalt, uint64(old^salt)))
+		return
+	}
 	le.PutUint32(hdr[offHdrCRC:], 0)
 	le.PutUint32(hdr[offHdrCRC:], CRC(hdr))
 }
@@ -163,12 +173,20 @@ func FrameSize(frame []byte) (hdr, size int) {
 
 // SetFrameCircuit rewrites the circuit field and the REVCIRC flag of the
 // little-endian message frame starts with, as a router relaying it does.
-// The header CRC is left stale: SealFrames reseals it.
+// A base header's hdr_crc, right before, is patched to stay right; a
+// longer header's is left stale, and SealFrames reseals it whole.
 func SetFrameCircuit(frame []byte, circuit uint64, revCirc bool) {
-	le.PutUint64(frame[offCircuit:], circuit)
-	cmd := le.Uint32(frame[offCmd:]) &^ FlagRevCirc
+	oldCirc := le.Uint64(frame[offCircuit:])
+	oldCmd := le.Uint32(frame[offCmd:])
+	cmd := oldCmd &^ FlagRevCirc
 	if revCirc {
 		cmd |= FlagRevCirc
 	}
+	le.PutUint64(frame[offCircuit:], circuit)
 	le.PutUint32(frame[offCmd:], cmd)
+	if HeaderBytes(cmd) == BaseHeaderSize {
+		crc := patchCRC(le.Uint32(frame[offHdrCRC:]), patchCircuit, oldCirc^circuit)
+		crc = patchCRC(crc, patchFlags, uint64((oldCmd^cmd)>>24))
+		le.PutUint32(frame[offHdrCRC:], crc)
+	}
 }

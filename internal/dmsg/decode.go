@@ -22,10 +22,9 @@ type Decoder struct {
 	r   *bufio.Reader
 	seq uint8
 
-	cur     Header               // the header Next read
-	swapped bool                 // the current message is opposite-endian
-	hdrSize int                  // its extended header size; 0: no current message
-	base    [BaseHeaderSize]byte // the base header, to check its CRC
+	cur     Header // the header Next read
+	swapped bool   // the current message is opposite-endian
+	hdrSize int    // its extended header size; 0: no current message
 }
 
 // NewDecoder returns a Decoder reading from r, buffered unless r already
@@ -108,17 +107,14 @@ func (d *Decoder) Next() (*Header, error) {
 // checkHeader checks the CRC and the sequence number of hdr, the whole
 // extended header, and keeps its base header as the current one.
 func (d *Decoder) checkHeader(hdr []byte, cmd uint32) error {
-	want := u32(hdr[offHdrCRC:], d.swapped)
-	// hdr_crc is computed with its own field zeroed; hdr is the reader's
-	// buffer, so the zeroing happens in a copy of the base header.
-	b := d.base[:]
-	copy(b, hdr)
-	le.PutUint32(b[offHdrCRC:], 0)
-	got := CRC(b)
-	if len(hdr) > BaseHeaderSize {
-		got = crcUpdate(got, hdr[BaseHeaderSize:])
-	}
-	if got != want {
+	// hdr_crc is computed with its own field taken as zero. hdr is the
+	// reader's buffer: the field is zeroed there for one CRC call over the
+	// whole header, and put back.
+	field := le.Uint32(hdr[offHdrCRC:])
+	le.PutUint32(hdr[offHdrCRC:], 0)
+	got := CRC(hdr)
+	le.PutUint32(hdr[offHdrCRC:], field)
+	if want := u32(hdr[offHdrCRC:], d.swapped); got != want {
 		return fmt.Errorf("%w in %s: got %#08x, header says %#08x", ErrHeaderCRC, CmdString(cmd), got, want)
 	}
 	d.cur.get(hdr, d.swapped)

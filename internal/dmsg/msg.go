@@ -7,9 +7,6 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // CRC returns the CRC-32C of b, the checksum both DMSG CRC fields use.
 func CRC(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
-// crcUpdate extends the CRC-32C crc over b.
-func crcUpdate(crc uint32, b []byte) uint32 { return crc32.Update(crc, castagnoli, b) }
-
 // zeroPad is the source of padding bytes.
 var zeroPad [MaxHeaderSize]byte
 
