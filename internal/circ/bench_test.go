@@ -33,16 +33,22 @@ import (
 const rounds = 10
 
 // benchBins builds dmsgd and circbench once per benchmark function.
+// DMSGD_BENCH_BINARY names another dmsgd binary to measure instead, to
+// compare builds; DMSGD_BENCH_LEGACY set makes the endpoints on dmsgd
+// peers without per-circuit flow control, to compare with it.
 type benchBins struct{ dmsgd, circbench string }
 
 func buildBins(b *testing.B) benchBins {
 	b.Helper()
 	dir := b.TempDir()
 	bins := benchBins{dmsgd: filepath.Join(dir, "dmsgd"), circbench: filepath.Join(dir, "circbench")}
-	for pkg, out := range map[string]string{
-		"github.com/dmsgd/dmsgd/cmd/dmsgd":               bins.dmsgd,
-		"github.com/dmsgd/dmsgd/internal/circ/circbench": bins.circbench,
-	} {
+	build := map[string]string{"github.com/dmsgd/dmsgd/internal/circ/circbench": bins.circbench}
+	if other := os.Getenv("DMSGD_BENCH_BINARY"); other != "" {
+		bins.dmsgd = other
+	} else {
+		build["github.com/dmsgd/dmsgd/cmd/dmsgd"] = bins.dmsgd
+	}
+	for pkg, out := range build {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		if msg, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("go build %s: %v\n%s", pkg, err, msg)
@@ -145,6 +151,30 @@ func (p *proc) tell(format string, args ...any) {
 type path struct {
 	name       string
 	send, recv *proc
+	relays     []*proc // the dmsgd routers or the ideal relays
+}
+
+// relayCPU returns the CPU time the path's relays have used so far, or 0
+// where /proc does not tell.
+func (p *path) relayCPU() time.Duration {
+	var total time.Duration
+	for _, r := range p.relays {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.cmd.Process.Pid))
+		if err != nil {
+			return 0
+		}
+		// Fields after the command's closing parenthesis; utime and stime
+		// are the 14th and 15th of the line, in clock ticks (100 a second
+		// on Linux).
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 13 {
+			return 0
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(u+s) * 10 * time.Millisecond
+	}
+	return total
 }
 
 func freeAddr(b *testing.B) string {
@@ -164,6 +194,7 @@ func dmsgdPath(b *testing.B, bins benchBins, hops int) *path {
 	b.Helper()
 	dir := b.TempDir()
 	addrs := make([]string, hops)
+	var routers []*proc
 	for i := range hops {
 		addrs[i] = freeAddr(b)
 		var cfg strings.Builder
@@ -181,10 +212,12 @@ func dmsgdPath(b *testing.B, bins benchBins, hops int) *path {
 		}
 		r := startProc(b, fmt.Sprintf("dmsgd r%d", i+1), bins.dmsgd, "serve", "--config", file)
 		waitListening(b, addrs[i], r)
+		routers = append(routers, r)
 	}
-	p := &path{name: fmt.Sprintf("dmsgd x%d", hops)}
-	p.recv = startProc(b, "receiver on dmsgd", bins.circbench, "recv", "-router", addrs[hops-1], "-label", "bench-recv")
-	p.send = startProc(b, "sender on dmsgd", bins.circbench, "send", "-router", addrs[0], "-target", "bench-recv")
+	p := &path{name: fmt.Sprintf("dmsgd x%d", hops), relays: routers}
+	legacy := fmt.Sprint("-legacy=", os.Getenv("DMSGD_BENCH_LEGACY") != "")
+	p.recv = startProc(b, "receiver on dmsgd", bins.circbench, "recv", "-router", addrs[hops-1], "-label", "bench-recv", legacy)
+	p.send = startProc(b, "sender on dmsgd", bins.circbench, "send", "-router", addrs[0], "-target", "bench-recv", legacy)
 	p.send.expect("ready")
 	p.recv.expect("ready")
 	return p
@@ -220,6 +253,7 @@ func idealPath(b *testing.B, bins benchBins, hops int) *path {
 	for i := range hops {
 		r := startProc(b, fmt.Sprintf("ideal relay %d", hops-i), bins.circbench, "relay", "-listen", "127.0.0.1:0", "-next", next)
 		next = r.expect("ready")
+		p.relays = append(p.relays, r)
 	}
 	p.send = startProc(b, "ideal sender", bins.circbench, "send", "-connect", next)
 	p.send.expect("ready")
@@ -293,13 +327,17 @@ func BenchmarkCircuitThroughput(b *testing.B) {
 				n := (b.N + rounds - 1) / rounds
 				b.SetBytes(int64(size))
 				b.ResetTimer()
-				var dmT, idT time.Duration
+				var dmT, idT, dmCPU, idCPU time.Duration
 				lo, hi := 1e9, 0.0
 				for range rounds {
+					c0 := dm.relayCPU()
 					b.StartTimer()
 					d := dm.throughput(n)
 					b.StopTimer()
+					c1 := dm.relayCPU()
+					i0 := id.relayCPU()
 					i := id.throughput(n)
+					dmCPU, idCPU = dmCPU+c1-c0, idCPU+id.relayCPU()-i0
 					dmT, idT = dmT+d, idT+i
 					r := i.Seconds() / d.Seconds()
 					lo, hi = min(lo, r), max(hi, r)
@@ -310,6 +348,11 @@ func BenchmarkCircuitThroughput(b *testing.B) {
 				b.ReportMetric(rate(dmT)/rate(idT), "x-ideal")
 				b.ReportMetric(lo, "x-ideal-min")
 				b.ReportMetric(hi, "x-ideal-max")
+				// CPU per message of the relays, in all their threads: a
+				// figure that holds when other load makes rates drift.
+				perMsg := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(n*rounds) }
+				b.ReportMetric(perMsg(dmCPU), "cpu-ns/msg")
+				b.ReportMetric(perMsg(idCPU), "ideal-cpu-ns/msg")
 			})
 		}
 	}

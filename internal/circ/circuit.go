@@ -110,7 +110,7 @@ func (c *Circuit) freeIfDone() {
 		return
 	}
 	for _, fl := range []*flow{c.a.in, c.b.in} {
-		if fl.holding.Load() != 0 {
+		if fl.holding.Load() {
 			return
 		}
 	}

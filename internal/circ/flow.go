@@ -61,10 +61,11 @@ type flow struct {
 	txUsed    int64
 	txLimit   int64 // txGranted, as the reader last read it
 
-	holding atomic.Int32 // hold.Len(), for the reader's fast path
+	holding atomic.Bool // the hold is not empty, for the reader's fast path
 
 	mu       sync.Mutex
 	hold     *iocom.Hold
+	released int64 // txGranted when the hold was last released
 	closed   bool
 	progress time.Time   // the hold last moved (or started waiting)
 	timer    *time.Timer // the stall check while something is held
@@ -123,19 +124,23 @@ func (fl *flow) forward(f *iocom.Frame) {
 	} else {
 		fl.held.Add(size)
 	}
-	if fl.holding.Load() == 0 {
+	if !fl.holding.Load() {
 		if fl.txUsed+size > fl.txLimit {
 			fl.txLimit = fl.txGranted.Load()
 		}
 		if fl.txUsed+size <= fl.txLimit {
 			fl.txUsed += size
 			f.RelayTo(fl.to.table.conn, fl.to.key.id, !fl.to.key.local, fl)
-			fl.throttle()
+			if fl.window == 0 {
+				fl.throttle()
+			}
 			return
 		}
 	}
 	fl.holdFrame(f)
-	fl.throttle()
+	if fl.window == 0 {
+		fl.throttle()
+	}
 }
 
 // holdFrame keeps f in the flow's hold and sends what the credit allows.
@@ -150,10 +155,16 @@ func (fl *flow) holdFrame(f *iocom.Frame) {
 	if f.HoldIn(fl.hold, fl.to.key.id, !fl.to.key.local, fl) != nil {
 		return // the arriving link broke
 	}
-	if fl.holding.Swap(int32(fl.hold.Len())) == 0 {
+	if !fl.holding.Load() {
+		fl.holding.Store(true)
 		fl.progress = time.Now()
 	}
-	fl.releaseLocked()
+	// Only new credit can let anything go: a frame that arrives while the
+	// flow waits costs no look at the next hop's queue. (Credit added
+	// after this load finds holding set and releases by itself.)
+	if fl.txGranted.Load() != fl.released || fl.hold.Len() == 1 {
+		fl.releaseLocked()
+	}
 	if fl.hold.Len() > 0 && fl.timer == nil {
 		fl.timer = time.AfterFunc(time.Duration(fl.c.r.limits.stall.Load()), fl.checkStall)
 	}
@@ -165,13 +176,17 @@ func (fl *flow) releaseLocked() {
 	if fl.closed || fl.hold.Len() == 0 {
 		return
 	}
-	avail := max(fl.txGranted.Load()-fl.txUsed, 0)
+	granted := fl.txGranted.Load()
+	fl.released = granted
+	avail := max(granted-fl.txUsed, 0)
 	used := fl.hold.Release(int(min(avail, math.MaxInt32)))
 	fl.txUsed += int64(used)
 	if used > 0 {
 		fl.progress = time.Now()
 	}
-	fl.holding.Store(int32(fl.hold.Len()))
+	if fl.hold.Len() == 0 {
+		fl.holding.Store(false)
+	}
 }
 
 // credit adds what the next hop granted (a LNK_CREDIT, or a legacy queue
@@ -184,7 +199,7 @@ func (fl *flow) credit(n int64) {
 			break
 		}
 	}
-	if fl.holding.Load() == 0 {
+	if !fl.holding.Load() {
 		return
 	}
 	fl.mu.Lock()
@@ -294,7 +309,7 @@ func (fl *flow) close() {
 func (fl *flow) throttle() {
 	c := fl.c
 	bound := c.r.limits.queueBytes.Load()
-	if fl.window > 0 || fl.held.Load() <= bound {
+	if fl.held.Load() <= bound {
 		return
 	}
 	// Register as a waiter before looking again, so that the writer

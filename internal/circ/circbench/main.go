@@ -45,6 +45,9 @@ import (
 // window is the window the endpoints grant the router on their circuits.
 const window = 4 << 20
 
+// offerWindow says whether endpoints on a dmsgd offer CIRC_WINDOW.
+var offerWindow = true
+
 // Circuit ids and commands the endpoints use.
 const (
 	idealCircuit = 100 // both ends of an ideal chain, which keeps no state
@@ -63,7 +66,9 @@ func main() {
 	router := fs.String("router", "", "address of a dmsgd")
 	label := fs.String("label", "", "recv: label of the span to advertise")
 	target := fs.String("target", "", "send: label of the span to open a circuit to")
+	legacy := fs.Bool("legacy", false, "on a dmsgd: do not offer per-circuit flow control")
 	fs.Parse(os.Args[2:])
+	offerWindow = !*legacy
 	var err error
 	switch os.Args[1] {
 	case "relay":
@@ -318,7 +323,7 @@ func runRecv(listen, router, label string) error {
 // join introduces the receiver to its router, advertises its span and
 // accepts the circuit the sender opens.
 func (r *receiver) join(dec *dmsg.Decoder, label string) error {
-	r.flow, r.rev = true, dmsg.FlagRevCirc
+	r.flow, r.rev = offerWindow, dmsg.FlagRevCirc
 	if err := r.s.send(connMsg(label), spanMsg(label)); err != nil {
 		return err
 	}
@@ -606,7 +611,10 @@ func (c *credit) short(size int) bool {
 // connMsg is an endpoint's LNK_CONN (msgid 1), offering CIRC_WINDOW.
 func connMsg(label string) *dmsg.Msg {
 	c := dmsg.Conn{PeerMask: ^uint64(0), PfsMask: ^uint64(0), PeerType: dmsg.PeerHammer2, ProtoVersion: 1,
-		FsLabel: label, Caps: dmsg.CapCircWindow, CircWindow: window}
+		FsLabel: label}
+	if offerWindow {
+		c.Caps, c.CircWindow = dmsg.CapCircWindow, window
+	}
 	m := dmsg.NewConnMsg(dmsg.FlagCreate, &c, false)
 	m.MsgID = 1
 	return m
@@ -621,9 +629,9 @@ func spanMsg(label string) *dmsg.Msg {
 }
 
 // routerWindow returns the window a router's LNK_CONN grants, if m is one
-// offering CIRC_WINDOW.
+// and CIRC_WINDOW is in force (both offer it).
 func routerWindow(m *dmsg.Msg) (int64, bool) {
-	if dmsg.Base(m.Cmd) != dmsg.LnkConn || m.Cmd&dmsg.FlagCreate == 0 || m.Cmd&dmsg.FlagReply != 0 {
+	if !offerWindow || dmsg.Base(m.Cmd) != dmsg.LnkConn || m.Cmd&dmsg.FlagCreate == 0 || m.Cmd&dmsg.FlagReply != 0 {
 		return 0, false
 	}
 	c, err := m.Conn()
