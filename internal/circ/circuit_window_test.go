@@ -358,3 +358,92 @@ func TestCircuitMemoryBoundsRelayedCircuits(t *testing.T) {
 	}
 	cleanAll(t, rs, l1, l2)
 }
+
+// TestARouterSendsOnlyWithinTheNextHopsCredit: a raw peer Q grants a
+// circuit the smallest window and then nothing more; the router sends Q
+// no more than that window, holds the rest, and sends on exactly as much
+// as each LNK_CREDIT Q sends allows. The producer, an ordinary leaf, is
+// held by the router's windows meanwhile.
+func TestARouterSendsOnlyWithinTheNextHopsCredit(t *testing.T) {
+	rs := line(t, 1, withCircuitLimits(4<<20, time.Minute))
+	var got atomic.Int64 // circuit bytes Q received
+	q, err := dialRaw(rs[0].addr(), func(m *dmsg.Msg) bool {
+		if m.Circuit == 0 {
+			return false
+		}
+		got.Add(int64(m.EncodedSize()))
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.close()
+	const window = dmsg.MinCircWindow
+	if err := q.helloWindow("Q", window); err != nil {
+		t.Fatal(err)
+	}
+	p := dialLeaf(t, rs[0].addr(), "P", leafOptions{})
+	c := p.open(p.waitSpan("Q").msgid)
+	var atQ uint64
+	eventually(t, "the LNK_CIRC reaches Q", func() error {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		if len(q.rxCircs) == 0 {
+			return fmt.Errorf("not yet")
+		}
+		atQ = q.rxCircs[0]
+		return nil
+	})
+	accept := &dmsg.Msg{Header: dmsg.Header{MsgID: atQ,
+		Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}}
+	if err := q.send(accept); err != nil {
+		t.Fatal(err)
+	}
+	c.waitUp()
+
+	// P pushes far more than Q's window, as fast as its windows let it.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	const msg = 16 << 10
+	var sent atomic.Int64
+	var producer sync.WaitGroup
+	producer.Go(func() {
+		for seq := uint64(1); sent.Load() < 4*window; seq++ {
+			if c.scope.WaitRoom(ctx) != nil || c.sendOneWay(seq, msg-64) != nil {
+				return
+			}
+			sent.Add(msg)
+		}
+	})
+	settled := func(what string, want int64) {
+		t.Helper()
+		eventually(t, what, func() error {
+			if n := got.Load(); n < want-msg {
+				return fmt.Errorf("Q has %d bytes", n)
+			}
+			return nil
+		})
+		// Nothing more comes: Q answers a ping sent after all it got.
+		if !q.ping(waitTimeout) {
+			t.Fatal("no pong")
+		}
+		if n := got.Load(); n > want {
+			t.Fatalf("%s: Q got %d bytes, more than the %d it granted", what, n, want)
+		}
+	}
+	settled("Q gets its window", window)
+	for _, more := range []int64{100 << 10, window} {
+		total := got.Load()
+		grant := dmsg.NewCreditMsg(atQ, true, uint64(more))
+		if err := q.send(grant); err != nil {
+			t.Fatal(err)
+		}
+		settled(fmt.Sprintf("Q gets %d more", more), total+more)
+	}
+	cancel()
+	producer.Wait()
+	t.Logf("P sent %d KiB, Q received %d KiB", sent.Load()>>10, got.Load()>>10)
+	if sent.Load() > got.Load()+2*window+int64(rs[0].Cfg.Limits.CircuitWindow) {
+		t.Errorf("P sent %d bytes for the %d Q took: the router held more than it granted", sent.Load(), got.Load())
+	}
+}
