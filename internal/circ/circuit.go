@@ -97,9 +97,23 @@ func (c *Circuit) pass(to *end, m *dmsg.Msg) {
 	}
 	fl := to.out
 	fl.mu.Lock()
+	if c.isClosed() {
+		// Aborted meanwhile (the DELETE may answer our own abort, which
+		// is sent once the circuit is out of the tables): the other side
+		// gets that abort, never a plain DELETE first.
+		fl.mu.Unlock()
+		return
+	}
 	to.tx.CloseBehind(fl.hold, m.Error)
 	fl.mu.Unlock()
 	c.freeIfDone()
+}
+
+// isClosed reports whether c is out of the tables.
+func (c *Circuit) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // freeIfDone takes an orderly closed circuit out of the tables once both
@@ -120,7 +134,8 @@ func (c *Circuit) freeIfDone() {
 // abort tears c down at once with code sent to both sides. Of all the
 // paths that may abort a circuit at once (its span withdrawn on either
 // side, a link lost, a stall, a window overrun), only the first sends
-// anything: each side gets exactly one ABORT|DELETE.
+// anything: each side gets exactly one ABORT|DELETE, and no plain DELETE
+// before it (pass sees the flows closed by unregister).
 // It reports whether this call aborted it.
 func (r *Relay) abort(c *Circuit, code uint32) bool {
 	if !r.unregister(c, abortReason(code)) {
