@@ -57,6 +57,7 @@ var fuzzCmds = []uint32{
 	dmsg.LnkPad, dmsg.LnkPing, dmsg.LnkConn, dmsg.LnkConnV2, dmsg.LnkSpan,
 	dmsg.LnkCirc, dmsg.LnkVolConf, dmsg.LnkError, dmsg.DbgShell,
 	dmsg.LnkAuth, 0x00500101, 0x00200203, // unknown BLK and HM2 commands
+	dmsg.LnkCredit,
 }
 
 // structuredStream turns data into a valid stream: every 4 bytes are one
@@ -243,6 +244,7 @@ type fuzzHandler struct {
 	mu      sync.Mutex
 	terms   map[*iocom.Tx]int
 	handled map[*iocom.Tx]bool
+	scopes  map[*iocom.Tx]*iocom.Scope // circuits the peer opened, by LNK_CIRC
 }
 
 func (h *fuzzHandler) track(tx *iocom.Tx) {
@@ -271,7 +273,13 @@ func (h *fuzzHandler) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	case dmsg.LnkSpan:
 		tx.Send(dmsg.NewMsg(dmsg.LnkError))
 	case dmsg.LnkCirc:
-		// accepted, answered later (or never)
+		// accepted, answered later (or never); the circuit's messages
+		// reach the same handler, within its windows if they are on
+		if s, err := tx.Conn().OpenScope(tx.MsgID(), false, h); err == nil {
+			h.mu.Lock()
+			h.scopes[tx] = s
+			h.mu.Unlock()
+		}
 	case dmsg.DbgShell:
 		r := dmsg.NewMsg(dmsg.LnkError | dmsg.FlagDelete)
 		r.SetAux(m.Aux)
@@ -292,6 +300,13 @@ func (h *fuzzHandler) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 func (h *fuzzHandler) txMsg(tx *iocom.Tx, m *dmsg.Msg) {
 	if m.Cmd&dmsg.FlagDelete != 0 {
 		h.term(tx)
+		h.mu.Lock()
+		s := h.scopes[tx]
+		delete(h.scopes, tx)
+		h.mu.Unlock()
+		if s != nil {
+			s.Close(dmsg.ErrLostLink) // children first
+		}
 		tx.Close()
 		return
 	}
@@ -311,20 +326,48 @@ func (h *fuzzHandler) OneWay(c *iocom.Conn, m *dmsg.Msg) {
 	if dmsg.Base(m.Cmd) == dmsg.DbgShell && m.Cmd&dmsg.FlagReply == 0 {
 		reply := dmsg.NewMsg(dmsg.DbgShell | dmsg.FlagReply)
 		reply.SetAux([]byte("debug> \x00"))
-		c.SendOneWay(reply)
-		h.open(c, dmsg.DbgShell)
+		if m.Circuit == 0 {
+			c.SendOneWay(reply)
+			h.open(c, dmsg.DbgShell)
+			return
+		}
+		h.mu.Lock()
+		for _, s := range h.scopes {
+			if s.Circuit() == m.Circuit {
+				s.SendOneWay(reply) // within the circuit's credit, or kept
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+// ScopeFailed aborts the circuit whose far end broke the rules inside it
+// (past its window, among others).
+func (h *fuzzHandler) ScopeFailed(s *iocom.Scope, _ error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for tx, x := range h.scopes {
+		if x == s {
+			tx.Abort(dmsg.ErrParam)
+		}
 	}
 }
 
 // runFuzzLink runs one Conn over input and checks the outcome.
 func runFuzzLink(t *testing.T, input []byte) {
 	goroutines := runtime.NumGoroutine()
-	h := &fuzzHandler{terms: make(map[*iocom.Tx]int), handled: make(map[*iocom.Tx]bool)}
+	h := &fuzzHandler{terms: make(map[*iocom.Tx]int), handled: make(map[*iocom.Tx]bool),
+		scopes: make(map[*iocom.Tx]*iocom.Scope)}
 	nc := &fuzzConn{in: input}
 	// Small budgets, so that refusals over them, their overdraft and the
 	// reader's pauses for queued replies are in play.
 	c := iocom.NewConn(nc, iocom.Config{ID: "fuzz", Handler: h, KeepaliveInterval: -1, KeepaliveTimeout: -1,
 		QueueBytes: 4 << 10, MaxTransactions: 6, Transactions: iocom.NewTxPool(10)})
+	if len(input)%2 == 0 {
+		// Per-circuit flow control, with windows small enough that the
+		// input runs past them and output waits for credit.
+		c.SetCircWindows(1<<10, 1<<10)
+	}
 	// Two transactions of ours are open before the peer's stream is read,
 	// so that its replies can meet them (msgids 1 and 2).
 	for _, cmd := range []uint32{dmsg.LnkSpan, dmsg.LnkConn} {
@@ -366,7 +409,7 @@ func runFuzzLink(t *testing.T, input []byte) {
 // carry REPLY|REVTRANS.
 func checkOutput(t *testing.T, out []byte) {
 	t.Helper()
-	type dir struct{ created, deleted bool }
+	type dir struct{ created, deleted, aborted bool }
 	ours := make(map[uint64]*dir)
 	dec := dmsg.NewDecoder(bytes.NewReader(out))
 	for i := 0; ; i++ {
@@ -404,10 +447,13 @@ func checkOutput(t *testing.T, out []byte) {
 			t.Fatalf("the Conn sent %s: second CREATE", describe(m))
 		case d.deleted && !abort:
 			t.Fatalf("the Conn sent %s after its DELETE", describe(m))
+		case d.aborted:
+			t.Fatalf("the Conn sent %s after its ABORT|DELETE", describe(m))
 		}
 		d.created = true
 		if f&dmsg.FlagDelete != 0 {
 			d.deleted = true
+			d.aborted = abort
 		}
 	}
 }
