@@ -68,12 +68,12 @@ func freePort(t *testing.T) int {
 // loopback port, with static media links to the given ports.
 func newDaemon(t *testing.T, name string, dialPorts ...int) *daemon {
 	t.Helper()
-	return newDaemonWith(t, name, "", dialPorts...)
+	return newDaemonExtra(t, name, "", dialPorts...)
 }
 
-// newDaemonWith is newDaemon with extra top-level YAML sections appended
+// newDaemonExtra is newDaemon with extra top-level YAML sections appended
 // to the config (sections it writes itself are not allowed).
-func newDaemonWith(t *testing.T, name, extra string, dialPorts ...int) *daemon {
+func newDaemonExtra(t *testing.T, name, extra string, dialPorts ...int) *daemon {
 	t.Helper()
 	dir := t.TempDir()
 	d := &daemon{t: t, name: name, port: freePort(t),

@@ -125,9 +125,9 @@ func spanDelay(t *testing.T, d *daemon, watch *leaf, label string) time.Duration
 // at once, and after circuit_stall X ends with IO at both ends. The rates
 // and delays are logged, not asserted: the machine may be loaded.
 func TestAStalledCircuitLeavesTheLinkToOthers(t *testing.T) {
-	n1 := newDaemonWith(t, "n1", stallConfig)
+	n1 := newDaemonExtra(t, "n1", stallConfig)
 	n1.start()
-	n2 := newDaemonWith(t, "n2", stallConfig, n1.port)
+	n2 := newDaemonExtra(t, "n2", stallConfig, n1.port)
 	n2.start()
 	opts := leafOptions{window: leafWindow, ping: true}
 	srcX := dialLeafWith(t, n1.port, "srcX", opts)
