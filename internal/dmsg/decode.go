@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 )
 
 // Decoder reads messages from one direction of a link, checking framing,
@@ -79,15 +80,20 @@ func (d *Decoder) Next() (*Header, error) {
 	default:
 		return nil, fmt.Errorf("%w %#04x", ErrBadMagic, magic)
 	}
-	cmd := u32(base[offCmd:], d.swapped)
+	// One branch on the byte order, not one per field: every message
+	// comes through here.
+	cmd, auxBytes := le.Uint32(base[offCmd:]), le.Uint32(base[offAuxBytes:])
+	if d.swapped {
+		cmd, auxBytes = bits.ReverseBytes32(cmd), bits.ReverseBytes32(auxBytes)
+	}
 	units := cmd & SizeMask
 	if units == 0 || units > MaxHeaderUnits {
 		return nil, fmt.Errorf("%w: %d units in %s", ErrHeaderSize, units, CmdString(cmd))
 	}
-	if auxBytes := u32(base[offAuxBytes:], d.swapped); auxBytes > MaxAuxSize {
+	if auxBytes > MaxAuxSize {
 		return nil, fmt.Errorf("%w: %d bytes in %s", ErrAuxSize, auxBytes, CmdString(cmd))
 	}
-	if u64(base[offAuxDescr:], d.swapped) != 0 {
+	if le.Uint64(base[offAuxDescr:]) != 0 { // zero in either byte order
 		return nil, fmt.Errorf("%w (%s)", ErrAuxDescr, CmdString(cmd))
 	}
 	n := int(units) * Align
@@ -114,7 +120,11 @@ func (d *Decoder) checkHeader(hdr []byte, cmd uint32) error {
 	le.PutUint32(hdr[offHdrCRC:], 0)
 	got := CRC(hdr)
 	le.PutUint32(hdr[offHdrCRC:], field)
-	if want := u32(hdr[offHdrCRC:], d.swapped); got != want {
+	want := field
+	if d.swapped {
+		want = bits.ReverseBytes32(field)
+	}
+	if got != want {
 		return fmt.Errorf("%w in %s: got %#08x, header says %#08x", ErrHeaderCRC, CmdString(cmd), got, want)
 	}
 	d.cur.get(hdr, d.swapped)
