@@ -86,13 +86,23 @@ type rxStream struct {
 	returned time.Time     // when the last read returned
 	msgs     uint64        // c.rx.msgs at the last read
 	busy     time.Time     // since when the reader has run without waiting
+	full     bool          // the last read filled what it was given
 }
 
 // Read is called by the decoder's buffer when it needs more bytes than it
 // holds: the moment this link's input is drained, when what the reader
 // relayed is queued and the writers it relayed to are woken (relay.go).
+// After a read that filled the buffer more input is likely waiting: the
+// reader leaves the writing to the writers then, so that reading and
+// writing a busy link run side by side.
 func (r *rxStream) Read(p []byte) (int, error) {
-	r.c.wakeRelayed(true)
+	n, err := r.read(p)
+	r.full = n == len(p)
+	return n, err
+}
+
+func (r *rxStream) read(p []byte) (int, error) {
+	r.c.wakeRelayed(!r.full)
 	r.c.publishRxStats()
 	// The log level is looked up once per read, not per message.
 	r.c.rxDebug = r.c.log.Core().Enabled(zapcore.DebugLevel)
