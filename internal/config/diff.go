@@ -45,7 +45,7 @@ func (c *Config) Diff(newer *Config) (changes, restartNeeded []string) {
 	for _, l := range leaves {
 		a := oldV.FieldByIndex(l.index)
 		b := newV.FieldByIndex(l.index)
-		if reflect.DeepEqual(a.Interface(), b.Interface()) {
+		if equivalent(a, b) {
 			continue
 		}
 		if !IsLive(l.key) {
@@ -59,6 +59,59 @@ func (c *Config) Diff(newer *Config) (changes, restartNeeded []string) {
 		changes = append(changes, fmt.Sprintf("%s: %s -> %s", l.key, formatValue(a), formatValue(b)))
 	}
 	return changes, restartNeeded
+}
+
+// equivalent reports whether two values of a key mean the same
+// configuration: reflect.DeepEqual, except that an empty list or map
+// equals an absent one (nil), at any depth. `media: []` in a file and no
+// media key at all are the same configuration, and a reload from one to
+// the other changes nothing.
+func equivalent(a, b reflect.Value) bool {
+	switch a.Kind() {
+	case reflect.Slice:
+		if a.Len() != b.Len() {
+			return false
+		}
+		for i := range a.Len() {
+			if !equivalent(a.Index(i), b.Index(i)) {
+				return false
+			}
+		}
+		return true
+	case reflect.Map:
+		if a.Len() != b.Len() {
+			return false
+		}
+		for it := a.MapRange(); it.Next(); {
+			bv := b.MapIndex(it.Key())
+			if !bv.IsValid() || !equivalent(it.Value(), bv) {
+				return false
+			}
+		}
+		return true
+	case reflect.Struct:
+		for i := range a.NumField() {
+			if !equivalent(a.Field(i), b.Field(i)) {
+				return false
+			}
+		}
+		return true
+	case reflect.Pointer, reflect.Interface:
+		if a.IsNil() || b.IsNil() {
+			return a.IsNil() == b.IsNil()
+		}
+		return equivalent(a.Elem(), b.Elem())
+	case reflect.Array:
+		for i := range a.Len() {
+			if !equivalent(a.Index(i), b.Index(i)) {
+				return false
+			}
+		}
+		return true
+	case reflect.Func:
+		return a.IsNil() && b.IsNil()
+	}
+	return a.Equal(b)
 }
 
 // formatValue renders a leaf value for a change description.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -167,5 +168,26 @@ func TestResolveShellSocket(t *testing.T) {
 				t.Errorf("ResolveShellSocket(%q, %q) with env %q = %q, want %q", tt.flag, tt.config, tt.env, got, tt.want)
 			}
 		})
+	}
+}
+
+// An empty list and an absent one are the same configuration, at any
+// depth: a reload from one to the other changes nothing.
+func TestDiffTakesAnEmptyListForAnAbsentOne(t *testing.T) {
+	old := mustLoad(t, writeConfig(t, "media: []\nlisten: []\ntls:\n  peers:\n    - name: node-b\n      pubkey: "+
+		`"ed25519:`+strings.Repeat("A", 43)+`="`+"\n      nodes: []\n"))
+	newer := mustLoad(t, writeConfig(t, "tls:\n  peers:\n    - name: node-b\n      pubkey: "+
+		`"ed25519:`+strings.Repeat("A", 43)+`="`+"\n"))
+	if old.Media == nil || old.Listen == nil || old.TLS.Peers[0].Nodes == nil {
+		t.Fatalf("the empty lists did not load as empty lists: media %#v, listen %#v, nodes %#v",
+			old.Media, old.Listen, old.TLS.Peers[0].Nodes)
+	}
+	changes, restart := old.Diff(newer)
+	if len(changes) != 0 || len(restart) != 0 {
+		t.Errorf("changes = %q, restartNeeded = %q; want none", changes, restart)
+	}
+	newer.Media = []Media{{Name: "lab"}}
+	if changes, _ := old.Diff(newer); !reflect.DeepEqual(changes, []string{"media: changed (0 -> 1 entries)"}) {
+		t.Errorf("a media entry added: changes = %q", changes)
 	}
 }
