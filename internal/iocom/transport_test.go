@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/dmsgd/dmsgd/internal/iocom"
@@ -172,6 +173,59 @@ func TestListenOnAUnixSocket(t *testing.T) {
 				t.Fatalf("closing the listener left the socket file behind: %v", err)
 			}
 		})
+	}
+}
+
+// A unix socket is never reachable at its path with any mode but 0660,
+// whatever the umask: under umask 0, a socket bound there and chmod-ed
+// afterwards is world-writable in between, and a local user connecting
+// then keeps its link (on the shell socket, every command).
+func TestAUnixSocketIsNeverReachableBeforeItHasItsMode(t *testing.T) {
+	guard(t)
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	dir := filepath.Join(t.TempDir(), "run")
+	path := filepath.Join(dir, "shell.sock")
+	var seen []fs.FileMode
+	defer iocom.SetUnixBound(func(p string) {
+		if fi, err := os.Lstat(p); err == nil {
+			seen = append(seen, fi.Mode())
+		}
+	})()
+	l, err := iocom.Listen("unix://" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if len(seen) != 1 || seen[0]&fs.ModeSocket == 0 || seen[0].Perm() != 0o660 {
+		t.Fatalf("when the socket could first be reached at its path its mode was %v, want one socket with 0660", seen)
+	}
+	if got := l.Addr().String(); got != path {
+		t.Errorf("Addr() = %s, want the socket's path %s", got, path)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != "shell.sock" {
+		t.Errorf("the socket's directory holds %v, want the socket alone", entries)
+	}
+	checkServes(t, l, "unix://"+path)
+}
+
+// A socket path too long to be bound under its temporary name first is
+// refused with an error saying so, not bound in two steps with a window.
+func TestAUnixSocketPathTooLongIsRefusedClearly(t *testing.T) {
+	guard(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, strings.Repeat("d", max(100-len(dir), 1)), "x.sock")
+	l, err := iocom.Listen("unix://" + path)
+	if err == nil {
+		l.Close()
+		t.Fatalf("Listen(%d-byte path) succeeded, want an error", len(path))
+	}
+	if !strings.Contains(err.Error(), "too long") {
+		t.Errorf("Listen: %v, want it to say the path is too long", err)
 	}
 }
 
