@@ -49,7 +49,8 @@ type daemon struct {
 	port   int
 	log    string
 	cmd    *exec.Cmd
-	env    []string // added to the environment of the process
+	env    []string        // added to the environment of the process
+	setup  func(*exec.Cmd) // adjusts the command before it starts, when set
 	exited chan struct{}
 }
 
@@ -110,6 +111,9 @@ func (d *daemon) start() {
 	d.cmd = exec.Command(binary, "serve", "--config", d.config)
 	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if d.setup != nil {
+		d.setup(d.cmd)
+	}
 	if err := d.cmd.Start(); err != nil {
 		logf.Close()
 		t.Fatal(err)

@@ -159,8 +159,10 @@ func (r *Router) Config() *config.Config { return r.cfg.Load() }
 func (r *Router) Engine() *span.Engine { return r.engine }
 
 // Listen binds every configured listener and the shell socket, and adopts
-// already-bound listeners (socket activation). On error nothing stays
-// bound.
+// already-bound listeners (socket activation, activation.go): one that a
+// listen entry or the shell socket names is served as such instead of
+// being bound again. On error nothing stays bound, the inherited
+// listeners included.
 func (r *Router) Listen(inherited []net.Listener) error {
 	cfg := r.Config()
 	var ls []*listener
@@ -170,17 +172,33 @@ func (r *Router) Listen(inherited []net.Listener) error {
 		}
 		return err
 	}
-	for _, l := range inherited {
-		ls = append(ls, &listener{Listener: l, addr: l.Addr().Network() + "://" + l.Addr().String()})
+	adopted, err := r.adoptInherited(cfg, inherited)
+	taken := make(map[int]bool)
+	shellTaken := false
+	for _, in := range adopted {
+		ls = append(ls, in.listener)
+		taken[in.entry] = true
+		shellTaken = shellTaken || in.shell
 	}
-	for _, addr := range cfg.Listen {
+	if err != nil {
+		for _, l := range inherited[len(adopted):] {
+			if l != nil {
+				l.Close()
+			}
+		}
+		return fail(err)
+	}
+	for i, addr := range cfg.Listen {
+		if taken[i] {
+			continue
+		}
 		nl, err := r.listen(addr)
 		if err != nil {
 			return fail(err)
 		}
 		ls = append(ls, &listener{Listener: nl, addr: addr})
 	}
-	if cfg.Shell.Socket != "" {
+	if cfg.Shell.Socket != "" && !shellTaken {
 		nl, err := iocom.Listen("unix://" + cfg.Shell.Socket)
 		if err != nil {
 			return fail(fmt.Errorf("shell socket: %w", err))
