@@ -62,7 +62,9 @@ type Config struct {
 	Span      Span      `mapstructure:"span"`
 	Keepalive Keepalive `mapstructure:"keepalive"`
 	// Media are static volume copies; their span paths are outbound links.
-	Media   []Media `mapstructure:"media"`
+	Media []Media `mapstructure:"media"`
+	// VolConf says whose LNK_VOLCONF messages make outbound links.
+	VolConf VolConf `mapstructure:"volconf"`
 	TLS     TLS     `mapstructure:"tls"`
 	Limits  Limits  `mapstructure:"limits"`
 	Log     Log     `mapstructure:"log"`
@@ -152,6 +154,17 @@ type Copy struct {
 	// Target is Path parsed, with Name set to the media name and the
 	// LNK_CONN form.
 	Target Target `mapstructure:"-"`
+}
+
+// VolConf configures the outbound links peers ask for with LNK_VOLCONF
+// (PROTOCOL.md section 6): a LNK_VOLCONF makes the router connect where
+// it says, so it is obeyed only from the links From admits.
+type VolConf struct {
+	// From says which links' LNK_VOLCONF messages are obeyed: a
+	// Privileged* policy, as for privileged shell commands. The default,
+	// PrivilegedLoopback, admits unix sockets and loopback peers, where a
+	// HAMMER2 mount's LNK_VOLCONF comes from.
+	From string `mapstructure:"from"`
 }
 
 // ConnForm is the LNK_CONN form a router sends on an outbound link
@@ -261,6 +274,11 @@ type Limits struct {
 	// at once (`@node`, `span`) for every shell peer but the shell socket:
 	// each holds a goroutine, a circuit or a dial for up to 10 s.
 	MaxShellTasks int `mapstructure:"max_shell_tasks"`
+
+	// MaxVolconfTargets bounds the LNK_VOLCONF slots all links together
+	// hold, each an outbound target kept with a goroutine that redials
+	// it; a link may hold no more of them than are still free.
+	MaxVolconfTargets int `mapstructure:"max_volconf_targets"`
 }
 
 // Log configures logging.
@@ -298,6 +316,7 @@ func Defaults() *Config {
 			PeerType:     PeerRouter,
 		},
 		Span:      Span{MaxRelays: 2},
+		VolConf:   VolConf{From: PrivilegedLoopback},
 		Keepalive: Keepalive{Interval: time.Second, Timeout: 10 * time.Second},
 		Limits: Limits{
 			MaxLinks:           1024,
@@ -327,7 +346,8 @@ func Defaults() *Config {
 			HandshakeTimeout:    5 * time.Second,
 			ConnTimeout:         5 * time.Second,
 
-			MaxShellTasks: 64,
+			MaxShellTasks:     64,
+			MaxVolconfTargets: 256,
 		},
 		Log: Log{Level: LogInfo, Format: LogJSON},
 	}

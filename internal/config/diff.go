@@ -10,6 +10,7 @@ import (
 // applies on reload. Every other key needs a restart.
 var liveKeys = []string{
 	"media",
+	"volconf.from",
 	"log.level",
 	"limits.",
 	"span.",

@@ -143,6 +143,8 @@ media:
       - copyid: 2
         path: span:[::1]:9871
         conn_form: libdmsg
+volconf:
+  from: pinned
 tls:
   cert: node.crt
   key: node.key
@@ -177,6 +179,7 @@ limits:
   max_shell_tasks: 9
   circuit_window: 3MiB
   circuit_memory: 64MiB
+  max_volconf_targets: 10
 log:
   level: debug
   format: console
@@ -207,6 +210,7 @@ metrics:
 			{CopyID: 1, Path: "span+tls:10.0.0.2", Target: Target{Name: "lab", TLS: true, Host: "10.0.0.2", Port: 987}},
 			{CopyID: 2, Path: "span:[::1]:9871", ConnForm: "libdmsg", Target: Target{Name: "lab", Host: "::1", Port: 9871, ConnForm: ConnLibdmsg}},
 		}}},
+		VolConf: VolConf{From: PrivilegedPinned},
 		TLS: TLS{Cert: "node.crt", Key: "node.key", Peers: []Peer{{
 			Name: "node-b", PubKey: "ed25519:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", Key: pub,
 			Nodes: []string{"node-b", "b-backup", "0f3b1c2a-7d4e-4f60-9a8b-1c2d3e4f5a6b"},
@@ -220,7 +224,7 @@ metrics:
 			SlowConsumerGrace: 2 * time.Second, MaxTransactionsPerLink: 40, MaxTransactions: 50, LinkRate: 60,
 			MaxLinksPerSource: 3, MaxPendingLinks: 4, MaxShellLinks: 5, AcceptRatePerSource: 6,
 			HandshakeTimeout: 7 * time.Second, ConnTimeout: 8 * time.Second, MaxShellTasks: 9,
-			CircuitWindow: 3 << 20, CircuitMemory: 64 << 20,
+			CircuitWindow: 3 << 20, CircuitMemory: 64 << 20, MaxVolconfTargets: 10,
 		},
 		Log:     Log{Level: LogDebug, Format: LogConsole},
 		Metrics: Metrics{Listen: "127.0.0.1:9881", ReadyTargets: 2},

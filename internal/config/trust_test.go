@@ -176,6 +176,8 @@ tls:
     - name: b
       pubkey: "ed25519:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
       nodes: ["*", "b", "b", ""]
+volconf:
+  from: local
 `)
 	_, err := Load(path)
 	got := problemLines(t, err)
@@ -185,8 +187,10 @@ tls:
 		path + `:8: tls.peers[0].nodes: "*" stands alone: it already allows every node`,
 		path + `:8: tls.peers[0].nodes[2]: "b" is already listed as nodes[1]`,
 		path + `:8: tls.peers[0].nodes[3]: must not be empty`,
+		path + `:10: volconf.from: must be off, loopback, pinned or all, not "local"`,
 	}
 	slices.Sort(got)
+	slices.Sort(want)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("problems:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -206,6 +210,8 @@ media:
     copies:
       - {copyid: 1, path: "span:10.0.0.2"}
       - {copyid: 2, path: "span:127.0.0.1:9"}
+volconf:
+  from: all
 tls:
   insecure_plain_tcp: true
   peers:
@@ -226,7 +232,8 @@ tls:
 		path + ":6: shell.tcp_privileged: warning: every TCP peer may run privileged shell commands",
 		path + ":7: shell.remote_privileged: warning: a circuit over any link may run privileged shell commands",
 		path + ":11: media[0].copies[0].path: warning: span:10.0.0.2:987 is plain TCP to a non-loopback address",
-		path + `:18: tls.peers[0].nodes: warning: "*" lets b speak for every node`,
+		path + ":14: volconf.from: warning: every peer's LNK_VOLCONF is obeyed",
+		path + `:20: tls.peers[0].nodes: warning: "*" lets b speak for every node`,
 	}
 	if len(got) != len(wantPrefixes) {
 		t.Fatalf("warnings:\n%s", strings.Join(got, "\n"))

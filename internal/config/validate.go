@@ -83,6 +83,7 @@ func validateShell(c *Config, ps *problems) {
 	for _, f := range []struct{ key, v string }{
 		{"shell.tcp_privileged", c.Shell.TCPPrivileged},
 		{"shell.remote_privileged", c.Shell.RemotePrivileged},
+		{"volconf.from", c.VolConf.From},
 	} {
 		switch f.v {
 		case PrivilegedOff, PrivilegedLoopback, PrivilegedPinned, PrivilegedAll:
@@ -245,6 +246,7 @@ func validateLimits(c *Config, ps *problems) {
 		{"limits.max_shell_links", int64(l.MaxShellLinks)},
 		{"limits.accept_rate_per_source", int64(l.AcceptRatePerSource)},
 		{"limits.max_shell_tasks", int64(l.MaxShellTasks)},
+		{"limits.max_volconf_targets", int64(l.MaxVolconfTargets)},
 	} {
 		if f.n < 1 {
 			ps.add(f.key, "must be at least 1, not %d", f.n)

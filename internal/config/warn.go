@@ -28,6 +28,9 @@ func warn(c *Config, ws *problems) {
 		ws.add("shell.remote_privileged", "a circuit over any link may run privileged shell commands, such as span, "+
 			"which makes this router dial any address")
 	}
+	if c.VolConf.From == PrivilegedAll {
+		ws.add("volconf.from", "every peer's LNK_VOLCONF is obeyed: any peer can make this router connect to any address")
+	}
 	for i, p := range c.TLS.Peers {
 		if p.Claims.Any {
 			ws.add(fmt.Sprintf("tls.peers[%d].nodes", i), "%q lets %s speak for every node of the cluster", AnyNode, p.Name)

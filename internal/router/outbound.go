@@ -8,11 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-	"go.uber.org/zap"
-
 	"github.com/dmsgd/dmsgd/internal/config"
-	"github.com/dmsgd/dmsgd/internal/dmsg"
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
@@ -97,92 +93,4 @@ func (r *Router) connectTarget(ctx context.Context, t config.Target) (<-chan str
 		}
 	}()
 	return l.conn.Done(), nil
-}
-
-// volconfPrefix starts the name of the targets VOLCONF messages set.
-const volconfPrefix = "volconf:"
-
-// mediaState tracks one media's VOLCONF slots and the LNK_CONNs naming it
-// (PROTOCOL.md section 6).
-type mediaState struct {
-	conns map[*link]bool
-	slots map[uint32]config.Target
-}
-
-// volconf applies a LNK_VOLCONF received inside the peer's LNK_CONN. The
-// slot belongs to the media of that LNK_CONN, as in the reference
-// implementation (which ignores the VOLCONF's own mediaid): that media's
-// last LNK_CONN closing is what closes the slot's link again.
-func (l *link) volconf(m *dmsg.Msg) {
-	v, err := m.VolConf()
-	l.mu.Lock()
-	peer := l.peer
-	l.mu.Unlock()
-	if err != nil || peer == nil {
-		return
-	}
-	media := peer.MediaID
-	if v.Index > 255 {
-		l.r.events.Warn("volconf_ignored", "LNK_VOLCONF ignored: slot index out of range",
-			zap.String("link", l.id), zap.String("peer", l.conn.RemoteAddr()), zap.Uint32("index", v.Index))
-		return
-	}
-	var t config.Target
-	if v.Copy.CopyID != 0 {
-		if t, err = config.ParseSpanPath(v.Copy.Path); err != nil {
-			l.r.events.Warn("volconf_ignored", "LNK_VOLCONF ignored: bad path",
-				zap.String("link", l.id), zap.String("peer", l.conn.RemoteAddr()), zap.String("path", v.Copy.Path), zap.Error(err))
-			return
-		}
-		t.Name = volconfPrefix + media.String()
-	}
-	l.r.setSlot(l, media, v.Index, t, v.Copy.CopyID != 0)
-}
-
-func (r *Router) setSlot(l *link, media uuid.UUID, index uint32, t config.Target, used bool) {
-	r.mu.Lock()
-	ms := r.volconf[media]
-	if ms == nil {
-		ms = &mediaState{conns: make(map[*link]bool), slots: make(map[uint32]config.Target)}
-		r.volconf[media] = ms
-	}
-	ms.conns[l] = true
-	if used {
-		ms.slots[index] = t
-	} else {
-		delete(ms.slots, index)
-	}
-	targets := ms.targets()
-	r.mu.Unlock()
-	r.media.Set(volconfPrefix+media.String(), targets)
-}
-
-func (ms *mediaState) targets() []config.Target {
-	out := make([]config.Target, 0, len(ms.slots))
-	for i := range uint32(256) {
-		if t, ok := ms.slots[i]; ok {
-			out = append(out, t)
-		}
-	}
-	return out
-}
-
-// mediaConnClosed drops a closed LNK_CONN from its media; the media's
-// outbound links close with the last one.
-func (r *Router) mediaConnClosed(l *link, media uuid.UUID) {
-	r.mu.Lock()
-	ms := r.volconf[media]
-	if ms == nil || !ms.conns[l] {
-		r.mu.Unlock()
-		return
-	}
-	delete(ms.conns, l)
-	last := len(ms.conns) == 0
-	if last {
-		delete(r.volconf, media)
-	}
-	r.mu.Unlock()
-	if last {
-		r.media.Set(volconfPrefix+media.String(), nil)
-	}
 }

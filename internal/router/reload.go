@@ -34,6 +34,7 @@ func (r *Router) Reload(newer *config.Config) ([]string, error) {
 	r.metrics.ConfigReload(metrics.ReloadApplied)
 	r.cfg.Store(newer)
 	r.reloadTrust(old, newer)
+	r.reloadVolconf(old, newer)
 	r.circuits.SetLimits(r.circuitConfig(newer))
 	r.txPool.SetMax(newer.Limits.MaxTransactions)
 	r.media.Set("config", newer.Targets())

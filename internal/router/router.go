@@ -44,7 +44,7 @@ type Router struct {
 	mu        sync.Mutex
 	links     map[string]*link
 	listeners []*listener
-	volconf   map[uuid.UUID]*mediaState
+	volconf   volconfState // peers' LNK_VOLCONF slots (volconf.go)
 	closing   bool
 	peers     peerBook // traffic and churn of closed links, by peer identity
 	serving   bool     // Serve is accepting on every listener
@@ -82,7 +82,6 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 		nodeID:  cfg.Node.ID,
 		label:   cfg.Node.Label,
 		links:   make(map[string]*link),
-		volconf: make(map[uuid.UUID]*mediaState),
 		peers:   make(peerBook),
 		events:  ratelog.New(log, 0),
 		metrics: metrics.New(),
@@ -99,7 +98,8 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 	r.cfg.Store(cfg)
 	r.engine = span.New(r.spanConfig(cfg, 0))
 	r.circuits = circ.New(r.circuitConfig(cfg), r.resolveCircuit, r)
-	r.media = volconf.New(volconf.Options{Connect: r.connectTarget, Logger: log})
+	r.media = volconf.New(volconf.Options{Connect: r.connectTarget, Logger: log,
+		PeerSource: isVolconfSource, Events: r.events})
 	r.metrics.Registry().MustRegister(collector{r})
 	return r
 }

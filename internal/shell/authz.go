@@ -120,7 +120,7 @@ func Authorize(p config.Shell, o Origin, c Class) error {
 			return &Refusal{"shell.tcp", "shell.tcp is off: TCP peers may not run shell commands"}
 		case p.TCP == config.ShellTCPLoopback && !o.Loopback:
 			return &Refusal{"shell.tcp", "shell.tcp is loopback: only TCP peers on a loopback address may run shell commands"}
-		case c == Privileged && !grants(p.TCPPrivileged, o):
+		case c == Privileged && !Grants(p.TCPPrivileged, o):
 			return &Refusal{"shell.tcp_privileged", "shell.tcp_privileged is " + p.TCPPrivileged + grantHint(p.TCPPrivileged) +
 				": privileged commands are not served to this TCP peer"}
 		}
@@ -129,7 +129,7 @@ func Authorize(p config.Shell, o Origin, c Class) error {
 		switch {
 		case !p.Remote:
 			return &Refusal{"shell.remote", "shell.remote is false: shell commands over circuits are not served"}
-		case c == Privileged && !grants(p.RemotePrivileged, o):
+		case c == Privileged && !Grants(p.RemotePrivileged, o):
 			return &Refusal{"shell.remote_privileged", "shell.remote_privileged is " + p.RemotePrivileged + grantHint(p.RemotePrivileged) +
 				": privileged commands are not served over a circuit that arrived on this link"}
 		}
@@ -138,8 +138,11 @@ func Authorize(p config.Shell, o Origin, c Class) error {
 	return &Refusal{"", "unknown carrier"}
 }
 
-// grants reports whether a privileged-command policy admits a link.
-func grants(policy string, o Origin) bool {
+// Grants reports whether a privileged policy (config.Privileged*: off,
+// loopback, pinned, all) admits a link. The router judges by it who may
+// make it connect somewhere: privileged shell commands, and LNK_VOLCONF
+// (volconf.from).
+func Grants(policy string, o Origin) bool {
 	switch policy {
 	case config.PrivilegedAll:
 		return true

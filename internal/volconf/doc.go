@@ -2,7 +2,12 @@
 // must keep a link to, from its config file's static media and from the
 // LNK_VOLCONF messages of its peers (PROTOCOL.md section 6). Each target
 // keeps one link, redialled with exponential backoff and jitter while it is
-// wanted and closed when it no longer is.
+// wanted and closed when it no longer is. Setting one source's targets
+// costs what that source holds, whatever the others hold, and the lines
+// about the targets of a source a peer controls are rate-limited.
+//
+// Who may add targets, and how many, is the router's business: volconf
+// keeps whatever it is given.
 //
 // volconf decides when to dial and for how long to keep trying; how a link
 // is dialled and run is its Connect function's business.

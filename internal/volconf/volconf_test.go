@@ -3,13 +3,19 @@ package volconf
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/dmsgd/dmsgd/internal/config"
+	"github.com/dmsgd/dmsgd/internal/ratelog"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -224,5 +230,79 @@ func TestStatusFollowsDialsFailuresAndTheBackoff(t *testing.T) {
 	m.Set("config", nil)
 	if sts := m.Status(); len(sts) != 0 {
 		t.Fatalf("status of a removed target: %+v", sts)
+	}
+}
+
+// A peer's source can change at will: the lines about its targets (added,
+// removed, failed dials) are written once per kind and window, with a
+// count, while those of the configuration's targets are written each.
+func TestThePeerSourcesLinesAreRateLimited(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	log := zap.New(core)
+	events := ratelog.New(log, time.Hour)
+	f := newFakeDialer()
+	f.fail = true
+	m := New(Options{Connect: f.connect, Logger: log, Events: events, MinBackoff: time.Hour, MaxBackoff: time.Hour,
+		PeerSource: func(s string) bool { return strings.HasPrefix(s, "volconf:") }})
+	const n = 50
+	var peer []config.Target
+	for i := range n {
+		peer = append(peer, target(t, fmt.Sprintf("span:127.0.0.1:%d", 10000+i)))
+	}
+	m.Set("volconf:x", peer)
+	m.Set("config", []config.Target{target(t, "span:127.0.0.1:9001")})
+	waitFor(t, "every target dialled once", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.dials) == n+1
+	})
+	waitFor(t, "every failure noted", func() bool {
+		for _, st := range m.Status() {
+			if st.NextDial.IsZero() {
+				return false
+			}
+		}
+		return true
+	})
+	m.Set("volconf:x", nil)
+	m.Close()
+	events.Close() // writes the summaries
+	count := func(msg string) (lines, repeated int) {
+		for _, e := range logs.FilterMessageSnippet(msg).All() {
+			lines++
+			if r, ok := e.ContextMap()["repeated"].(int64); ok {
+				repeated += int(r)
+			}
+		}
+		return lines, repeated
+	}
+	for _, msg := range []string{"outbound target added", "outbound link failed", "outbound target removed"} {
+		lines, repeated := count(msg)
+		// The config's target writes its own line; the peer's 50 write
+		// one line and one summary counting the other 49.
+		if lines > 3 || lines+repeated < n {
+			t.Errorf("%q: %d lines counting %d more, want at most 3 lines accounting for the %d peer targets",
+				msg, lines, repeated, n)
+		}
+	}
+}
+
+// Setting one source's targets costs what that source holds, not what
+// every source together does.
+func BenchmarkSetOneSourceAmongMany(b *testing.B) {
+	for _, others := range []int{0, 100, 10000} {
+		b.Run(fmt.Sprintf("others=%d", others), func(b *testing.B) {
+			connect := func(ctx context.Context, _ config.Target) (<-chan struct{}, error) { return ctx.Done(), nil }
+			m := New(Options{Connect: connect})
+			defer m.Close()
+			for i := range others {
+				m.Set(fmt.Sprintf("volconf:%d", i), []config.Target{{Host: "10.0.0.1", Port: 1 + i}})
+			}
+			a := []config.Target{{Host: "10.0.1.1", Port: 1}, {Host: "10.0.1.1", Port: 2}}
+			b.ResetTimer()
+			for i := range b.N {
+				m.Set("volconf:me", a[i%2:i%2+1])
+			}
+		})
 	}
 }
