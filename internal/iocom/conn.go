@@ -31,6 +31,7 @@ type Conn struct {
 	q         []outMsg // outbound circuit data class, in send order, from qHead
 	qHead     int
 	qBytes    int // queued plus being written
+	finishing int // queued messages with a finish (OpenFinished): the writer's alone
 	qb        queueBudget
 	txs       txCounts // transactions the peer holds open (txbudget.go)
 	room      chan struct{}

@@ -478,3 +478,48 @@ func TestManyTransactionsBothWaysAllComplete(t *testing.T) {
 		})
 	}
 }
+
+// OpenFinished queues a CREATE whose aux data finish fills in when the
+// writer is about to encode it: not while the opener holds its locks (a
+// finish taking the opener's lock would deadlock otherwise), in queue
+// order with the link's other messages, with the aux CRC of what finish
+// wrote.
+func TestOpenFinishedCompletesTheMessageWhenItIsWritten(t *testing.T) {
+	guard(t)
+	c, p := newRawLink(t, iocom.Config{Handler: newRecorder(nil)})
+	defer c.Close()
+	var opener sync.Mutex
+	var order []string
+	finish := func(i int) func(*dmsg.Msg) {
+		return func(m *dmsg.Msg) {
+			opener.Lock() // held by the opener while it queues
+			defer opener.Unlock()
+			order = append(order, fmt.Sprint(i))
+			copy(m.Aux, fmt.Sprintf("finished %d", i))
+		}
+	}
+	opener.Lock()
+	for i := range 3 {
+		m := msg(dmsg.LnkSpan|dmsg.FlagCreate, 0)
+		m.Aux = make([]byte, len("finished 0")) // sized now, filled later
+		if _, err := c.OpenFinished(m, finish(i), func(*iocom.Tx, *dmsg.Msg) {}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SendOneWay(msg(dmsg.LnkPing, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opener.Unlock()
+	for i := range 3 {
+		m := p.expect(dmsg.LnkSpan|dmsg.FlagCreate, uint64(i+1))
+		if got, want := string(m.Aux), fmt.Sprintf("finished %d", i); got != want {
+			t.Fatalf("span %d carries %q, want %q", i, got, want)
+		}
+		p.expect(dmsg.LnkPing, 0)
+	}
+	opener.Lock()
+	defer opener.Unlock()
+	if got := fmt.Sprint(order); got != "[0 1 2]" {
+		t.Fatalf("finished in the order %s", got)
+	}
+}

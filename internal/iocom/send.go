@@ -24,7 +24,8 @@ const writeBufferSize = 64 << 10
 type outMsg struct {
 	m       *dmsg.Msg
 	acct    Accounter
-	release bool // recycle m once written (relayed messages)
+	release bool            // recycle m once written (relayed messages)
+	finish  func(*dmsg.Msg) // completes m just before it is encoded (OpenFinished)
 
 	raw   []byte // relayed frames, back to back, in chunk
 	chunk *chunk
@@ -44,8 +45,17 @@ func (c *Conn) enqueueLocked(m *dmsg.Msg) { c.enqueueClassLocked(m, isControl(m)
 // enqueueClassLocked appends m to the control class or to the data class.
 // Called with c.mu held; it never blocks.
 func (c *Conn) enqueueClassLocked(m *dmsg.Msg, control bool) {
-	c.chargeLocked(m.EncodedSize(), isReply(m))
-	if c.pushLocked(outMsg{m: m}, control) {
+	c.enqueueOutLocked(outMsg{m: m}, control)
+}
+
+// enqueueOutLocked charges and appends o, an entry holding one message.
+// Called with c.mu held; it never blocks.
+func (c *Conn) enqueueOutLocked(o outMsg, control bool) {
+	c.chargeLocked(o.m.EncodedSize(), isReply(o.m))
+	if o.finish != nil {
+		c.finishing++
+	}
+	if c.pushLocked(o, control) {
 		c.kick()
 	}
 }
@@ -182,14 +192,16 @@ const directWriteMax = writeBufferSize
 // writeNow sends what is queued from the calling goroutine when the link's
 // write side is free and the queue is small, saving the writer goroutine's
 // wake-up on every hop of a relayed request; otherwise it wakes the
-// writer.
+// writer. A queue holding a message to finish (OpenFinished) is the
+// writer's too: the relaying reader, another link's, must not spend its
+// time on this link's work.
 func (c *Conn) writeNow() {
 	if c.out.noDeadline || c.isClosing() || !c.wmu.TryLock() {
 		c.kick()
 		return
 	}
 	c.mu.Lock()
-	small := c.qBytes <= directWriteMax
+	small := c.qBytes <= directWriteMax && c.finishing == 0
 	c.mu.Unlock()
 	if !small || c.out.pending() { // a slow peer's leftovers are the writer's
 		c.wmu.Unlock()
@@ -245,10 +257,13 @@ func (c *Conn) isClosing() bool {
 // writeBatch encodes batch into the buffer and releases its bytes from the
 // queue accounting.
 func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
-	n, msgs, replies := 0, 0, 0
+	n, msgs, replies, finished := 0, 0, 0, 0
 	debug := c.log.Core().Enabled(zapcore.DebugLevel)
 	for i, o := range batch {
 		reply := o.isReply() // before writeOne may recycle the message
+		if o.finish != nil {
+			finished++
+		}
 		size, frames, err := c.writeOne(enc, &o, debug)
 		if err != nil {
 			return err
@@ -267,6 +282,7 @@ func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
 	c.txBytes.Add(uint64(n))
 	c.mu.Lock()
 	c.releaseLocked(n, replies)
+	c.finishing -= finished
 	c.mu.Unlock()
 	return nil
 }
@@ -287,6 +303,9 @@ func (c *Conn) writeOne(enc *dmsg.Encoder, o *outMsg, debug bool) (int, int, err
 			c.log.Debug("tx relayed frames", zap.Int("messages", frames), zap.Int("bytes", len(o.raw)))
 		}
 		return len(o.raw), frames, err
+	}
+	if o.finish != nil {
+		o.finish(o.m)
 	}
 	if debug {
 		c.log.Debug("tx", msgFields(o.m)...)

@@ -130,9 +130,24 @@ func (c *Conn) Open(m *dmsg.Msg, h TxHandler) (*Tx, error) {
 	return c.root.Open(m, h)
 }
 
+// OpenFinished is Open for a CREATE message that finish completes when
+// the link's writer goroutine is about to encode it, outside every lock
+// of the caller and of the link (a relaying reader leaves a queue holding
+// one to the writer): work too slow to do while queueing (signing a
+// relayed advertisement, PROTOCOL.md 11.3) is done there, in the order
+// the messages were queued. finish may fill m.Aux in place but not
+// change its length, which the queue has charged, and must not seal it
+// (SetAux): its CRC is computed as it is encoded. A message dropped with
+// its link is never finished.
+func (c *Conn) OpenFinished(m *dmsg.Msg, finish func(*dmsg.Msg), h TxHandler) (*Tx, error) {
+	return c.root.open(m, h, finish)
+}
+
 // Open opens a transaction in this circuit scope with m as its CREATE
 // message; see Conn.Open.
-func (s *Scope) Open(m *dmsg.Msg, h TxHandler) (*Tx, error) {
+func (s *Scope) Open(m *dmsg.Msg, h TxHandler) (*Tx, error) { return s.open(m, h, nil) }
+
+func (s *Scope) open(m *dmsg.Msg, h TxHandler, finish func(*dmsg.Msg)) (*Tx, error) {
 	if err := checkSend(m); err != nil {
 		return nil, err
 	}
@@ -147,6 +162,12 @@ func (s *Scope) Open(m *dmsg.Msg, h TxHandler) (*Tx, error) {
 		return nil, err
 	}
 	s.local[tx.msgid] = tx
+	if finish != nil {
+		// Circuit 0 only (OpenFinished): no window holds the message back,
+		// it goes straight to the link's queue.
+		c.enqueueOutLocked(outMsg{m: m, finish: finish}, tx.isControl(m))
+		return tx, nil
+	}
 	s.queueLocked(m, tx.isControl(m))
 	return tx, nil
 }
