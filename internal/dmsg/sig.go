@@ -95,13 +95,34 @@ func SignSpan(priv ed25519.PrivateKey, seq uint64, s *Span) []byte {
 // key is to, signed with priv, the key of the router sending it. rec is
 // not modified.
 func ExtendSignedSpan(rec []byte, to ed25519.PublicKey, priv ed25519.PrivateKey) []byte {
+	b := AppendHop(rec, to)
+	SignLastHop(b, priv)
+	return b
+}
+
+// AppendHop returns rec with one more hop, sent to the router whose key is
+// to, whose signature is not made yet (zeros): SignLastHop makes it. The
+// two halves of ExtendSignedSpan let a sender size and queue the record
+// at once and sign it later, off its locks. rec is not modified.
+func AppendHop(rec []byte, to ed25519.PublicKey) []byte {
 	n := len(rec)
 	b := make([]byte, n+SignedHopSize)
 	copy(b, rec)
 	copy(b[n+hopTo:], to)
-	copy(b[n+hopSig:], ed25519.Sign(priv, signedMessage(hopDomain, b[:n+hopSig])))
 	return b
 }
+
+// SignLastHop signs, with priv, the last hop of b, a record AppendHop
+// made, in place.
+func SignLastHop(b []byte, priv ed25519.PrivateKey) {
+	copy(LastHopSig(b), ed25519.Sign(priv, signedMessage(hopDomain, b[:len(b)-ed25519.SignatureSize])))
+}
+
+// LastHopSig returns the signature bytes of the last hop of record b,
+// which must hold at least one hop. Ed25519 signatures are deterministic,
+// so a sender may keep the one it made for a record and a receiver key
+// and copy it here instead of signing the same bytes again.
+func LastHopSig(b []byte) []byte { return b[len(b)-ed25519.SignatureSize:] }
 
 // signedMessage is what a signature covers: the domain, then the bytes.
 func signedMessage(domain, b []byte) []byte {

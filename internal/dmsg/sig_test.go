@@ -297,3 +297,33 @@ func BenchmarkSignedSpan(b *testing.B) {
 		})
 	}
 }
+
+// A hop appended now and signed later (off the sender's locks) is the hop
+// ExtendSignedSpan makes at once, and the record it leaves verifies; the
+// signature is deterministic, so one copied from an earlier signing of the
+// same bytes is the same.
+func TestAHopAppendedThenSignedIsTheHopExtendMakes(t *testing.T) {
+	o, a, b := testKey(0), testKey(1), testKey(2)
+	rec, _ := path(7, nodeSpan("node-o"), o, a)
+	orig := bytes.Clone(rec)
+	want := dmsg.ExtendSignedSpan(rec, pub(b), a)
+	_, s := path(7, nodeSpan("node-o"), o, a, b)
+
+	got := dmsg.AppendHop(rec, pub(b))
+	if len(got) != len(want) || !bytes.Equal(got[:len(got)-ed25519.SignatureSize], want[:len(want)-ed25519.SignatureSize]) {
+		t.Fatal("AppendHop's record differs from ExtendSignedSpan's before the signature")
+	}
+	if check(got, s, b, a) == nil {
+		t.Fatal("a record whose last hop is not signed yet verifies")
+	}
+	dmsg.SignLastHop(got, a)
+	if !bytes.Equal(got, want) {
+		t.Fatal("AppendHop then SignLastHop differs from ExtendSignedSpan")
+	}
+	if err := check(got, s, b, a); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(rec, orig) {
+		t.Fatal("AppendHop modified the record it extends")
+	}
+}

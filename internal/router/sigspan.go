@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,6 +29,10 @@ type signer struct {
 
 	mu      sync.Mutex
 	lastSeq uint64
+
+	hops     hopCache // the hop signatures of relays (hopsign.go)
+	hopStats hopStats
+	onSign   atomic.Pointer[func()] // a test's, called before each hop is signed
 }
 
 // loadSigner reads the router's key pair: from the configuration when it
@@ -89,15 +94,23 @@ func (l *link) signedSpans() bool {
 }
 
 // signRelay attaches to a relay we are about to send on l the record of
-// the advertisement it carries, with our hop to the link's peer appended.
-// It runs under the engine's mutex (from OpenSpan) and only computes.
-func (l *link) signRelay(m *dmsg.Msg, rel *span.Relay) {
+// the advertisement it carries, with our hop to the link's peer appended,
+// and returns the function that signs that hop, or nil when the relay
+// carries no record. It runs under the engine's mutex (from OpenSpan), so
+// it only copies: the signature (tens of microseconds, and every record
+// held is relayed at once to a link coming up) is made by the link's
+// writer just before the message leaves (iocom's OpenFinished), off the
+// engine's mutex, or copied from the signer's cache.
+func (l *link) signRelay(m *dmsg.Msg, rel *span.Relay) (finish func(*dmsg.Msg)) {
 	if rel == nil || !l.signedSpans() {
-		return
+		return nil
 	}
-	if rec := rel.Proof().Record; rec != nil {
-		m.SetAux(dmsg.ExtendSignedSpan(rec, l.trust.tlsKey, l.r.signer.id.Priv))
+	rec := rel.Proof().Record
+	if rec == nil {
+		return nil
 	}
+	m.Aux = dmsg.AppendHop(rec, l.trust.tlsKey) // not sealed: its CRC is taken once signed
+	return l.r.signer.signHop
 }
 
 // errForged wraps every reason a signed advertisement is refused;

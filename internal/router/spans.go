@@ -120,10 +120,14 @@ func (t relayTx) Close() {
 // the engine's mutex and only queues.
 func (l *link) OpenSpan(s *dmsg.Span, rel *span.Relay) (span.SpanTx, error) {
 	m := dmsg.NewSpanMsg(0, s)
-	l.signRelay(m, rel)
-	tx, err := l.conn.Open(m, func(tx *iocom.Tx, m *dmsg.Msg) {
-		l.relayMsg(tx, m, rel)
-	})
+	h := func(tx *iocom.Tx, m *dmsg.Msg) { l.relayMsg(tx, m, rel) }
+	var tx *iocom.Tx
+	var err error
+	if finish := l.signRelay(m, rel); finish != nil {
+		tx, err = l.conn.OpenFinished(m, finish, h)
+	} else {
+		tx, err = l.conn.Open(m, h)
+	}
 	if err != nil {
 		return nil, err
 	}
