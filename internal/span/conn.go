@@ -43,6 +43,7 @@ type Conn struct {
 	down  bool
 
 	charge connCharge // what it is charged for against the Budget
+	bill   workBill   // the work done for it, until the daemon takes it (steps.go)
 }
 
 // Peer is the handle the connection was registered with.
@@ -55,12 +56,16 @@ func (c *Conn) Info() dmsg.Conn { return c.info }
 // with 0 = all, PfsClid, ClLabel, PeerType) and relays every passing
 // node's best K to it, including our own advertisement. A second ConnUp
 // for the same Peer supersedes the first (as if ConnDown had been called).
+//
+// Relaying the table works in steps (steps.go): other calls may run
+// between them, and changes they make reach c as they reach any
+// connection. The work is billed to c.
 func (e *Engine) ConnUp(p Peer, info dmsg.Conn) *Conn {
 	e.mu.Lock()
-	defer e.unlock()
+	st := stepper{e: e, mark: e.cost()}
 	if old := e.byPeer[p]; old != nil {
 		e.log.Warn("span: LNK_CONN replaced without ConnDown", zap.String("link", p.ID()))
-		e.connDown(old)
+		e.connDown(old, &stepper{})
 	}
 	c := &Conn{
 		peer:  p,
@@ -71,14 +76,11 @@ func (e *Engine) ConnUp(p Peer, info dmsg.Conn) *Conn {
 		links: make(map[uint64]*Link),
 		sent:  make(map[uint64]*Relay),
 	}
+	st.c = c
+	defer func() { e.unlockFor(c, st.mark) }()
 	e.conns = append(e.conns, c)
 	e.byPeer[p] = c
-	for _, n := range e.nodes {
-		if c.dying {
-			break
-		}
-		e.reconcile(n, c)
-	}
+	e.offerAll(c, &st)
 	e.logConn(p, "span: conn up", zap.String("link", p.ID()),
 		zap.String("peer_label", info.FsLabel), zap.Uint8("peer_type", info.PeerType),
 		zap.Uint64("peer_mask", info.PeerMask), zap.Uint64("pfs_mask", info.PfsMask),
@@ -86,29 +88,57 @@ func (e *Engine) ConnUp(p Peer, info dmsg.Conn) *Conn {
 	return c
 }
 
+// offerAll selects every node for a new connection c. A table larger than
+// one step is walked from a copy of the node list, as nodes leaving
+// between steps reorder it; a node gone meanwhile is skipped, and one
+// added meanwhile was offered to c when it arrived.
+func (e *Engine) offerAll(c *Conn, st *stepper) {
+	nodes := e.nodes
+	if len(nodes) > holdWork {
+		nodes = slices.Clone(nodes)
+	}
+	for _, n := range nodes {
+		if c.dying || c.down {
+			break
+		}
+		if n.idx >= len(e.nodes) || e.nodes[n.idx] != n {
+			continue
+		}
+		e.reconcile(n, c)
+		st.step()
+	}
+}
+
 // ConnDown is called when the LNK_CONN closed or the link was lost: every
 // span received on c is withdrawn (cascading to relays elsewhere) and every
 // relay out of c is closed (SpanTx.Close) and forgotten. Calling it twice,
 // or after the Engine already superseded c, is a no-op.
+//
+// It works in steps (steps.go), billed to c: c leaves the connection list
+// at once, so nothing more is offered to it, and its relays and spans go
+// a step at a time while other calls run in between.
 func (e *Engine) ConnDown(c *Conn) {
 	if c == nil {
 		return
 	}
 	e.mu.Lock()
-	defer e.unlock()
-	e.connDown(c)
+	st := stepper{e: e, c: c, mark: e.cost()}
+	defer func() { e.unlockFor(c, st.mark) }()
+	e.connDown(c, &st)
 }
 
-func (e *Engine) connDown(c *Conn) {
+func (e *Engine) connDown(c *Conn, st *stepper) {
 	if c.down {
 		return
 	}
 	c.down = true
 	e.removeConn(c)
-	starved := e.takeStarved(c)
-	closed := e.closeAllSent(c)
-	withdrawn := e.withdrawAllReceived(c)
-	e.rehomeStarved(starved)
+	closed := e.closeAllSent(c, st)
+	withdrawn := e.withdrawAllReceived(c, st)
+	e.freeSlot(c)
+	// Taken last: until its spans were all withdrawn, a node could be
+	// held back on c's list again.
+	e.rehomeStarved(e.takeStarved(c))
 	e.logConn(c.peer, "span: conn down", zap.String("link", c.peer.ID()),
 		zap.Int("withdrawn", withdrawn), zap.Int("relays_closed", closed))
 }
@@ -127,20 +157,29 @@ func (e *Engine) removeConn(c *Conn) {
 }
 
 // closeAllSent closes every relay out of c, in msgid order so that runs are
-// reproducible, and frees c's slot in every node: like ConnUp, this is one
-// pass over the nodes for that one connection.
-func (e *Engine) closeAllSent(c *Conn) int {
+// reproducible. c is already out of the connection list, so no selection
+// touches its relays meanwhile.
+func (e *Engine) closeAllSent(c *Conn, st *stepper) int {
 	ids := sortedKeys(c.sent)
 	for _, id := range ids {
-		e.closeRelay(c.sent[id])
+		if r := c.sent[id]; r != nil {
+			e.closeRelay(r)
+		}
+		st.step()
 	}
+	return len(ids)
+}
+
+// freeSlot forgets c's state in every node, once nothing of c is left
+// there but closed relays, and hands its slot back: one pass over the
+// nodes for that one connection, with no selection in it.
+func (e *Engine) freeSlot(c *Conn) {
 	for _, n := range e.nodes {
 		if nc := n.stateFor(c); nc != nil {
-			*nc = nodeConn{held: nc.held} // withdrawAllReceived counts it down
+			*nc = nodeConn{}
 		}
 	}
 	e.freeSlots = append(e.freeSlots, c.slot)
-	return len(ids)
 }
 
 // allocSlot hands out the lowest free slot, so node.conns stay as short as
@@ -156,24 +195,24 @@ func (e *Engine) allocSlot() int {
 	return s
 }
 
-// withdrawAllReceived removes every link received on c and then re-selects
-// each affected node once (a node may hold several links from c).
-func (e *Engine) withdrawAllReceived(c *Conn) int {
+// withdrawAllReceived removes every link received on c, in msgid order,
+// each one as SpanWithdrawn would; a node that holds several links from c
+// is re-selected once its last one from c is gone.
+func (e *Engine) withdrawAllReceived(c *Conn, st *stepper) int {
 	ids := sortedKeys(c.links)
-	var touched []*node
-	seen := make(map[*node]bool)
 	for _, id := range ids {
 		l := c.links[id]
-		e.detachLink(l)
-		if !seen[l.node] {
-			seen[l.node] = true
-			touched = append(touched, l.node)
+		delete(c.links, id)
+		if l == nil || l.dead {
+			continue
 		}
+		e.detachLink(l)
+		if l.node.heldBy(c) == 0 {
+			e.nodeChanged(l.node)
+		}
+		st.step()
 	}
 	c.links = nil
-	for _, n := range touched {
-		e.nodeChanged(n)
-	}
 	return len(ids)
 }
 

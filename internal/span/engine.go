@@ -103,6 +103,9 @@ type Engine struct {
 	relays  int     // open relays
 	scratch []*Link // selection buffer, reused under mu to avoid allocating per event
 	work    uint64  // (node, conn) selections made: tests bound each event's cost with it
+	closed  uint64  // relays closed, ever: with work and budget.opened, the cost (steps.go)
+	holds   uint64  // times a stepped call released the mutex midway (steps.go)
+	longest uint64  // the most work done in one hold of the mutex, for tests
 }
 
 // New returns an Engine configured by cfg. If cfg.Self is set, the

@@ -54,6 +54,7 @@ func (e *Engine) openRelay(l *Link, c *Conn) *Relay {
 // closeRelay sends our DELETE and forgets r. The caller removes r from its
 // nodeConn.
 func (e *Engine) closeRelay(r *Relay) {
+	e.closed++
 	r.dead = true
 	if r.conn.sent[r.msgid] == r {
 		delete(r.conn.sent, r.msgid)
@@ -74,7 +75,7 @@ func (e *Engine) RelayClosed(r *Relay) {
 		return
 	}
 	e.mu.Lock()
-	defer e.unlock()
+	defer e.unlockFor(r.conn, e.cost()) // the peer that refused it pays for the re-selection
 	if r.dead || r.conn.down {
 		return
 	}

@@ -63,7 +63,7 @@ func (e *Engine) SpanWithdrawn(l *Link) {
 		return
 	}
 	e.mu.Lock()
-	defer e.unlock()
+	defer e.unlockFor(l.conn, e.cost()) // nil for our own: billed to no one
 	if l.dead || l.conn == nil {
 		return // our own advertisement is withdrawn with SetSelf(nil)
 	}

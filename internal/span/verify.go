@@ -51,7 +51,7 @@ func (e *Engine) SpanReceivedWith(c *Conn, msgid uint64, s dmsg.Span, p Proof) (
 		return nil, e.refuse(c, err)
 	}
 	e.mu.Lock()
-	defer e.unlock()
+	defer e.unlockFor(c, e.cost()) // the span's fan-out is billed to c (steps.go)
 	return e.spanReceived(c, msgid, s, p)
 }
 
