@@ -210,6 +210,10 @@ var errPanic = errors.New("internal error (panic) in link code")
 // Closing reports whether the link is going down or down.
 func (c *Conn) Closing() bool { return c.isClosing() }
 
+// Closed is closed when the link starts going down, for handlers that
+// wait on something else to stop waiting.
+func (c *Conn) Closed() <-chan struct{} { return c.closing }
+
 // Stall marks the reader as paused on purpose (on = true) or running again.
 // A router pauses a link's reader while a circuit's queue is full, so TCP
 // pushes back on the sender; meanwhile the dead-link check must not count

@@ -131,6 +131,9 @@ func (l *link) acceptConn(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 		tx.CloseError(dmsg.ErrParam)
 		return nil
 	}
+	if !l.awaitSourceTurn() {
+		return nil // closed while its source was in debt (churn.go)
+	}
 	tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
 	if m.Cmd&dmsg.FlagDelete != 0 {
 		tx.Close()
@@ -150,6 +153,7 @@ func (l *link) acceptConn(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	l.circuits.SetRouterPeer(info.PeerType == dmsg.PeerRouter)
 	l.setCircWindows(&info, v2)
 	sc := l.r.engine.ConnUp(l, info)
+	l.chargeWork(sc, false) // the table relayed to it: its source pays
 	l.mu.Lock()
 	l.peer, l.peerTx, l.spanConn = &info, tx, sc
 	l.mu.Unlock()
@@ -185,6 +189,7 @@ func (l *link) connDown() {
 	l.mu.Unlock()
 	if sc != nil {
 		l.r.engine.ConnDown(sc)
+		l.chargeWork(sc, false) // its withdrawal: its source pays
 	}
 	if peer != nil {
 		l.r.mediaConnClosed(l, peer.MediaID)

@@ -56,6 +56,7 @@ type Router struct {
 	metricsAddr net.Addr
 
 	admit  admitter      // link admission counts (admit.go)
+	work   sourceWork    // engine work charged to each source (churn.go)
 	txPool *iocom.TxPool // transactions all peers hold open
 	quit   chan struct{} // closed when shutdown begins
 

@@ -42,6 +42,7 @@ func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 		return nil
 	}
 	sl, err := l.r.engine.SpanReceivedWith(sc, tx.MsgID(), s, proof)
+	l.chargeWork(sc, true) // its fan-out to every other link (churn.go)
 	if err != nil {
 		l.spanRefused(tx, &s, err)
 		return nil
@@ -60,6 +61,7 @@ func (l *link) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 			return
 		}
 		l.r.engine.SpanWithdrawn(sl)
+		l.chargeWork(sc, true)
 		l.r.circuits.SpanGone(l.circuits, tx.MsgID())
 		tx.Close()
 	}
@@ -143,5 +145,9 @@ func (l *link) relayMsg(tx *iocom.Tx, m *dmsg.Msg, rel *span.Relay) {
 		return
 	}
 	l.r.engine.RelayClosed(rel)
+	l.mu.Lock()
+	sc := l.spanConn
+	l.mu.Unlock()
+	l.chargeWork(sc, true) // the peer refused it: the re-selection is its cost
 	tx.Close()
 }

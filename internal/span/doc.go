@@ -19,7 +19,14 @@
 // any goroutine. Peer and SpanTx methods are called with the mutex held;
 // they must only enqueue and return, and must never call back into the
 // Engine (that would deadlock) or block on a socket (that would stall every
-// link of the router).
+// link of the router). A connection coming up or going down is handled in
+// steps that release the mutex in between (steps.go), so no call holds it
+// for a whole table; the work of every call is billed to the connection
+// that caused it (Conn.TakeWork) for the daemon to charge to its peer.
+// Lock order: the cluster mutex is taken before any lock the Peer and
+// SpanTx methods take (a link's queue); the daemon never calls the engine
+// with one of those held, and the source buckets of the router (churn.go
+// there) are taken with no engine lock held.
 //
 // Cost: every event recomputes only the (node, connection) pairs it can
 // affect. A span add or withdrawal touches one node on every connection; a
