@@ -28,7 +28,10 @@ package span
 // A unit is one (node, connection) selection, one relay opened or one
 // relay closed: each costs about what handling one message does.
 
-import "sync/atomic"
+import (
+	"runtime"
+	"sync/atomic"
+)
 
 // holdWork is the most work a stepped call does per hold of the mutex.
 // At a few microseconds a unit it keeps a hold well under a millisecond.
@@ -71,12 +74,16 @@ type stepper struct {
 // step releases the mutex and takes it again when the current hold has
 // done holdWork units, billing them to s.c. Go's mutex hands itself to a
 // goroutine that has waited over a millisecond, so the links waiting get
-// their turn before the stepped call goes on.
+// their turn before the stepped call goes on; the stepped call also yields
+// the processor in between, as a busy reader does (iocom's yieldEvery),
+// so that the goroutines of quiet links (a ping to answer) are not queued
+// behind whole tables either.
 func (s *stepper) step() {
 	if s.e == nil || s.e.cost()-s.mark < holdWork {
 		return
 	}
 	s.e.unlockFor(s.c, s.mark)
+	runtime.Gosched()
 	s.e.mu.Lock()
 	s.mark = s.e.cost()
 	s.e.holds++
