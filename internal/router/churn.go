@@ -1,6 +1,7 @@
 package router
 
 import (
+	"runtime"
 	"sync"
 	"time"
 
@@ -117,6 +118,13 @@ func (l *link) workSource() string {
 	return l.opts.adm.source
 }
 
+// yieldWork is the engine work after which a link's reader yields the
+// processor. A reader handling buffered messages never waits for its
+// socket, so without it a peer whose spans each make the router relay to
+// every other link would keep a processor for its whole input, while the
+// reader of a quiet link with a ping to answer waits for one.
+const yieldWork = 64
+
 // chargeWork takes the engine's bill for sc and charges it to the source,
 // and to the link itself when ownLink is set.
 func (l *link) chargeWork(sc *span.Conn, ownLink bool) {
@@ -129,6 +137,9 @@ func (l *link) chargeWork(sc *span.Conn, ownLink bool) {
 	}
 	if ownLink {
 		l.conn.Spend(n)
+	}
+	if n >= yieldWork {
+		runtime.Gosched()
 	}
 	l.r.work.charge(l.workSource(), n, linkRate(l.r.Config(), l.opts), time.Now())
 }
