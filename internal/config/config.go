@@ -279,6 +279,10 @@ type Limits struct {
 	// hold, each an outbound target kept with a goroutine that redials
 	// it; a link may hold no more of them than are still free.
 	MaxVolconfTargets int `mapstructure:"max_volconf_targets"`
+
+	// RemoteOutputBytes bounds the output `@node cmd` collects from the
+	// far router; a call over it is aborted and says so.
+	RemoteOutputBytes ByteSize `mapstructure:"remote_output_bytes"`
 }
 
 // Log configures logging.
@@ -348,6 +352,7 @@ func Defaults() *Config {
 
 			MaxShellTasks:     64,
 			MaxVolconfTargets: 256,
+			RemoteOutputBytes: 16 << 20,
 		},
 		Log: Log{Level: LogInfo, Format: LogJSON},
 	}

@@ -98,6 +98,7 @@ func TestLoadWithoutAFileAppliesEveryDefault(t *testing.T) {
 		{"a TLS handshake takes 5s at most", cfg.Limits.HandshakeTimeout == 5*time.Second},
 		{"a LNK_CONN is due within 5s", cfg.Limits.ConnTimeout == 5*time.Second},
 		{"peers run 64 background shell commands", cfg.Limits.MaxShellTasks == 64},
+		{"@node collects 16MiB of a far router's output", cfg.Limits.RemoteOutputBytes == 16<<20},
 		{"the log level is info", cfg.Log.Level == LogInfo},
 		{"the log format is json", cfg.Log.Format == LogJSON},
 		{"nothing counts as explicitly set", !cfg.IsSet("log.format")},
@@ -177,6 +178,7 @@ limits:
   handshake_timeout: 7s
   conn_timeout: 8s
   max_shell_tasks: 9
+  remote_output_bytes: 2MiB
   circuit_window: 3MiB
   circuit_memory: 64MiB
   max_volconf_targets: 10
@@ -224,7 +226,7 @@ metrics:
 			SlowConsumerGrace: 2 * time.Second, MaxTransactionsPerLink: 40, MaxTransactions: 50, LinkRate: 60,
 			MaxLinksPerSource: 3, MaxPendingLinks: 4, MaxShellLinks: 5, AcceptRatePerSource: 6,
 			HandshakeTimeout: 7 * time.Second, ConnTimeout: 8 * time.Second, MaxShellTasks: 9,
-			CircuitWindow: 3 << 20, CircuitMemory: 64 << 20, MaxVolconfTargets: 10,
+			CircuitWindow: 3 << 20, CircuitMemory: 64 << 20, MaxVolconfTargets: 10, RemoteOutputBytes: 2 << 20,
 		},
 		Log:     Log{Level: LogDebug, Format: LogConsole},
 		Metrics: Metrics{Listen: "127.0.0.1:9881", ReadyTargets: 2},
@@ -540,7 +542,8 @@ func TestMain(m *testing.M) {
 
 func TestEveryLinkBudgetMustBeSet(t *testing.T) {
 	for _, key := range []string{"max_transactions_per_link", "max_transactions", "link_rate",
-		"max_links_per_source", "max_pending_links", "max_shell_links", "accept_rate_per_source", "max_shell_tasks"} {
+		"max_links_per_source", "max_pending_links", "max_shell_links", "accept_rate_per_source", "max_shell_tasks",
+		"remote_output_bytes"} {
 		path := writeConfig(t, "limits:\n  "+key+": 0\n")
 		_, err := Load(path)
 		want := []string{path + ":2: limits." + key + ": must be at least 1, not 0"}

@@ -247,6 +247,7 @@ func validateLimits(c *Config, ps *problems) {
 		{"limits.accept_rate_per_source", int64(l.AcceptRatePerSource)},
 		{"limits.max_shell_tasks", int64(l.MaxShellTasks)},
 		{"limits.max_volconf_targets", int64(l.MaxVolconfTargets)},
+		{"limits.remote_output_bytes", int64(l.RemoteOutputBytes)},
 	} {
 		if f.n < 1 {
 			ps.add(f.key, "must be at least 1, not %d", f.n)

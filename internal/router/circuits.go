@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -158,7 +157,7 @@ func (r *Router) Remote(label, line string) []string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
 	defer cancel()
-	out, err := runRemote(ctx, via.conn, spanID, line)
+	out, err := r.runRemote(ctx, via, spanID, line)
 	if err != nil {
 		out = append(out, "@"+label+": "+err.Error()+"\n")
 	}
@@ -215,103 +214,4 @@ func betterForCircuit(a, b *span.LinkInfo) bool {
 		return a.Verified
 	}
 	return a.Dist < b.Dist
-}
-
-// remoteCall is one `@node` exchange on our side of a circuit.
-type remoteCall struct {
-	out    chan string
-	closed chan error
-	once   sync.Once
-
-	mu    sync.Mutex
-	scope *iocom.Scope // set once the circuit's msgid is known
-}
-
-// closeScope ends our side of the circuit's inner state, from the reader
-// goroutine of its link.
-func (rc *remoteCall) closeScope() {
-	rc.mu.Lock()
-	s := rc.scope
-	rc.mu.Unlock()
-	if s != nil {
-		s.Close(dmsg.ErrLostLink)
-	}
-}
-
-func (rc *remoteCall) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil }
-
-func (rc *remoteCall) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
-	if dmsg.Base(m.Cmd) == dmsg.DbgShell && m.Cmd&dmsg.FlagReply != 0 {
-		select {
-		case rc.out <- strings.TrimRight(string(m.Aux), "\x00"):
-		default: // the caller gave up; drop
-		}
-	}
-}
-
-// ScopeFailed ends a call whose far end broke the protocol inside the
-// circuit; the deferred Close in runRemote then closes the circuit.
-func (rc *remoteCall) ScopeFailed(_ *iocom.Scope, err error) { rc.end(err) }
-
-func (rc *remoteCall) end(err error) {
-	rc.once.Do(func() { rc.closed <- err })
-}
-
-// errCircuitClosed reports a circuit that ended before the output did.
-var errCircuitClosed = errors.New("circuit closed")
-
-// runRemote opens a circuit on conn toward the span spanID, sends line as
-// a DBG_SHELL inside it and collects the output up to the prompt.
-func runRemote(ctx context.Context, conn *iocom.Conn, spanID uint64, line string) ([]string, error) {
-	rc := &remoteCall{out: make(chan string, 1024), closed: make(chan error, 1)}
-	// Hold rc.mu until the scope exists: a refusal handled on the link's
-	// reader before then must still find the scope to close.
-	rc.mu.Lock()
-	locked := true
-	defer func() {
-		if locked {
-			rc.mu.Unlock()
-		}
-	}()
-	tx, err := conn.Open(dmsg.NewCircMsg(0, &dmsg.Circ{Target: spanID}), func(tx *iocom.Tx, m *dmsg.Msg) {
-		if m.Cmd&dmsg.FlagDelete == 0 {
-			return
-		}
-		rc.closeScope()
-		tx.Close()
-		if m.Error != 0 {
-			rc.end(errors.New("circuit failed: " + dmsg.ErrorString(m.Error)))
-		}
-		rc.end(errCircuitClosed)
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Close()
-	scope, err := conn.OpenScope(tx.MsgID(), true, rc)
-	if err != nil {
-		return nil, err
-	}
-	rc.scope = scope
-	rc.mu.Unlock()
-	locked = false
-	cmd := dmsg.NewMsg(dmsg.DbgShell)
-	cmd.SetAux(append([]byte(line), 0))
-	if err := scope.SendOneWay(cmd); err != nil {
-		return nil, err
-	}
-	var out []string
-	for {
-		select {
-		case s := <-rc.out:
-			if s == shell.Prompt {
-				return out, nil
-			}
-			out = append(out, s)
-		case err := <-rc.closed:
-			return out, err
-		case <-ctx.Done():
-			return out, errors.New("no answer in time")
-		}
-	}
 }

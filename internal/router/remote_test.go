@@ -1,0 +1,294 @@
+package router_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/dmsgd/dmsgd/internal/config"
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/iocom"
+	"github.com/dmsgd/dmsgd/internal/shell"
+)
+
+// farShell plays the far router of `@node`: a node advertised to the
+// router under test whose answers to the circuits the router opens
+// toward it the test chooses.
+type farShell struct {
+	tb    testing.TB
+	conn  *iocom.Conn
+	label string
+	mode  farMode
+	// lines is what a "lines" far shell answers, before its prompt.
+	lines []string
+	// window offers per-circuit flow control with this window (0: a peer
+	// without it).
+	window uint32
+
+	mu      sync.Mutex
+	circs   int      // LNK_CIRCs the router opened
+	ends    []uint32 // cmd of each LNK_CIRC's terminating message
+	codes   []uint32 // its error
+	flooded int      // bytes of output a flooding far shell queued
+}
+
+type farMode int
+
+const (
+	farRefuses farMode = iota // every LNK_CIRC answered CANTCIRC at once
+	farFloods                 // output without end, as fast as the circuit takes it
+	farLines                  // lines, then the prompt
+)
+
+// dialFarShell connects a far shell advertising label to r; a farLines
+// one answers lines.
+func dialFarShell(tb testing.TB, r *testRouter, label string, mode farMode, window uint32, lines ...string) *farShell {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	nc, err := iocom.Dial(ctx, r.tcpURL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f := &farShell{tb: tb, label: label, mode: mode, window: window, lines: lines}
+	f.conn = iocom.NewConn(nc, iocom.Config{ID: "far-" + label, Handler: f, Logger: zap.NewNop()})
+	tb.Cleanup(func() {
+		f.conn.Close()
+		<-f.conn.Done()
+	})
+	c := dmsg.Conn{PeerType: dmsg.PeerRouter, PeerMask: ^uint64(0), ProtoVersion: 1, FsLabel: label,
+		PfsFsid: config.NodeIDFor(label)}
+	if window > 0 {
+		c.Caps, c.CircWindow = dmsg.CapCircWindow, window
+	}
+	if _, err := f.conn.Open(dmsg.NewConnMsg(0, &c, false), func(*iocom.Tx, *dmsg.Msg) {}); err != nil {
+		tb.Fatal(err)
+	}
+	s := hammer2Span(label, "far", 1, 1)
+	if _, err := f.conn.Open(dmsg.NewSpanMsg(0, &s), func(*iocom.Tx, *dmsg.Msg) {}); err != nil {
+		tb.Fatal(err)
+	}
+	f.conn.Start()
+	return f
+}
+
+func (f *farShell) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+	switch dmsg.Base(m.Cmd) {
+	case dmsg.LnkConn:
+		if c, err := m.Conn(); err == nil && f.window > 0 && c.Caps&dmsg.CapCircWindow != 0 {
+			f.conn.SetCircWindows(int(f.window), int(c.CircWindow))
+		}
+		tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
+		return func(*iocom.Tx, *dmsg.Msg) {}
+	case dmsg.LnkSpan:
+		tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
+		return func(tx *iocom.Tx, m *dmsg.Msg) {
+			if m.Cmd&dmsg.FlagDelete != 0 {
+				tx.Close()
+			}
+		}
+	case dmsg.LnkCirc:
+		return f.acceptCircuit(tx)
+	}
+	return nil
+}
+
+func (f *farShell) OneWay(*iocom.Conn, *dmsg.Msg) {}
+
+// acceptCircuit answers a LNK_CIRC as the far shell's mode says.
+func (f *farShell) acceptCircuit(tx *iocom.Tx) iocom.TxHandler {
+	f.mu.Lock()
+	f.circs++
+	f.mu.Unlock()
+	if f.mode == farRefuses {
+		tx.CloseError(dmsg.ErrCantCirc)
+		return f.circEnd
+	}
+	fc := &farCircuit{f: f}
+	s, err := f.conn.OpenScope(tx.MsgID(), false, fc)
+	if err != nil {
+		tx.CloseError(dmsg.ErrCantCirc)
+		return f.circEnd
+	}
+	fc.s = s // before anything on the circuit: both run on the reader
+	tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
+	return func(tx *iocom.Tx, m *dmsg.Msg) {
+		if m.Cmd&dmsg.FlagDelete != 0 {
+			s.Close(dmsg.ErrLostLink)
+		}
+		f.circEnd(tx, m)
+	}
+}
+
+// circEnd records how a LNK_CIRC ended and closes our side.
+func (f *farShell) circEnd(tx *iocom.Tx, m *dmsg.Msg) {
+	if m.Cmd&dmsg.FlagDelete == 0 {
+		return
+	}
+	f.mu.Lock()
+	f.ends = append(f.ends, m.Cmd)
+	f.codes = append(f.codes, m.Error)
+	f.mu.Unlock()
+	tx.Close()
+}
+
+// farCircuit runs the far shell inside one circuit.
+type farCircuit struct {
+	f *farShell
+	s *iocom.Scope
+}
+
+func (c *farCircuit) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil }
+
+func (c *farCircuit) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+	if dmsg.Base(m.Cmd) != dmsg.DbgShell || m.Cmd&dmsg.FlagReply != 0 {
+		return
+	}
+	s := c.s
+	switch c.f.mode {
+	case farLines:
+		for _, l := range c.f.lines {
+			s.SendOneWay(shellReply(l))
+		}
+		s.SendOneWay(shellReply(shell.Prompt))
+	case farFloods:
+		go c.f.flood(s)
+	}
+}
+
+// flood sends output on s until the circuit goes, within its credit.
+func (f *farShell) flood(s *iocom.Scope) {
+	chunk := strings.Repeat("x", 8<<10) + "\n"
+	for s.WaitRoom(context.Background()) == nil {
+		if s.SendOneWay(shellReply(chunk)) != nil {
+			return
+		}
+		f.mu.Lock()
+		f.flooded += len(chunk)
+		f.mu.Unlock()
+	}
+}
+
+func shellReply(text string) *dmsg.Msg {
+	m := dmsg.NewMsg(dmsg.DbgShell | dmsg.FlagReply)
+	m.SetAux(append([]byte(text), 0))
+	return m
+}
+
+// circuitEnds returns how the LNK_CIRCs the router opened ended so far.
+func (f *farShell) circuitEnds() (opened int, cmds, codes []uint32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.circs, append([]uint32(nil), f.ends...), append([]uint32(nil), f.codes...)
+}
+
+func withRemoteOutputBytes(n int) routerOption {
+	return func(c *config.Config) { c.Limits.RemoteOutputBytes = config.ByteSize(n) }
+}
+
+// A far router that answers `@node` with output without end fills no
+// memory: once limits.remote_output_bytes of it are held the circuit is
+// aborted with IO, the command says why, the refusal is counted, and the
+// far router's link stays up.
+func TestRemoteOutputBeyondItsLimitAbortsTheCircuit(t *testing.T) {
+	const limit = 256 << 10
+	for _, tc := range []struct {
+		name   string
+		window uint32
+	}{
+		{"from a peer with per-circuit flow control", dmsg.MinCircWindow},
+		{"from a peer without it", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRouter(t, "r", withRemoteOutputBytes(limit))
+			far := dialFarShell(t, r, "far", farFloods, tc.window)
+			waitNode(t, r, "far")
+			out := r.Remote("far", "tree")
+			text := strings.Join(out, "")
+			last := out[len(out)-1]
+			if want := fmt.Sprintf("@far: output over %d bytes", limit); !strings.HasPrefix(last, want) {
+				t.Fatalf("@far tree ended with %q, want %q...", last, want)
+			}
+			if held := len(text) - len(last); held > limit {
+				t.Errorf("@far tree returned %d bytes of output, over the %d-byte limit", held, limit)
+			}
+			eventually(t, "the far router told the circuit was aborted", func() error {
+				if _, cmds, _ := far.circuitEnds(); len(cmds) == 0 {
+					return errors.New("its LNK_CIRC is still open")
+				}
+				return nil
+			})
+			_, cmds, codes := far.circuitEnds()
+			if cmds[0]&dmsg.FlagAbort == 0 || codes[0] != dmsg.ErrIO {
+				t.Errorf("the far router's LNK_CIRC ended with %s %s, want ABORT|DELETE IO",
+					dmsg.CmdString(cmds[0]), dmsg.ErrorString(codes[0]))
+			}
+			if v, _ := sample(t, r.Metrics().Registry(), "dmsgd_limit_refusals_total",
+				map[string]string{"limit": "remote_output_bytes"}); v != 1 {
+				t.Errorf("counted %v refusals for remote_output_bytes, want 1", v)
+			}
+			select {
+			case <-far.conn.Done():
+				t.Fatal("the far router's link went down with the circuit")
+			default:
+			}
+			eventually(t, "the router forgets the circuit", func() error {
+				if cs := r.Tree().Circuits; len(cs) != 0 {
+					return fmt.Errorf("still holds %+v", cs)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// Every line of a long answer arrives, in order: output is never dropped
+// because the caller is slower than the link.
+func TestRemoteOutputArrivesWhole(t *testing.T) {
+	r := newRouter(t, "r")
+	var lines []string
+	for i := range 50000 {
+		lines = append(lines, fmt.Sprintf("line %d\n", i))
+	}
+	far := dialFarShell(t, r, "far", farLines, dmsg.MinCircWindow, lines...)
+	waitNode(t, r, "far")
+	out := r.Remote("far", "tree")
+	if len(out) != len(far.lines) {
+		t.Fatalf("@far tree returned %d lines, want %d; last: %q", len(out), len(far.lines), out[len(out)-1])
+	}
+	for i, l := range out {
+		if l != far.lines[i] {
+			t.Fatalf("line %d is %q, want %q", i, l, far.lines[i])
+		}
+	}
+}
+
+// A circuit the far end refuses at once, even before the command is sent
+// into it, reports the refusal ("circuit failed: CANTCIRC"), never the
+// closed scope it left behind.
+func TestRemoteRefusedAtOnceSaysWhy(t *testing.T) {
+	r := newRouter(t, "r")
+	far := dialFarShell(t, r, "far", farRefuses, dmsg.MinCircWindow)
+	waitNode(t, r, "far")
+	const calls = 300
+	for i := range calls {
+		out := strings.Join(r.Remote("far", "help"), "")
+		if out != "@far: circuit failed: CANTCIRC\n" {
+			t.Fatalf("call %d: @far help = %q, want the circuit refused with CANTCIRC", i, out)
+		}
+	}
+	if opened, _, _ := far.circuitEnds(); opened != calls {
+		t.Errorf("the far end saw %d LNK_CIRCs, want %d", opened, calls)
+	}
+}
+
+// waitNode waits until r holds a span of the node labelled label.
+func waitNode(t *testing.T, r *testRouter, label string) {
+	t.Helper()
+	eventually(t, r.label+" holds "+label+"'s span", func() error { return r.Holds(label) })
+}
