@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,7 +19,7 @@ const leafWindow = dmsg.MinCircWindow
 
 // stallConfig shortens circuit_stall so that a stalled circuit is
 // aborted within a test, and still leaves seconds to measure others.
-const stallConfig = "limits:\n  circuit_stall: 6s\n"
+const stallConfig = "limits:\n  circuit_stall: 8s\n"
 
 // openCircuit opens a circuit from a to the leaf labelled to (whose leaf
 // is b) with LNK_CIRC msgid id, accepts it at b and returns its id there.
@@ -119,28 +120,103 @@ func spanDelay(t *testing.T, d *daemon, watch *leaf, label string) time.Duration
 	}
 }
 
+// spanDelays measures n span changes one after the other (spanDelay),
+// the leaves labelled prefix-1...
+func spanDelays(t *testing.T, d *daemon, watch *leaf, prefix string, n int) []time.Duration {
+	t.Helper()
+	out := make([]time.Duration, n)
+	for i := range out {
+		out[i] = spanDelay(t, d, watch, fmt.Sprintf("%s-%d", prefix, i+1))
+	}
+	return out
+}
+
+// delayRange renders delays as "median m, max x (n changes)".
+func delayRange(ds []time.Duration) string {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return fmt.Sprintf("median %v, max %v (%d changes)", s[len(s)/2].Round(10*time.Microsecond),
+		s[len(s)-1].Round(10*time.Microsecond), len(s))
+}
+
+// streamCounted is streamUntil that also counts the messages sent.
+func (l *leaf) streamCounted(circ, from uint64, stop chan struct{}, sent *atomic.Int64) uint64 {
+	seq := from
+	for {
+		select {
+		case <-stop:
+			return seq
+		default:
+		}
+		if !l.stream(circ, seq, seq+15) {
+			return seq
+		}
+		seq += 16
+		sent.Add(16)
+	}
+}
+
+// waitHeld waits until sent stops growing: the producer of a stalled
+// circuit is held by its windows (or, without flow control, by its own
+// link). It returns how long that took.
+func waitHeld(t *testing.T, sent *atomic.Int64) time.Duration {
+	t.Helper()
+	start := time.Now()
+	last, since := sent.Load(), time.Now()
+	for time.Since(since) < 300*time.Millisecond {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("the stalled circuit's producer was not held within 30s (%d messages sent)", sent.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+		if n := sent.Load(); n != last {
+			last, since = n, time.Now()
+		}
+	}
+	return since.Sub(start)
+}
+
 // Two daemons; circuits X and Y cross the link between them. X's
 // consumer stops reading its socket while X's producer pushes as fast as
-// its windows let it: Y keeps flowing and a span change crosses the link
-// at once, and after circuit_stall X ends with IO at both ends. The rates
-// and delays are logged, not asserted: the machine may be loaded.
+// it is let: Y keeps flowing and span changes cross the link at once, and
+// after circuit_stall X ends with IO at both ends. With flow control end
+// to end X and Y come from the same leaf, so neither the leaf's link nor
+// the daemons' is held for X; a producer without flow control is slowed
+// by pausing its own link, and Y, from another leaf, is not. Y's rate and
+// the span delays are logged next to the same figures before X stalled
+// (the goals are >= 50 % and < 100 ms on a quiet machine, without the
+// race detector); the test asserts only that both kept moving while X was
+// held, which they did not before per-circuit flow control.
 func TestAStalledCircuitLeavesTheLinkToOthers(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		legacy bool // X's producer speaks no flow control
+	}{
+		{"flow control end to end", false},
+		{"a producer without flow control", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { stalledCircuit(t, tc.legacy) })
+	}
+}
+
+func stalledCircuit(t *testing.T, legacyProducer bool) {
 	n1 := newDaemonExtra(t, "n1", stallConfig)
 	n1.start()
 	n2 := newDaemonExtra(t, "n2", stallConfig, n1.port)
 	n2.start()
 	opts := leafOptions{window: leafWindow, ping: true}
-	srcX := dialLeafWith(t, n1.port, "srcX", opts)
 	srcY := dialLeafWith(t, n1.port, "srcY", opts)
+	srcX, x := srcY, uint64(101)
+	if legacyProducer {
+		srcX, x = dialLeafWith(t, n1.port, "srcX", leafOptions{ping: true}), 100
+	}
 	watch := dialLeafWith(t, n2.port, "watch", opts)
 	sinkX := dialLeafWith(t, n2.port, "sinkX", opts)
 	sinkY := dialLeafWith(t, n2.port, "sinkY", opts)
-	x := uint64(100)
 	xFar := openCircuit(t, srcX, sinkX, "sinkX", x)
 	y := uint64(100)
 	openCircuit(t, srcY, sinkY, "sinkY", y)
-	if !srcX.flow() || !sinkY.flow() {
-		t.Fatal("per-circuit flow control is not in force between the leaves and the daemons")
+	if srcX.flow() == legacyProducer || !sinkX.flow() || !srcY.flow() || !sinkY.flow() {
+		t.Fatal("per-circuit flow control is not in force as the test means between the leaves and the daemons")
 	}
 
 	yCount := count(sinkY)
@@ -150,35 +226,38 @@ func TestAStalledCircuitLeavesTheLinkToOthers(t *testing.T) {
 	go func() { ySent <- srcY.streamUntil(y, 1, stopY) }()
 	before := yCount.rate(time.Second)
 	// Spans advertised on n1 cross the link the way X's data does.
-	spanBefore := spanDelay(t, n1, watch, "before")
+	spansBefore := spanDelays(t, n1, watch, "before", 5)
 
 	sinkX.pause()
 	stalled := time.Now()
 	stopX := make(chan struct{})
-	xSent := make(chan uint64, 1)
-	go func() { xSent <- srcX.streamUntil(x, 1, stopX) }()
-	time.Sleep(500 * time.Millisecond) // X's windows fill up
+	xDone := make(chan uint64, 1)
+	var xSent atomic.Int64
+	go func() { xDone <- srcX.streamCounted(x, 1, stopX, &xSent) }()
+	heldAfter := waitHeld(t, &xSent)
 	during := yCount.rate(time.Second)
-	spanDuring := spanDelay(t, n1, watch, "during")
+	spansDuring := spanDelays(t, n1, watch, "during", 5)
 	measured := time.Since(stalled)
 	srcX.mu.Lock()
 	_, xEndedEarly := srcX.circEnd[x]
 	srcX.mu.Unlock()
 
-	t.Logf("circuit Y: %.0f msgs/s before X stalled, %.0f msgs/s while it was (%.0f%%)", before, during, 100*during/before)
-	t.Logf("a span change across the link: %v before, %v while X was stalled",
-		spanBefore.Round(time.Microsecond), spanDuring.Round(time.Microsecond))
+	t.Logf("X's producer held after %d messages (%v)", xSent.Load(), heldAfter.Round(time.Millisecond))
+	t.Logf("circuit Y: %.0f msgs/s before X stalled, %.0f msgs/s while it was: %.2fx", before, during, during/before)
+	t.Logf("a span change across the link: before X stalled %s; while it was %s", delayRange(spansBefore), delayRange(spansDuring))
 	if during == 0 {
 		t.Errorf("circuit Y moved nothing while X was stalled")
 	}
-	if xEndedEarly || measured > 6*time.Second {
-		t.Errorf("Y and the span change took %v while X was stalled (ended early: %v): they waited for X", measured, xEndedEarly)
+	if xEndedEarly {
+		// The figures above were taken (in part) after X's abort
+		// released whatever waited for it: they prove nothing.
+		t.Errorf("X was aborted before Y and the span changes were measured, %v into the stall: they waited for X", measured)
 	}
 
 	srcX.wait("X aborted at its producer", 30*time.Second, func() bool { _, ok := srcX.circEnd[x]; return ok })
 	t.Logf("X aborted %v after its consumer stopped reading", time.Since(stalled).Round(time.Millisecond))
 	close(stopX)
-	<-xSent
+	<-xDone
 	srcX.mu.Lock()
 	code := srcX.circEnd[x]
 	srcX.mu.Unlock()
