@@ -16,7 +16,7 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 BIN := bin/dmsgd
 
-.PHONY: all build run test bench lint vet fmt-check install fuzz clean
+.PHONY: all build run test bench bench-circuits lint vet fmt-check install fuzz clean
 
 all: build
 
@@ -31,8 +31,22 @@ run: build
 test: vet fmt-check
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+# Benchmarks: BENCH selects them (a go test -bench pattern), BENCHPKGS the
+# packages, BENCHCOUNT the runs of each. bench-circuits runs only the
+# circuit benchmarks, CIRCUIT_BENCHCOUNT times each (compare medians):
+# dmsgd against an ideal relay chain in the same run, every router, relay
+# and endpoint a process of its own (README names their knobs,
+# DMSGD_BENCH_BINARY and DMSGD_BENCH_LEGACY).
+BENCH      ?= .
+BENCHPKGS  ?= ./...
+BENCHCOUNT ?= 1
+CIRCUIT_BENCHCOUNT ?= 3
+
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCHCOUNT) $(BENCHPKGS)
+
+bench-circuits:
+	$(GO) test -run '^$$' -bench '^BenchmarkCircuit(Throughput|Latency)$$' -count $(CIRCUIT_BENCHCOUNT) -timeout 60m ./internal/circ
 
 # staticcheck runs from the module proxy at a pinned version; it is not a
 # dependency of dmsgd.
