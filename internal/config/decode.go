@@ -1,17 +1,25 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/google/uuid"
+	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
 )
+
+// Configuration values reach Config through one path: viper gathers the
+// file, the environment and overrides, and viper.Unmarshal decodes them
+// with decodeHook, which turns what viper holds (YAML scalars, environment
+// strings) into Config's field types and words every refusal as a
+// problem an operator can act on.
 
 var (
 	uuidType     = reflect.TypeFor[uuid.UUID]()
@@ -27,7 +35,8 @@ type leaf struct {
 	index []int  // field index path in Config
 }
 
-// leaves are Config's keys in declaration order.
+// leaves are Config's keys in declaration order: each is bound to its
+// environment variable.
 var leaves = collectLeaves(reflect.TypeFor[Config](), "", nil)
 
 func collectLeaves(t reflect.Type, prefix string, index []int) []leaf {
@@ -38,7 +47,7 @@ func collectLeaves(t reflect.Type, prefix string, index []int) []leaf {
 		if name == "" {
 			continue
 		}
-		idx := append(cloneIndex(index), i)
+		idx := append(append([]int(nil), index...), i)
 		key := joinKey(prefix, name)
 		if f.Type.Kind() == reflect.Struct && f.Type != uuidType {
 			out = append(out, collectLeaves(f.Type, key, idx)...)
@@ -48,9 +57,6 @@ func collectLeaves(t reflect.Type, prefix string, index []int) []leaf {
 	}
 	return out
 }
-
-// cloneIndex copies an index path so appends never share a backing array.
-func cloneIndex(index []int) []int { return append([]int(nil), index...) }
 
 // tagName returns the config key of a struct field, "" when it is derived.
 func tagName(f reflect.StructField) string {
@@ -85,203 +91,232 @@ func envName(key string) string {
 	return EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
-// decoder converts raw values (from YAML through viper, or environment
-// strings) into typed fields, reporting what does not fit.
-type decoder struct {
-	ps *problems
+// unmarshal decodes what v holds over cfg (which holds the defaults) and
+// records every value that does not fit, and every key a section does not
+// have, as a problem at its key.
+func unmarshal(v *viper.Viper, cfg *Config, ps *problems) {
+	err := v.Unmarshal(cfg, func(c *mapstructure.DecoderConfig) {
+		c.DecodeHook = decodeHook
+		c.WeaklyTypedInput = false
+		c.ZeroFields = true
+		c.ErrorUnused = true
+	})
+	addDecodeErrors(ps, err)
 }
 
-// decode stores raw into dst, reporting a problem at key when it does not
-// convert. dst keeps its value on failure.
-func (d *decoder) decode(key string, raw any, dst reflect.Value) {
-	if raw == nil {
-		return
-	}
-	if rv := reflect.ValueOf(raw); rv.Type() == dst.Type() {
-		dst.Set(rv)
-		return
-	}
-	switch dst.Type() {
-	case uuidType:
-		s, ok := raw.(string)
-		if !ok {
-			d.ps.add(key, "must be a UUID string")
-			return
-		}
-		if s == "" {
-			dst.Set(reflect.ValueOf(uuid.Nil))
-			return
-		}
-		u, err := uuid.Parse(s)
-		if err != nil {
-			d.ps.add(key, "%q is not a UUID", s)
-			return
-		}
-		dst.Set(reflect.ValueOf(u))
-		return
-	case durationType:
-		d.decodeDuration(key, raw, dst)
-		return
-	case byteSizeType:
-		if n, ok := toInt(raw); ok {
-			if n < 0 {
-				d.ps.add(key, "must not be negative")
-				return
-			}
-			dst.SetInt(n)
-			return
-		}
-		s, ok := raw.(string)
-		if !ok {
-			d.ps.add(key, "must be a size such as 16MiB")
-			return
-		}
-		b, err := ParseByteSize(s)
-		if err != nil {
-			d.ps.add(key, "%v", err)
-			return
-		}
-		dst.SetInt(int64(b))
-		return
-	case peerTypeType:
-		if n, ok := toInt(raw); ok {
-			if n < 0 || n > MaxPeerType {
-				d.ps.add(key, "peer type %d: out of range 0..%d", n, MaxPeerType)
-				return
-			}
-			dst.SetUint(uint64(n))
-			return
-		}
-		t, err := ParsePeerType(scalarString(raw))
-		if err != nil {
-			d.ps.add(key, "%v", err)
-			return
-		}
-		dst.SetUint(uint64(t))
-		return
-	}
+// invalidKeys starts mapstructure's refusal of the keys a section does
+// not have (ErrorUnused), which lists them.
+const invalidKeys = "has invalid keys: "
 
-	switch dst.Kind() {
-	case reflect.String:
-		if !isScalar(raw) {
-			d.ps.add(key, "must be a single value, not a %s", kindName(raw))
+// addDecodeErrors records each refusal in a decoding error at the key
+// mapstructure names.
+func addDecodeErrors(ps *problems, err error) {
+	switch e := err.(type) {
+	case nil:
+	case *mapstructure.DecodeError:
+		inner := e.Unwrap()
+		var nested *mapstructure.DecodeError
+		if _, joined := inner.(interface{ Unwrap() []error }); joined || errors.As(inner, &nested) {
+			addDecodeErrors(ps, inner)
 			return
 		}
-		dst.SetString(scalarString(raw))
-	case reflect.Bool:
-		switch v := raw.(type) {
-		case bool:
-			dst.SetBool(v)
-		case string:
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				d.ps.add(key, "must be true or false, not %q", v)
-				return
+		if keys, ok := strings.CutPrefix(inner.Error(), invalidKeys); ok {
+			fields := fieldsAt(e.Name())
+			for _, k := range strings.Split(keys, ", ") {
+				ps.add(joinKey(e.Name(), k), "%s", unknownKeyMsg(k, fields))
 			}
-			dst.SetBool(b)
-		default:
-			d.ps.add(key, "must be true or false")
-		}
-	case reflect.Int:
-		n, ok := toInt(raw)
-		if !ok {
-			if s, isStr := raw.(string); isStr {
-				i, err := strconv.Atoi(strings.TrimSpace(s))
-				n, ok = int64(i), err == nil
-			}
-		}
-		if !ok {
-			d.ps.add(key, "must be an integer")
 			return
 		}
-		dst.SetInt(n)
-	case reflect.Slice:
-		d.decodeSlice(key, raw, dst)
-	case reflect.Struct:
-		d.decodeStruct(key, raw, dst)
+		ps.add(e.Name(), "%v", inner)
+	case interface{ Unwrap() []error }:
+		for _, inner := range e.Unwrap() {
+			addDecodeErrors(ps, inner)
+		}
 	default:
-		panic(fmt.Sprintf("config: no decoder for %s (%s)", dst.Type(), key))
-	}
-}
-
-func (d *decoder) decodeDuration(key string, raw any, dst reflect.Value) {
-	if n, ok := toInt(raw); ok {
-		if n != 0 {
-			d.ps.add(key, "must be a duration with a unit, such as %ds", n)
+		if inner := errors.Unwrap(err); inner != nil {
+			addDecodeErrors(ps, inner)
 			return
 		}
-		dst.SetInt(0)
-		return
+		ps.add("", "%v", err)
 	}
-	s, ok := raw.(string)
-	if !ok {
-		d.ps.add(key, "must be a duration such as 10s")
-		return
-	}
-	dur, err := time.ParseDuration(strings.TrimSpace(s))
-	if err != nil {
-		d.ps.add(key, "%q is not a duration such as 10s", s)
-		return
-	}
-	dst.SetInt(int64(dur))
 }
 
-func (d *decoder) decodeSlice(key string, raw any, dst reflect.Value) {
-	if s, ok := raw.(string); ok {
-		if dst.Type().Elem().Kind() == reflect.String {
-			// An environment value: a comma-separated list.
-			var items []any
-			for part := range strings.SplitSeq(s, ",") {
-				if part = strings.TrimSpace(part); part != "" {
-					items = append(items, part)
-				}
+// fieldsAt returns the fields of the section at key ("" for the top).
+func fieldsAt(key string) map[string]reflect.StructField {
+	t := reflect.TypeFor[Config]()
+	for _, seg := range splitKey(key) {
+		if seg.index >= 0 {
+			if t.Kind() != reflect.Slice {
+				return nil
 			}
-			raw = items
-		} else {
-			// An environment value: the list in YAML (or JSON) form.
-			var v any
-			if err := yaml.Unmarshal([]byte(s), &v); err != nil {
-				d.ps.add(key, "must be a list in YAML form: %v", err)
-				return
-			}
-			if v == nil {
-				v = []any{}
-			}
-			raw = v
-		}
-	}
-	rv := reflect.ValueOf(raw)
-	if rv.Kind() != reflect.Slice {
-		d.ps.add(key, "must be a list")
-		return
-	}
-	out := reflect.MakeSlice(dst.Type(), rv.Len(), rv.Len())
-	for i := range rv.Len() {
-		d.decode(fmt.Sprintf("%s[%d]", key, i), rv.Index(i).Interface(), out.Index(i))
-	}
-	dst.Set(out)
-}
-
-func (d *decoder) decodeStruct(key string, raw any, dst reflect.Value) {
-	m, ok := toStringMap(raw)
-	if !ok {
-		d.ps.add(key, "must be a mapping")
-		return
-	}
-	fields := structFields(dst.Type())
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		f, known := fields[k]
-		if !known {
-			d.ps.add(joinKey(key, k), "%s", unknownKeyMsg(k, fields))
+			t = t.Elem()
 			continue
 		}
-		d.decode(joinKey(key, k), m[k], dst.FieldByIndex(f.Index))
+		f, ok := structFields(t)[seg.name]
+		if !ok {
+			return nil
+		}
+		t = f.Type
 	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	return structFields(t)
+}
+
+// decodeHook converts data, as viper holds it, to the type of a Config
+// field, or refuses it with the reason.
+func decodeHook(from, to reflect.Type, data any) (any, error) {
+	switch to {
+	case uuidType:
+		return toUUID(data)
+	case durationType:
+		return toDuration(data)
+	case byteSizeType:
+		return toByteSize(data)
+	case peerTypeType:
+		return toPeerType(data)
+	}
+	switch to.Kind() {
+	case reflect.String:
+		if !isScalar(data) {
+			return nil, fmt.Errorf("must be a single value, not a %s", kindName(data))
+		}
+		return scalarString(data), nil
+	case reflect.Bool:
+		return toBool(data)
+	case reflect.Int:
+		return toIntValue(data)
+	case reflect.Slice:
+		return toList(to, data)
+	case reflect.Struct:
+		return toMapping(to, data)
+	}
+	return data, nil
+}
+
+func toUUID(data any) (any, error) {
+	s, ok := data.(string)
+	if !ok {
+		return nil, errors.New("must be a UUID string")
+	}
+	if s == "" {
+		return uuid.Nil, nil
+	}
+	u, err := uuid.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a UUID", s)
+	}
+	return u, nil
+}
+
+func toDuration(data any) (any, error) {
+	if n, ok := toInt(data); ok {
+		if n != 0 {
+			return nil, fmt.Errorf("must be a duration with a unit, such as %ds", n)
+		}
+		return time.Duration(0), nil
+	}
+	s, ok := data.(string)
+	if !ok {
+		return nil, errors.New("must be a duration such as 10s")
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a duration such as 10s", s)
+	}
+	return d, nil
+}
+
+func toByteSize(data any) (any, error) {
+	if n, ok := toInt(data); ok {
+		if n < 0 {
+			return nil, errors.New("must not be negative")
+		}
+		return ByteSize(n), nil
+	}
+	s, ok := data.(string)
+	if !ok {
+		return nil, errors.New("must be a size such as 16MiB")
+	}
+	return ParseByteSize(s)
+}
+
+func toPeerType(data any) (any, error) {
+	if n, ok := toInt(data); ok {
+		if n < 0 || n > MaxPeerType {
+			return nil, fmt.Errorf("peer type %d: out of range 0..%d", n, MaxPeerType)
+		}
+		return PeerType(n), nil
+	}
+	return ParsePeerType(scalarString(data))
+}
+
+func toBool(data any) (any, error) {
+	switch v := data.(type) {
+	case bool:
+		return v, nil
+	case string:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("must be true or false, not %q", v)
+		}
+		return b, nil
+	}
+	return nil, errors.New("must be true or false")
+}
+
+func toIntValue(data any) (any, error) {
+	if n, ok := toInt(data); ok {
+		return n, nil
+	}
+	if s, ok := data.(string); ok {
+		if i, err := strconv.Atoi(strings.TrimSpace(s)); err == nil {
+			return int64(i), nil
+		}
+	}
+	return nil, errors.New("must be an integer")
+}
+
+// toList accepts a list, or an environment string: comma-separated for a
+// list of strings, YAML (or JSON) for a list of sections.
+func toList(to reflect.Type, data any) (any, error) {
+	s, ok := data.(string)
+	if !ok {
+		if data != nil && reflect.ValueOf(data).Kind() != reflect.Slice {
+			return nil, errors.New("must be a list")
+		}
+		return data, nil
+	}
+	if to.Elem().Kind() == reflect.String {
+		items := []any{}
+		for part := range strings.SplitSeq(s, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				items = append(items, part)
+			}
+		}
+		return items, nil
+	}
+	var v any
+	if err := yaml.Unmarshal([]byte(s), &v); err != nil {
+		return nil, fmt.Errorf("must be a list in YAML form: %v", err)
+	}
+	if v == nil {
+		return []any{}, nil
+	}
+	if reflect.ValueOf(v).Kind() != reflect.Slice {
+		return nil, errors.New("must be a list")
+	}
+	return v, nil
+}
+
+// toMapping accepts a mapping; the keys a section does not have are
+// reported from the decoder's metadata.
+func toMapping(to reflect.Type, data any) (any, error) {
+	if _, ok := toStringMap(data); !ok {
+		return nil, errors.New("must be a mapping")
+	}
+	return data, nil
 }
 
 // toInt converts any integer, or a whole float, to int64.

@@ -9,7 +9,13 @@
 // span+tls:HOST[:PORT], shared with VOLCONF copy paths), pinned Ed25519
 // public keys and byte sizes.
 //
-// The package is pure: it never opens sockets, never reads certificates
-// or keys and never logs. Applying a configuration (binding listeners,
+// Every value reaches Config one way: viper gathers the file, the
+// environment and command-line overrides, and viper.Unmarshal decodes them
+// through mapstructure with decode hooks for dmsgd's own types (decode.go).
+// The file's YAML tree is kept only to place problems at their lines and
+// to refuse duplicate keys.
+//
+// The package never opens sockets and never logs; it reads the TLS files a
+// configuration names only when asked (WithTLSFiles). Applying a configuration (binding listeners,
 // dialing targets, changing the log level) is the daemon's business.
 package config

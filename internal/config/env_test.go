@@ -118,6 +118,10 @@ func TestABadEnvironmentValueNamesTheVariable(t *testing.T) {
 			path + ": span.max_relays: must be at least 1, not 0 (set by $DMSGD_SPAN_MAX_RELAYS)"},
 		{"a bad list item", "DMSGD_LISTEN", "tcp://127.0.0.1:1,ftp://x",
 			path + `: listen[1]: listen address "ftp://x": unknown scheme "ftp" (want tcp, tls or unix) (set by $DMSGD_LISTEN)`},
+		{"a typo inside a list in YAML form", "DMSGD_MEDIA", `[{name: m, copies: [{copyid: 1, path: "span:127.0.0.1", pth: x}]}]`,
+			path + `: media[0].copies[0].pth: unknown key (did you mean "path"?) (set by $DMSGD_MEDIA)`},
+		{"a half number for an integer", "DMSGD_SPAN_MAX_RELAYS", "2.5",
+			path + ": span.max_relays: must be an integer (set by $DMSGD_SPAN_MAX_RELAYS)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

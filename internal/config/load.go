@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"reflect"
 	"strings"
 
 	"github.com/spf13/viper"
@@ -79,7 +78,7 @@ func Load(path string, opts ...Option) (*Config, error) {
 			return nil, &ValidationError{Problems: []Problem{*perr}}
 		}
 		ps.root = root
-		if !ps.checkTree("", root, reflect.TypeFor[Config]()) {
+		if !ps.checkDuplicates("", root) {
 			return nil, &ValidationError{Problems: ps.sorted()}
 		}
 	}
@@ -103,16 +102,12 @@ func Load(path string, opts ...Option) (*Config, error) {
 	cfg := Defaults()
 	cfg.File = path
 	cfg.explicit = make(map[string]bool)
-	d := &decoder{ps: ps}
-	dst := reflect.ValueOf(cfg).Elem()
 	for _, l := range leaves {
-		raw := v.Get(l.key)
-		if raw == nil {
-			continue
+		if v.Get(l.key) != nil {
+			cfg.explicit[l.key] = true
 		}
-		cfg.explicit[l.key] = true
-		d.decode(l.key, raw, dst.FieldByIndex(l.index))
 	}
+	unmarshal(v, cfg, ps)
 	if cfg.Node.ID == [16]byte{} {
 		cfg.Node.ID = NodeIDFor(cfg.Node.Label)
 	}

@@ -198,23 +198,17 @@ func isNull(n *yaml.Node) bool {
 	return n == nil || n.Kind == yaml.ScalarNode && n.Tag == "!!null"
 }
 
-// checkTree walks the file's YAML tree against the type of the section it
-// holds, reporting duplicate keys, unknown keys and sections that are not
-// mappings. It returns false on duplicate keys, which make the file
-// unreadable for viper.
-func (ps *problems) checkTree(key string, n *yaml.Node, t reflect.Type) bool {
+// checkDuplicates walks the file's YAML tree and reports keys given twice
+// in one mapping, each at its line: viper cannot read such a file, and
+// would only say so in a YAML error. It returns false when it found one.
+func (ps *problems) checkDuplicates(key string, n *yaml.Node) bool {
 	n = resolve(n)
 	if isNull(n) {
 		return true
 	}
 	ok := true
-	switch {
-	case t.Kind() == reflect.Struct:
-		if n.Kind != yaml.MappingNode {
-			ps.add(key, "must be a mapping")
-			return true
-		}
-		fields := structFields(t)
+	switch n.Kind {
+	case yaml.MappingNode:
 		first := make(map[string]int)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			kn, vn := n.Content[i], n.Content[i+1]
@@ -228,19 +222,11 @@ func (ps *problems) checkTree(key string, n *yaml.Node, t reflect.Type) bool {
 				continue
 			}
 			first[kn.Value] = kn.Line
-			f, known := fields[kn.Value]
-			if !known {
-				ps.addLine(kn.Line, child, unknownKeyMsg(kn.Value, fields))
-				continue
-			}
-			ok = ps.checkTree(child, vn, f.Type) && ok
+			ok = ps.checkDuplicates(child, vn) && ok
 		}
-	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
-		if n.Kind != yaml.SequenceNode {
-			return true // the decoder reports it
-		}
+	case yaml.SequenceNode:
 		for i, item := range n.Content {
-			ok = ps.checkTree(fmt.Sprintf("%s[%d]", key, i), item, t.Elem()) && ok
+			ok = ps.checkDuplicates(fmt.Sprintf("%s[%d]", key, i), item) && ok
 		}
 	}
 	return ok
