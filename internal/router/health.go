@@ -31,12 +31,18 @@ type probe struct {
 }
 
 // listenerStopped records an accept loop that gave up: the daemon no
-// longer accepts there, which only a restart cures.
+// longer accepts there, which only a restart cures. /healthz says so
+// and Serve stops with the first such error.
 func (r *Router) listenerStopped(l *listener, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.closing {
-		r.stopped = append(r.stopped, fmt.Sprintf("listener %s stopped: %v", l.addr, err))
+	if r.closing {
+		return
+	}
+	r.stopped = append(r.stopped, fmt.Sprintf("listener %s stopped: %v", l.addr, err))
+	select {
+	case r.failed <- fmt.Errorf("listener %s: %w", l.addr, err):
+	default: // Serve is already stopping with an earlier one
 	}
 }
 

@@ -59,6 +59,7 @@ type Router struct {
 	work   sourceWork    // engine work charged to each source (churn.go)
 	txPool *iocom.TxPool // transactions all peers hold open
 	quit   chan struct{} // closed when shutdown begins
+	failed chan error    // the first listener whose accept loop gave up: Serve stops with it
 
 	nextLink   atomic.Uint64
 	shellTasks atomic.Int64   // background shell commands of peers (shellenv.go)
@@ -88,6 +89,7 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 		metrics: metrics.New(),
 		txPool:  iocom.NewTxPool(cfg.Limits.MaxTransactions),
 		quit:    make(chan struct{}),
+		failed:  make(chan error, 1),
 	}
 	r.signer = loadSigner(cfg, log)
 	if cfg.Node.IDFromKey && r.signer.id != nil {
@@ -240,8 +242,11 @@ func (r *Router) Addrs() []net.Addr {
 }
 
 // Serve accepts links on every listener and keeps the configured outbound
-// links until ctx ends, then shuts down gracefully (bounded by
-// shutdownGrace) and returns.
+// links until ctx ends or a listener fails, then shuts down gracefully
+// (bounded by shutdownGrace) and returns what stopped it: nil when ctx
+// ended, the listener's error when one gave up. A daemon that no longer
+// accepts where it was told to is broken in a way only a restart cures,
+// so it stops loudly rather than lingering half deaf.
 func (r *Router) Serve(ctx context.Context) error {
 	r.mu.Lock()
 	ls := r.listeners
@@ -258,9 +263,14 @@ func (r *Router) Serve(ctx context.Context) error {
 	r.serving = true
 	r.mu.Unlock()
 	r.media.Set("config", r.Config().Targets())
-	<-ctx.Done()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-r.failed:
+		r.log.Error("shutting down: a listener failed", zap.Error(err))
+	}
 	r.shutdown()
-	return nil
+	return err
 }
 
 // shutdownGrace bounds how long shutdown waits for links to drain.

@@ -41,24 +41,7 @@ type Router struct {
 // links recovered from no panic.
 func Start(tb testing.TB, label string, log *zap.Logger, opts ...Option) *Router {
 	tb.Helper()
-	cfg := config.Defaults()
-	cfg.Listen = []string{"tcp://127.0.0.1:0"}
-	cfg.Shell.Socket = filepath.Join(ShortTempDir(tb), "shell.sock")
-	cfg.Node.Label = label
-	cfg.Node.ID = config.NodeIDFor(label)
-	cfg.Node.ClusterID = config.NodeIDFor(cfg.Node.ClusterLabel)
-	cfg.Keepalive.Interval = 100 * time.Millisecond
-	cfg.Keepalive.Timeout = 10 * time.Second // room for a loaded machine: no test relies on it
-	for _, o := range opts {
-		o(cfg)
-	}
-	for _, l := range cfg.Listen {
-		pl, err := config.ParseListen(l)
-		if err != nil {
-			tb.Fatalf("listen %s: %v", l, err)
-		}
-		cfg.Listeners = append(cfg.Listeners, pl)
-	}
+	cfg := Config(tb, label, opts...)
 	r := &Router{Router: router.New(cfg, log), TB: tb, Label: label, Cfg: cfg,
 		Socket: cfg.Shell.Socket, served: make(chan struct{})}
 	if err := r.Listen(nil); err != nil {
@@ -86,6 +69,32 @@ func Start(tb testing.TB, label string, log *zap.Logger, opts ...Option) *Router
 		}
 	})
 	return r
+}
+
+// Config is the configuration Start gives a router labelled label: a tcp
+// listener on a free loopback port, a shell socket in a temporary
+// directory, short keepalives, then opts.
+func Config(tb testing.TB, label string, opts ...Option) *config.Config {
+	tb.Helper()
+	cfg := config.Defaults()
+	cfg.Listen = []string{"tcp://127.0.0.1:0"}
+	cfg.Shell.Socket = filepath.Join(ShortTempDir(tb), "shell.sock")
+	cfg.Node.Label = label
+	cfg.Node.ID = config.NodeIDFor(label)
+	cfg.Node.ClusterID = config.NodeIDFor(cfg.Node.ClusterLabel)
+	cfg.Keepalive.Interval = 100 * time.Millisecond
+	cfg.Keepalive.Timeout = 10 * time.Second // room for a loaded machine: no test relies on it
+	for _, o := range opts {
+		o(cfg)
+	}
+	for _, l := range cfg.Listen {
+		pl, err := config.ParseListen(l)
+		if err != nil {
+			tb.Fatalf("listen %s: %v", l, err)
+		}
+		cfg.Listeners = append(cfg.Listeners, pl)
+	}
+	return cfg
 }
 
 // Stop cancels Serve's context, waits for Serve to return and returns its
