@@ -320,8 +320,7 @@ func (fl *flow) throttle() {
 		return
 	}
 	in := fl.from.table.conn
-	in.Stall(true)
-	defer in.Stall(false)
+	in.Pausing()
 	timer := time.NewTimer(time.Duration(c.r.limits.stall.Load()))
 	defer timer.Stop()
 	select {

@@ -61,7 +61,6 @@ type Conn struct {
 	enc              *dmsg.Encoder
 	wbatch           []outMsg
 	lastSend         atomic.Int64 // unix nanoseconds of the last write, for keepalive
-	stalled          atomic.Int32 // readers paused on purpose (circuit backpressure)
 	repliesOver      atomic.Bool  // replies queued exceed the budget (budget.go)
 	rxMsgs, txMsgs   atomic.Uint64
 	rxBytes, txBytes atomic.Uint64
@@ -214,18 +213,12 @@ func (c *Conn) Closing() bool { return c.isClosing() }
 // wait on something else to stop waiting.
 func (c *Conn) Closed() <-chan struct{} { return c.closing }
 
-// Stall marks the reader as paused on purpose (on = true) or running again.
-// A router pauses a link's reader while a circuit's queue is full, so TCP
-// pushes back on the sender; meanwhile the dead-link check must not count
-// the unread peer as silent.
+// Pausing tells the link that its reader is about to wait for other links
+// to drain (a router pausing a legacy link while a circuit's queue is
+// full, so TCP pushes back on the sender). The writers it relayed to are
+// woken first: they are what must drain. The dead-link check needs no
+// telling: it counts as silence only the time the reader waits on the
+// socket (receive.go).
 //
-// A reader stalls from its own goroutine (its Forward hook), so the writers
-// it relayed to are woken first: they are what must drain.
-func (c *Conn) Stall(on bool) {
-	if on {
-		c.wakeRelayed(false)
-		c.stalled.Add(1)
-	} else {
-		c.stalled.Add(-1)
-	}
-}
+// Call it from the reader's own goroutine (its Forward hook).
+func (c *Conn) Pausing() { c.wakeRelayed(false) }
