@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/config"
@@ -66,7 +65,7 @@ func (r *Router) dial(ctx context.Context, t config.Target) (*link, error) {
 // the configuration and of the shell's `span` always get in, those a
 // peer's VOLCONF asked for count against limits.max_links.
 func targetClass(t config.Target) linkClass {
-	if strings.HasPrefix(t.Name, volconfPrefix) {
+	if isVolconfSource(t.Name) {
 		return classNetwork
 	}
 	return classReserved

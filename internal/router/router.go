@@ -44,7 +44,7 @@ type Router struct {
 	mu        sync.Mutex
 	links     map[string]*link
 	listeners []*listener
-	volconf   volconfState // peers' LNK_VOLCONF slots (volconf.go)
+	volconf   volconf.Slots // peers' LNK_VOLCONF slots (volconf.go)
 	closing   bool
 	peers     peerBook // traffic and churn of closed links, by peer identity
 	serving   bool     // Serve is accepting on every listener

@@ -6,8 +6,10 @@
 // costs what that source holds, whatever the others hold, and the lines
 // about the targets of a source a peer controls are rate-limited.
 //
-// Who may add targets, and how many, is the router's business: volconf
-// keeps whatever it is given.
+// It also owns the bookkeeping of peers' LNK_VOLCONF (Slots): each media's
+// copy slots, the LNK_CONNs that keep them, and a slot budget no one peer
+// can take from the others. Whom to obey, and how large the budget is,
+// are the router's business.
 //
 // volconf decides when to dial and for how long to keep trying; how a link
 // is dialled and run is its Connect function's business.
