@@ -37,12 +37,15 @@ var transports = []transport{
 // iocom.Listen and iocom.Dial. The test closes them.
 func socketPair(tb testing.TB, tr transport) (dialed, accepted net.Conn) {
 	tb.Helper()
-	l, err := iocom.Listen(tr.addr(tb))
+	network, address, err := iocom.ParseAddr(tr.addr(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l, err := iocom.Listen(network, address)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer l.Close()
-	addr := tr.name + "://" + l.Addr().String()
 	got := make(chan net.Conn, 1)
 	fail := make(chan error, 1)
 	go func() {
@@ -55,7 +58,7 @@ func socketPair(tb testing.TB, tr transport) (dialed, accepted net.Conn) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	dialed, err = iocom.Dial(ctx, addr)
+	dialed, err = iocom.Dial(ctx, network, l.Addr().String())
 	if err != nil {
 		tb.Fatal(err)
 	}

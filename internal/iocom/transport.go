@@ -14,7 +14,7 @@ import (
 
 // ParseAddr splits a link address, "tcp://host:port" or "unix:///path"
 // (a relative path such as "unix://./run/x.sock" is relative to the working
-// directory), into the network and address net.Dial and net.Listen take.
+// directory), into the network and address Dial and Listen take.
 func ParseAddr(addr string) (network, address string, err error) {
 	scheme, rest, ok := strings.Cut(addr, "://")
 	if !ok {
@@ -35,21 +35,18 @@ func ParseAddr(addr string) (network, address string, err error) {
 	return "", "", fmt.Errorf("address %q: unsupported scheme %q", addr, scheme)
 }
 
-// Listen listens on a link address. A unix socket's directory is created
-// if missing, a stale socket file left by a dead daemon is replaced, and
-// the socket is group-accessible (0660) from the moment it can be reached
-// at its path (listenUnix).
-func Listen(addr string) (net.Listener, error) {
-	network, address, err := ParseAddr(addr)
-	if err != nil {
-		return nil, err
-	}
+// Listen listens on network ("tcp" or "unix") at address, as net.Listen
+// does. A unix socket's directory is created if missing, a stale socket
+// file left by a dead daemon is replaced, and the socket is
+// group-accessible (0660) from the moment it can be reached at its path
+// (listenUnix).
+func Listen(network, address string) (net.Listener, error) {
 	if network == "unix" {
 		return listenUnix(address)
 	}
 	l, err := net.Listen(network, address)
 	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
+		return nil, fmt.Errorf("listen %s://%s: %w", network, address, err)
 	}
 	return l, nil
 }
@@ -167,16 +164,13 @@ func removeStaleSocket(path string) error {
 	return nil
 }
 
-// Dial connects to a link address.
-func Dial(ctx context.Context, addr string) (net.Conn, error) {
-	network, address, err := ParseAddr(addr)
-	if err != nil {
-		return nil, err
-	}
+// Dial connects to network ("tcp" or "unix") at address, as net.Dial
+// does, until ctx ends.
+func Dial(ctx context.Context, network, address string) (net.Conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, network, address)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, fmt.Errorf("dial %s://%s: %w", network, address, err)
 	}
 	return nc, nil
 }

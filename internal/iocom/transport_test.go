@@ -70,7 +70,7 @@ func checkServes(t *testing.T, l net.Listener, addr string) {
 		}
 		accepted <- err
 	}()
-	nc, err := iocom.Dial(context.Background(), addr)
+	nc, err := dialURL(context.Background(), addr)
 	if err != nil {
 		t.Fatalf("Dial(%s): %v", addr, err)
 	}
@@ -110,7 +110,7 @@ func TestListenOnAUnixSocket(t *testing.T) {
 			return func() {}
 		}, ""},
 		{"refuses a socket another listener serves", func(t *testing.T, path string) func() {
-			live, err := iocom.Listen("unix://" + path)
+			live, err := listenURL("unix://" + path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +143,7 @@ func TestListenOnAUnixSocket(t *testing.T) {
 			guard(t)
 			path := filepath.Join(t.TempDir(), "run", "dmsgd.sock")
 			after := tc.prepare(t, path)
-			l, err := iocom.Listen("unix://" + path)
+			l, err := listenURL("unix://" + path)
 			if tc.wantErr != "" {
 				if err == nil {
 					l.Close()
@@ -192,7 +192,7 @@ func TestAUnixSocketIsNeverReachableBeforeItHasItsMode(t *testing.T) {
 			seen = append(seen, fi.Mode())
 		}
 	})()
-	l, err := iocom.Listen("unix://" + path)
+	l, err := listenURL("unix://" + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func TestAUnixSocketPathTooLongIsRefusedClearly(t *testing.T) {
 	guard(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, strings.Repeat("d", max(100-len(dir), 1)), "x.sock")
-	l, err := iocom.Listen("unix://" + path)
+	l, err := listenURL("unix://" + path)
 	if err == nil {
 		l.Close()
 		t.Fatalf("Listen(%d-byte path) succeeded, want an error", len(path))
@@ -231,7 +231,7 @@ func TestAUnixSocketPathTooLongIsRefusedClearly(t *testing.T) {
 
 func TestListenAndDialOverTCP(t *testing.T) {
 	guard(t)
-	l, err := iocom.Listen("tcp://127.0.0.1:0")
+	l, err := listenURL("tcp://127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestListenAndDialOverTCP(t *testing.T) {
 func TestListenAndDialErrors(t *testing.T) {
 	guard(t)
 	// A port that was just free and nobody listens on any more.
-	l, err := iocom.Listen("tcp://127.0.0.1:0")
+	l, err := listenURL("tcp://127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,20 +254,38 @@ func TestListenAndDialErrors(t *testing.T) {
 		name string
 		err  func() error
 	}{
-		{"Listen on a malformed address", func() error { _, err := iocom.Listen("tcp://nope"); return err }},
-		{"Listen on an unsupported scheme", func() error { _, err := iocom.Listen("udp://127.0.0.1:0"); return err }},
-		{"Listen on an address that is not ours", func() error { _, err := iocom.Listen("tcp://192.0.2.1:0"); return err }},
-		{"Dial a malformed address", func() error { _, err := iocom.Dial(context.Background(), "tcp:/x"); return err }},
-		{"Dial a port nobody listens on", func() error { _, err := iocom.Dial(context.Background(), closed); return err }},
+		{"Listen on a malformed address", func() error { _, err := listenURL("tcp://nope"); return err }},
+		{"Listen on an unsupported scheme", func() error { _, err := listenURL("udp://127.0.0.1:0"); return err }},
+		{"Listen on an address that is not ours", func() error { _, err := listenURL("tcp://192.0.2.1:0"); return err }},
+		{"Dial a malformed address", func() error { _, err := dialURL(context.Background(), "tcp:/x"); return err }},
+		{"Dial a port nobody listens on", func() error { _, err := dialURL(context.Background(), closed); return err }},
 		{"Dial a socket file that does not exist", func() error {
-			_, err := iocom.Dial(context.Background(), "unix://"+filepath.Join(t.TempDir(), "none.sock"))
+			_, err := dialURL(context.Background(), "unix://"+filepath.Join(t.TempDir(), "none.sock"))
 			return err
 		}},
-		{"Dial with a cancelled context", func() error { _, err := iocom.Dial(cancelled, closed); return err }},
+		{"Dial with a cancelled context", func() error { _, err := dialURL(cancelled, closed); return err }},
 	}
 	for _, tc := range cases {
 		if err := tc.err(); err == nil {
 			t.Errorf("%s succeeded, want an error", tc.name)
 		}
 	}
+}
+
+// listenURL and dialURL take a link address in URL form, as tests write
+// them.
+func listenURL(addr string) (net.Listener, error) {
+	network, address, err := iocom.ParseAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	return iocom.Listen(network, address)
+}
+
+func dialURL(ctx context.Context, addr string) (net.Conn, error) {
+	network, address, err := iocom.ParseAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	return iocom.Dial(ctx, network, address)
 }

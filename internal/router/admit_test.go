@@ -82,7 +82,7 @@ func TestTheShellSocketAndOwnLinksGetInWhenTheNetworkSlotsAreFull(t *testing.T) 
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	sh, err := shell.Dial(ctx, r.shellURL(), "operator")
+	sh, err := shell.Dial(ctx, r.socket, "operator")
 	if err != nil {
 		t.Fatalf("the shell socket refused the operator with the network slots full: %v", err)
 	}

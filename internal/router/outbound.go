@@ -42,7 +42,7 @@ func (r *Router) dial(ctx context.Context, t config.Target) (*link, error) {
 			r.countTLSFailure(dirOutbound, err)
 		}
 	} else {
-		nc, err = iocom.Dial(ctx, "tcp://"+t.Addr())
+		nc, err = iocom.Dial(ctx, "tcp", t.Addr())
 	}
 	if err != nil {
 		return nil, err

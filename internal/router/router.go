@@ -191,18 +191,18 @@ func (r *Router) Listen(inherited []net.Listener) error {
 		}
 		return fail(err)
 	}
-	for i, addr := range cfg.Listen {
+	for i, pl := range cfg.Listeners {
 		if taken[i] {
 			continue
 		}
-		nl, err := r.listen(addr)
+		nl, err := r.listen(pl)
 		if err != nil {
 			return fail(err)
 		}
-		ls = append(ls, &listener{Listener: nl, addr: addr})
+		ls = append(ls, &listener{Listener: nl, addr: pl.String()})
 	}
 	if cfg.Shell.Socket != "" && !shellTaken {
-		nl, err := iocom.Listen("unix://" + cfg.Shell.Socket)
+		nl, err := iocom.Listen("unix", cfg.Shell.Socket)
 		if err != nil {
 			return fail(fmt.Errorf("shell socket: %w", err))
 		}
@@ -218,16 +218,18 @@ func (r *Router) Listen(inherited []net.Listener) error {
 }
 
 // listen binds one configured listener; tls:// ones need the tls section.
-func (r *Router) listen(addr string) (net.Listener, error) {
-	pl, err := config.ParseListen(addr)
-	if err != nil || pl.Network != config.NetworkTLS {
-		return iocom.Listen(addr)
+func (r *Router) listen(pl config.Listener) (net.Listener, error) {
+	switch pl.Network {
+	case config.NetworkTLS:
+		tc, err := tlsConfig(r.Config().TLS, r.pins)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", pl, err)
+		}
+		return r.listenTLS(pl, tc)
+	case config.NetworkUnix:
+		return iocom.Listen("unix", pl.Address)
 	}
-	tc, err := tlsConfig(r.Config().TLS, r.pins)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
-	}
-	return r.listenTLS(addr, tc)
+	return iocom.Listen("tcp", pl.Address)
 }
 
 // Addrs returns the bound listener addresses, for logs and tests.

@@ -92,7 +92,7 @@ func dialLeaf(tb testing.TB, addr string, cfg leafConfig) *leaf {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	nc, err := iocom.Dial(ctx, addr)
+	nc, err := dialURL(ctx, addr)
 	if err != nil {
 		tb.Fatalf("leaf %s: dial %s: %v", cfg.Label, addr, err)
 	}
@@ -398,7 +398,7 @@ func dialRaw(tb testing.TB, addr string, autoPong bool) *rawPeer {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	nc, err := iocom.Dial(ctx, addr)
+	nc, err := dialURL(ctx, addr)
 	if err != nil {
 		tb.Fatalf("raw peer: dial %s: %v", addr, err)
 	}
@@ -640,3 +640,13 @@ func isShellReply(m *dmsg.Msg) bool {
 }
 
 func auxText(m *dmsg.Msg) string { return strings.TrimRight(string(m.Aux), "\x00") }
+
+// dialURL connects to a link address in URL form (tcp://host:port or
+// unix:///path).
+func dialURL(ctx context.Context, addr string) (net.Conn, error) {
+	network, address, err := iocom.ParseAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	return iocom.Dial(ctx, network, address)
+}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dmsgd/dmsgd/internal/config"
+	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
 // tlsConfig builds the TLS 1.3 configuration of every tls:// listener and
@@ -83,14 +84,10 @@ func peerName(c config.TLS, cs tls.ConnectionState) string {
 }
 
 // listenTLS binds a tls:// listener.
-func (r *Router) listenTLS(addr string, tc *tls.Config) (net.Listener, error) {
-	pl, err := config.ParseListen(addr)
+func (r *Router) listenTLS(pl config.Listener, tc *tls.Config) (net.Listener, error) {
+	l, err := iocom.Listen("tcp", pl.Address)
 	if err != nil {
 		return nil, err
-	}
-	l, err := net.Listen("tcp", pl.Address)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	return tls.NewListener(l, tc), nil
 }

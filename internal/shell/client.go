@@ -45,13 +45,10 @@ func (h clientHandler) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
 	}
 }
 
-// Dial connects to the shell socket at addr (unix:///path, or a bare path)
-// and waits for the first prompt.
-func Dial(ctx context.Context, addr, label string) (*Client, error) {
-	if !strings.Contains(addr, "://") {
-		addr = "unix://" + addr
-	}
-	nc, err := iocom.Dial(ctx, addr)
+// Dial connects to the shell socket at path and waits for the first
+// prompt.
+func Dial(ctx context.Context, path, label string) (*Client, error) {
+	nc, err := iocom.Dial(ctx, "unix", path)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +62,7 @@ func Dial(ctx context.Context, addr, label string) (*Client, error) {
 	}
 	if _, err := c.collect(ctx); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("shell %s: %w", addr, err)
+		return nil, fmt.Errorf("shell %s: %w", path, err)
 	}
 	return c, nil
 }
