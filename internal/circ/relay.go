@@ -88,6 +88,12 @@ type Endpoint interface {
 	AcceptCircuit(tx *iocom.Tx) iocom.TxHandler
 }
 
+// Locks of the circuit relay, outermost first: a Circuit's mu (held through
+// its setup and its aborts), then the Relay's mu or a Table's mu, then the
+// iocom link's. The span engine's mutex, when held, is outside them all
+// (SpanGone runs under it). The router's lock order is written in full at
+// the top of its router.go.
+
 // Relay is a router's set of relayed circuits.
 type Relay struct {
 	limits  limits

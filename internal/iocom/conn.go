@@ -13,6 +13,13 @@ import (
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
+// Locks of a Conn: mu guards the state machine and the outbound queue and
+// is the innermost lock of a router (nothing is taken while it is held, no
+// handler runs under it). wmu owns the socket's write side; it is taken
+// before mu, never under it, by the writer goroutine, or with TryLock
+// only by another link's relaying reader, so that only the writer ever
+// waits for its peer's socket.
+
 // Conn is one DMSG link over a byte stream.
 type Conn struct {
 	cfg    Config

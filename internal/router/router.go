@@ -24,6 +24,30 @@ import (
 	"github.com/dmsgd/dmsgd/internal/volconf"
 )
 
+// Locking. A router's locks, from outermost to innermost; a goroutine
+// holding one may take only those below it:
+//
+//	span.Engine.mu       the cluster mutex; the engine calls link.OpenSpan
+//	                     and relayTx.Close under it, which only queue
+//	circ.Circuit.mu      one relayed circuit, held through its setup
+//	circ.Relay.mu        the table of every relayed circuit (register)
+//	circ.Table.mu        one link's circuit ends
+//	iocom.Conn.mu        one link's state machine and outbound queue
+//
+// Router.mu (links, listeners, VOLCONF slots), link.mu (its peer's
+// LNK_CONN), the admission and source buckets (admit.go, churn.go) and
+// the signature caches (sigspan.go, hopsign.go) are leaves: nothing else
+// is taken while one is held, and none is held across a call into the
+// engine, the circuit relay, iocom or the outbound target manager. The
+// circuit relay resolves a LNK_CIRC's target through the engine before
+// taking any lock of its own.
+//
+// iocom handlers run on their link's reader with no iocom lock held, so
+// they may send on any link. A reader that relays circuit data may write a
+// small burst into another link's socket itself: it takes that link's
+// write lock (iocom.Conn.wmu) with TryLock only, never waiting for it, and
+// holds nothing above it.
+
 // Router is one running dmsgd.
 type Router struct {
 	log      *zap.Logger
