@@ -51,7 +51,7 @@ func dialFarShell(tb testing.TB, r *testRouter, label string, mode farMode, wind
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	nc, err := iocom.Dial(ctx, r.tcpURL())
+	nc, err := iocom.Dial(ctx, "tcp", r.addr())
 	if err != nil {
 		tb.Fatal(err)
 	}
