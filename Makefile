@@ -16,7 +16,7 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 BIN := bin/dmsgd
 
-.PHONY: all build run test bench bench-circuits lint vet fmt-check install fuzz clean
+.PHONY: all build run test attack bench bench-circuits lint vet fmt-check install fuzz clean
 
 all: build
 
@@ -30,6 +30,12 @@ run: build
 
 test: vet fmt-check
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# The hostile-peer suite of e2e/attack_*_test.go at full scale: every attack
+# at its real size against default limits, with a table of figures at the
+# end (`make test` runs the same attacks small). Long: up to an hour.
+attack:
+	DMSGD_ATTACK_SCALE=full $(GO) test -count=1 -timeout 90m -run '^TestAttack' -v ./e2e/
 
 # Benchmarks: BENCH selects them (a go test -bench pattern), BENCHPKGS the
 # packages, BENCHCOUNT the runs of each. bench-circuits runs only the

@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 	// late reports: every dmsgd tree or shell a test runs would cost one.
 	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	code := m.Run()
+	printAttackFigures(os.Stdout)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -52,6 +53,7 @@ type daemon struct {
 	shell  string
 	port   int
 	log    string
+	bin    string // the dmsgd to run; the package's race build when empty
 	cmd    *exec.Cmd
 	env    []string        // added to the environment of the process
 	setup  func(*exec.Cmd) // adjusts the command before it starts, when set
@@ -112,7 +114,11 @@ func (d *daemon) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.cmd = exec.Command(binary, "serve", "--config", d.config)
+	bin := binary
+	if d.bin != "" {
+		bin = d.bin
+	}
+	d.cmd = exec.Command(bin, "serve", "--config", d.config)
 	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if d.setup != nil {

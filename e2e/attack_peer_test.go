@@ -1,0 +1,254 @@
+package e2e
+
+import (
+	"bufio"
+	bin "encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
+)
+
+// rawPeer is one DMSG speaker on its own socket, hostile or well-behaved,
+// written against the codec alone: what it sends and when is entirely
+// the test's choice. Writes are buffered; write flushes.
+type rawPeer struct {
+	nc  net.Conn
+	wmu sync.Mutex
+	bw  *bufio.Writer
+	enc *dmsg.Encoder
+
+	// until, if set, bounds every write instead of peerWriteTimeout: an
+	// attacker pushes for as long as the router reads, up to the end of
+	// the attack.
+	until time.Time
+}
+
+// peerWriteTimeout bounds one flush of a well-behaved peer: a router
+// that stops reading must not hang it forever.
+const peerWriteTimeout = 10 * time.Second
+
+// dialRaw connects to the router on 127.0.0.1:port from the loopback
+// address from ("" for any).
+func dialRaw(port int, from string) (*rawPeer, error) {
+	return dialPeer(port, from, 0)
+}
+
+// dialPeer is dialRaw with the socket's receive buffer set to rcvbuf when
+// it is not 0: a peer that does not mean to read makes it small, so that
+// what the router sends it piles up in the router rather than in the
+// kernel.
+func dialPeer(port int, from string, rcvbuf int) (*rawPeer, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	if rcvbuf > 0 {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var err error
+			rc.Control(func(fd uintptr) {
+				err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
+			})
+			return err
+		}
+	}
+	nc, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return nil, err
+	}
+	return newRawPeer(nc), nil
+}
+
+func newRawPeer(nc net.Conn) *rawPeer {
+	p := &rawPeer{nc: nc, bw: bufio.NewWriterSize(nc, 64<<10)}
+	p.enc = dmsg.NewEncoder(p.bw)
+	return p
+}
+
+// write encodes msgs and, with flush, writes them out.
+func (p *rawPeer) write(flush bool, msgs ...*dmsg.Msg) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	for _, m := range msgs {
+		if err := p.enc.Encode(m); err != nil {
+			return err
+		}
+	}
+	if !flush {
+		return nil
+	}
+	deadline := p.until
+	if deadline.IsZero() {
+		deadline = time.Now().Add(peerWriteTimeout)
+	}
+	p.nc.SetWriteDeadline(deadline)
+	return p.bw.Flush()
+}
+
+func (p *rawPeer) send(msgs ...*dmsg.Msg) error { return p.write(true, msgs...) }
+
+func (p *rawPeer) flush() error { return p.write(true) }
+
+func (p *rawPeer) close() error { return p.nc.Close() }
+
+// readLoop decodes what the router sends and hands each message to h
+// until the stream ends, and returns why it ended. Writes h makes are
+// flushed once the input is drained, so answers to a burst leave in few
+// syscalls.
+func (p *rawPeer) readLoop(h func(m *dmsg.Msg)) error {
+	dec := dmsg.NewDecoder(p.nc)
+	for {
+		m, err := dec.Decode()
+		if err != nil {
+			return err
+		}
+		h(m)
+		m.Release()
+		if dec.Buffered() == 0 {
+			if err := p.flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// closedByRouter reports whether err, from reading or writing a peer's
+// socket, means the router closed the link (rather than our own Close or
+// a deadline of ours).
+func closedByRouter(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// Messages, built as PROTOCOL.md section 2 lays them out.
+
+// seqID returns a node id made of kind and two counters, so floods need
+// not hash a label per span.
+func seqID(kind byte, a, b uint32) uuid.UUID {
+	var u uuid.UUID
+	u[0] = kind
+	bin.LittleEndian.PutUint32(u[4:], a)
+	bin.LittleEndian.PutUint32(u[8:], b)
+	return u
+}
+
+// leafConn is a LNK_CONN from a leaf called label that wants the spans
+// peerMask selects.
+func leafConn(msgid uint64, label string, peerType uint8, peerMask uint64) *dmsg.Msg {
+	c := dmsg.Conn{PeerMask: peerMask, PfsMask: ^uint64(0), PeerType: peerType, ProtoVersion: 1,
+		FsLabel: label, PfsFsid: uuid.NewSHA1(uuid.NameSpaceOID, []byte("attack-"+label))}
+	m := dmsg.NewConnMsg(dmsg.FlagCreate, &c, false)
+	m.MsgID = msgid
+	return m
+}
+
+// leafSpan is a LNK_SPAN CREATE advertising node label with id in
+// cluster "attack"; seq goes in the media bytes, which routers relay
+// unchanged, so a receiver can tell advertisements of one label apart.
+func leafSpan(msgid uint64, label string, id uuid.UUID, seq uint64) *dmsg.Msg {
+	s := dmsg.Span{PfsClid: uuid.NewSHA1(uuid.NameSpaceOID, []byte("attack")), PfsFsid: id,
+		PeerType: dmsg.PeerHammer2, ProtoVersion: 1, Rnss: 1, ClLabel: "attack", FsLabel: label}
+	bin.LittleEndian.PutUint64(s.Media[:], seq)
+	m := dmsg.NewSpanMsg(dmsg.FlagCreate, &s)
+	m.MsgID = msgid
+	return m
+}
+
+func spanSeq(s dmsg.Span) uint64 { return bin.LittleEndian.Uint64(s.Media[:]) }
+
+func pingMsg() *dmsg.Msg { return &dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing}} }
+
+func pingReply() *dmsg.Msg { return &dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing | dmsg.FlagReply}} }
+
+// shellLine is a DBG_SHELL command line (an empty one asks for the prompt).
+func shellLine(line string) *dmsg.Msg {
+	m := dmsg.NewMsg(dmsg.DbgShell)
+	if line != "" {
+		m.SetAux(append([]byte(line), 0))
+	}
+	return m
+}
+
+// closeTx ends, from our side, a transaction we opened.
+func closeTx(msgid uint64) *dmsg.Msg {
+	return &dmsg.Msg{Header: dmsg.Header{MsgID: msgid, Cmd: dmsg.LnkError | dmsg.FlagDelete}}
+}
+
+// answer replies inside a transaction the router opened: flags among
+// CREATE and DELETE, with error code.
+func answer(msgid uint64, flags, code uint32) *dmsg.Msg {
+	return &dmsg.Msg{Header: dmsg.Header{MsgID: msgid, Error: code,
+		Cmd: dmsg.LnkError | flags | dmsg.FlagReply | dmsg.FlagRevTrans}}
+}
+
+// politeness is the book a well-behaved peer keeps on the transactions
+// the router opens on it, so that it answers each as PROTOCOL.md 3 asks:
+// LNK_CONNs are acknowledged and kept open (or refused, for a shell
+// client), every DELETE is answered.
+type politeness struct {
+	mu     sync.Mutex
+	opened map[uint64]txAnswer // router-opened transactions, by msgid
+	refuse bool                // refuse the router's LNK_CONN (shell clients)
+}
+
+// txAnswer is how far we answered a transaction the router opened.
+type txAnswer uint8
+
+const (
+	unanswered   txAnswer = iota
+	acknowledged          // REPLY|CREATE sent
+	closedByUs            // REPLY|DELETE sent
+)
+
+// handle answers m if it needs an answer, and reports whether m opened
+// (create) or ended (del) a transaction of the router.
+func (pl *politeness) handle(p *rawPeer, m *dmsg.Msg) (create, del bool) {
+	f := m.Cmd & dmsg.FlagsMask
+	if m.Circuit != 0 || f&dmsg.FlagReply != 0 {
+		return false, false
+	}
+	if f&(dmsg.FlagCreate|dmsg.FlagDelete) == 0 {
+		if m.MsgID == 0 && dmsg.Base(m.Cmd) == dmsg.LnkPing {
+			p.write(false, pingReply())
+		}
+		return false, false
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.opened == nil {
+		pl.opened = make(map[uint64]txAnswer)
+	}
+	create, del = f&dmsg.FlagCreate != 0, f&dmsg.FlagDelete != 0
+	base := dmsg.Base(m.Cmd)
+	isConn := base == dmsg.LnkConn || base == dmsg.LnkConnV2
+	switch {
+	case create && del:
+		p.write(false, answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, 0))
+	case create && isConn && pl.refuse:
+		p.write(false, answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, dmsg.ErrNoSupp))
+		pl.opened[m.MsgID] = closedByUs
+	case create && isConn:
+		p.write(false, answer(m.MsgID, dmsg.FlagCreate, 0))
+		pl.opened[m.MsgID] = acknowledged
+	case create:
+		pl.opened[m.MsgID] = unanswered
+	case del:
+		state, ok := pl.opened[m.MsgID]
+		delete(pl.opened, m.MsgID)
+		switch {
+		case !ok || state == closedByUs:
+		case state == acknowledged:
+			p.write(false, answer(m.MsgID, dmsg.FlagDelete, 0))
+		default:
+			p.write(false, answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, 0))
+		}
+	}
+	return create, del
+}
