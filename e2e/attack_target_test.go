@@ -20,7 +20,8 @@ import (
 // The daemons the attack tests play against are built without the race
 // detector, as an operator runs dmsgd: its shadow memory would make RSS
 // meaningless as a measure of what a peer makes the router hold, and
-// would keep that memory resident after the attack.
+// would keep that memory resident after the attack. DMSGD_ATTACK_BINARY
+// names another dmsgd to attack instead (another build or version).
 var (
 	attackBinOnce sync.Once
 	attackBin     string
@@ -30,6 +31,9 @@ var (
 func attackBinary(t *testing.T) string {
 	t.Helper()
 	attackBinOnce.Do(func() {
+		if attackBin = os.Getenv("DMSGD_ATTACK_BINARY"); attackBin != "" {
+			return
+		}
 		attackBin = filepath.Join(filepath.Dir(binary), "dmsgd-norace")
 		build := exec.Command("go", "build", "-trimpath", "-o", attackBin, "github.com/dmsgd/dmsgd/cmd/dmsgd")
 		if out, err := build.CombinedOutput(); err != nil {
