@@ -123,6 +123,8 @@ type attackSpec struct {
 	name   string
 	limits map[string]string
 	budget func(base int64) int64
+	// upstream gives the target a configured outbound link to e.up.
+	upstream bool
 	// prepare runs before the baseline is taken (building a big tree).
 	prepare func(e *attackEnv)
 	// run plays the attack and checks its own outcome; it returns when the
@@ -138,6 +140,7 @@ type attackEnv struct {
 	obs *observer
 	ctl *controlLeaf
 	w   *watcher
+	up  *upstream // with attackSpec.upstream
 
 	base     procSample
 	start    time.Time
@@ -208,13 +211,26 @@ func source(i int) string { return fmt.Sprintf("127.0.%d.%d", 1+i/250, 2+i%250) 
 // runAttack runs one attack against a fresh target and checks it.
 func runAttack(t *testing.T, spec attackSpec) {
 	sc := currentScale()
-	tg := startTarget(t, sc, spec.limits)
-	e := &attackEnv{t: t, sc: sc, tg: tg}
+	e := &attackEnv{t: t, sc: sc}
+	var media []int
+	if spec.upstream {
+		e.up = startUpstream(t)
+		defer e.up.close()
+		media = append(media, e.up.port)
+	}
+	tg := startTarget(t, sc, spec.limits, media...)
+	e.tg = tg
 	e.obs = dialObserver(t, tg.port)
 	defer e.obs.close()
 	e.ctl = dialControl(t, tg.port, e.obs, sc)
 	defer e.ctl.close()
 	waitFor(t, 30*time.Second, "the control leaf's span at the observer", func() bool { return e.obs.sees("control") })
+	if e.up != nil {
+		waitFor(t, 30*time.Second, "the target's link to its configured target", func() bool {
+			_, up := e.up.upSince(time.Time{})
+			return up
+		})
+	}
 	if spec.prepare != nil {
 		spec.prepare(e)
 	}

@@ -18,16 +18,19 @@ import (
 // Attacks on the router's links themselves: holding slots, churning
 // connections, and flooding it with things to refuse.
 
-// (e) More TCP connections than max_links, each trickling one byte of a
-// LNK_CONN every few seconds, and reconnecting at once when closed: a
-// link must send its LNK_CONN within a deadline and keepalive counts whole
-// frames, so none holds a slot for long; the unix shell socket answers
-// `tree` all along (the watcher asks it), and well-behaved leaves still get
-// in.
+// (e) More TCP connections than max_links, from enough addresses to fill
+// it despite a per-source limit, each trickling one byte of a LNK_CONN
+// every few seconds and reconnecting at once when closed. A link must
+// send its LNK_CONN within a deadline and keepalive counts whole frames,
+// so none holds a slot for long. The reserve floods cannot take holds:
+// the unix shell socket answers `tree` all along (the watcher asks it),
+// and the configured outbound link, dropped during the flood, comes back.
+// Links that never finish their LNK_CONN cannot take every slot either: a
+// well-behaved leaf still gets in.
 func TestAttackTrickleConnectionsBeyondMaxLinks(t *testing.T) {
 	sc := currentScale()
 	maxLinks := sc.pick(24, 1024)
-	conns, addrs := maxLinks+sc.pick(8, 6), sc.pick(2, 4)
+	conns, addrs := maxLinks+sc.pick(8, 6), sc.pick(4, 64)
 	every := time.Duration(sc.pick(1, 5)) * time.Second
 	// A trickling connection must be gone within the LNK_CONN deadline or,
 	// at the latest, a keepalive timeout without a whole frame; plus slack.
@@ -36,9 +39,11 @@ func TestAttackTrickleConnectionsBeyondMaxLinks(t *testing.T) {
 	runAttack(t, attackSpec{
 		name: "(e) trickling connections",
 		limits: sc.limits(map[string]string{
-			"max_links": fmt.Sprint(maxLinks), "max_links_per_address": "8", "conn_timeout": "2s",
+			"max_links": fmt.Sprint(maxLinks), "max_links_per_source": "8", "max_pending_links": "8",
+			"conn_timeout": "2s",
 		}),
-		budget: sc.budget(1 * gib),
+		budget:   sc.budget(1 * gib),
+		upstream: true,
 		run: func(e *attackEnv) {
 			var frame bytes.Buffer
 			dmsg.NewEncoder(&frame).Encode(leafConn(1, "trickler", dmsg.PeerHammer2, 0))
@@ -48,6 +53,9 @@ func TestAttackTrickleConnectionsBeyondMaxLinks(t *testing.T) {
 			for i := range conns {
 				wg.Go(func() { trickler(e.tg.port, source(30+i%addrs), frame.Bytes(), every, stop, st) })
 			}
+			time.Sleep(time.Second) // the flood fills the slots
+			dropped := time.Now()
+			e.up.drop()
 			probes, in := 0, 0
 			for until := e.start.Add(runFor); time.Now().Before(until) && !e.stopping(); {
 				time.Sleep(time.Second)
@@ -62,9 +70,16 @@ func TestAttackTrickleConnectionsBeyondMaxLinks(t *testing.T) {
 			st.mu.Lock()
 			defer st.mu.Unlock()
 			longest := max(percentile(st.lived, 100), oldest)
+			upAgain, upOK := e.up.upSince(dropped)
 			e.notef("%d trickling connections from %d addresses, reconnecting when closed: %d made, %d refused at once, %d closed after p50 %v max %v; oldest open at the end %v; fresh leaf in %d of %d tries",
 				conns, addrs, st.made, st.refused, len(st.lived), percentile(st.lived, 50).Round(time.Millisecond),
 				percentile(st.lived, 100).Round(time.Millisecond), oldest.Round(time.Millisecond), in, probes)
+			if upOK {
+				e.notef("configured link back %v after it was dropped", upAgain.Sub(dropped).Round(time.Millisecond))
+			} else {
+				e.notef("configured link not back")
+				e.t.Errorf("the configured outbound link, dropped during the flood, did not come back in %v", time.Since(dropped).Round(time.Second))
+			}
 			if longest > bound {
 				e.t.Errorf("a trickling connection held its link for %v; it should be closed within %v", longest.Round(time.Millisecond), bound)
 			}

@@ -19,7 +19,7 @@ func TestAttackPingsFromAPeerThatNeverReads(t *testing.T) {
 	sc := currentScale()
 	runAttack(t, attackSpec{
 		name:   "(a) pings, never read",
-		limits: sc.limits(map[string]string{"queue_bytes_per_link": "256KiB"}),
+		limits: sc.limits(map[string]string{"queue_bytes_per_link": "256KiB", "slow_consumer_grace": "1s"}),
 		budget: sc.budget(256 * mib),
 		run: func(e *attackEnv) {
 			ping := pingMsg()
@@ -37,7 +37,7 @@ func TestAttackShellTreesForAPeerThatNeverReads(t *testing.T) {
 	spans := sc.pick(2000, 50_000)
 	runAttack(t, attackSpec{
 		name:    "(b) shell tree json, never read",
-		limits:  sc.limits(map[string]string{"queue_bytes_per_link": "256KiB"}),
+		limits:  sc.limits(map[string]string{"queue_bytes_per_link": "256KiB", "slow_consumer_grace": "1s"}),
 		budget:  func(base int64) int64 { return base + int64(sc.pick(64, 256))*mib },
 		prepare: func(e *attackEnv) { bigTree(e, spans) },
 		run: func(e *attackEnv) {

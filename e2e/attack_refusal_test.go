@@ -32,9 +32,10 @@ func TestAttackRefusalFloodKeepsTheLogQuiet(t *testing.T) {
 			sp := floodSpans(e, source(3), "refused", 9, perLink+spans)
 			ci := floodBogusCircuits(e, source(4), circuits)
 			filled := fillLinks(e, maxLinks+8)
-			refusedConns, acceptedConns := floodConnections(e, conns)
-			e.notef("spans: %d sent, %d refused; circuits: %d sent, %d refused; connections: %d links filled, then %d of %d refused (%d let in)",
-				sp.sent, sp.refused, ci.sent, ci.refused, filled, refusedConns, conns, acceptedConns)
+			cf := floodConnections(e, conns)
+			refusedConns := cf[connRefused]
+			e.notef("spans: %d sent, %d refused; circuits: %d sent, %d refused; connections: %d links filled, then %d of %d refused (%d let in, %d left waiting, %d not made)",
+				sp.sent, sp.refused, ci.sent, ci.refused, filled, refusedConns, conns, cf[connLetIn], cf[connWaiting], cf[connFailed])
 			limits, exposed, err := e.tg.limitRefusals()
 			if err != nil {
 				e.t.Errorf("scrape /metrics: %v", err)
@@ -134,38 +135,53 @@ func fillLinks(e *attackEnv, upTo int) int {
 	return upTo
 }
 
+// connOutcome is what became of one connection attempt.
+type connOutcome int
+
+const (
+	connRefused connOutcome = iota // closed before the router said anything
+	connLetIn                      // the router spoke: it took the link
+	connWaiting                    // neither, for a while: it is held waiting
+	connFailed                     // the connection could not be made
+)
+
 // floodConnections makes n connection attempts from a few addresses and
-// counts those the router refused (closed before saying anything) and
-// those it let in.
-func floodConnections(e *attackEnv, n int) (refused, accepted int) {
-	var ref, acc atomic.Int64
+// counts their outcomes.
+func floodConnections(e *attackEnv, n int) [4]int {
+	var counts [4]atomic.Int64
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
 			for int(next.Add(1)) <= n && !e.stopping() {
-				if connRefused(e.tg.port, source(120+w)) {
-					ref.Add(1)
-				} else {
-					acc.Add(1)
-				}
+				counts[tryConn(e.tg.port, source(120+w))].Add(1)
 			}
 		})
 	}
 	wg.Wait()
-	return int(ref.Load()), int(acc.Load())
+	var out [4]int
+	for i := range counts {
+		out[i] = int(counts[i].Load())
+	}
+	return out
 }
 
-// connRefused connects and reports whether the router closed the
-// connection before sending anything.
-func connRefused(port int, from string) bool {
+// tryConn connects and waits up to two seconds to see what the router
+// does with the connection.
+func tryConn(port int, from string) connOutcome {
 	p, err := dialRaw(port, from)
 	if err != nil {
-		return false
+		return connFailed
 	}
 	defer p.close()
-	p.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	p.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
 	var b [1]byte
 	_, err = p.nc.Read(b[:])
-	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	switch {
+	case err == nil:
+		return connLetIn
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return connWaiting
+	}
+	return connRefused
 }

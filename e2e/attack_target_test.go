@@ -54,14 +54,16 @@ type target struct {
 	metrics string            // host:port of /metrics
 	limits  map[string]string // limits: keys as written to the config
 	unknown []string          // limits keys this dmsgd does not know, left out
+	media   []int             // ports of configured targets it keeps links to
 }
 
-// startTarget writes the target's config with the scale's keepalive and
-// the given limits, and starts it. Limits keys that this build of dmsgd
+// startTarget writes the target's config with the scale's keepalive, the
+// given limits and outbound links to the loopback ports media, and
+// starts it. Limits keys that this build of dmsgd
 // rejects as unknown are left out (and listed in unknown), so the suite
 // measures any build: a missing defence then shows as a failed check,
 // not as a daemon that cannot start.
-func startTarget(t *testing.T, sc *scale, limits map[string]string) *target {
+func startTarget(t *testing.T, sc *scale, limits map[string]string, media ...int) *target {
 	t.Helper()
 	dir := t.TempDir()
 	tg := &target{daemon: &daemon{t: t, name: "target", port: freePort(t),
@@ -69,7 +71,7 @@ func startTarget(t *testing.T, sc *scale, limits map[string]string) *target {
 		shell:  filepath.Join(dir, "shell.sock"),
 		log:    filepath.Join(dir, "dmsgd.log"),
 		bin:    attackBinary(t),
-	}, metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t)), limits: map[string]string{}}
+	}, metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t)), limits: map[string]string{}, media: media}
 	for k, v := range limits {
 		tg.limits[k] = v
 	}
@@ -94,6 +96,12 @@ func (tg *target) writeConfig(sc *scale) {
 	fmt.Fprintf(&b, "keepalive:\n  interval: %s\n  timeout: %s\n", sc.keepaliveInterval, sc.keepaliveTimeout)
 	b.WriteString("log:\n  level: info\n  format: json\n")
 	fmt.Fprintf(&b, "metrics:\n  listen: %s\n", tg.metrics)
+	if len(tg.media) > 0 {
+		b.WriteString("media:\n  - name: upstream\n    copies:\n")
+		for i, port := range tg.media {
+			fmt.Fprintf(&b, "      - copyid: %d\n        path: span:127.0.0.1:%d\n", i+1, port)
+		}
+	}
 	if len(tg.limits) > 0 {
 		b.WriteString("limits:\n")
 		keys := make([]string, 0, len(tg.limits))
