@@ -21,7 +21,7 @@ const churnLabel = "control-churn"
 // observer is a leaf that wants every span and reports the changes of
 // churnLabel as they arrive.
 type observer struct {
-	p      *rawPeer
+	p      *wirePeer
 	pl     politeness
 	done   chan struct{}
 	err    error // why the link ended, once done is closed
@@ -41,7 +41,7 @@ type spanEvent struct {
 
 func dialObserver(t *testing.T, port int) *observer {
 	t.Helper()
-	p, err := dialRaw(port, "")
+	p, err := dialWire(port, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func (o *observer) close() {
 
 // controlLeaf pings and churns; see above.
 type controlLeaf struct {
-	p    *rawPeer
+	p    *wirePeer
 	pl   politeness
 	obs  *observer
 	done chan struct{} // the reader ended
@@ -154,7 +154,7 @@ type churnRec struct {
 
 func dialControl(t *testing.T, port int, obs *observer, sc *scale) *controlLeaf {
 	t.Helper()
-	p, err := dialRaw(port, "")
+	p, err := dialWire(port, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -168,12 +168,12 @@ func (e *attackEnv) closeAtEnd(c io.Closer) {
 // dialAttacker connects an attacking peer from the address from (slow:
 // one that does not mean to read). Its writes may block up to the end of
 // the attack, and it is closed when the attack is over.
-func (e *attackEnv) dialAttacker(from string, slow bool) (*rawPeer, error) {
+func (e *attackEnv) dialAttacker(from string, slow bool) (*wirePeer, error) {
 	rcvbuf := 0
 	if slow {
 		rcvbuf = 4096
 	}
-	p, err := dialPeer(e.tg.port, from, rcvbuf)
+	p, err := dialWirePeer(e.tg.port, from, rcvbuf)
 	if err != nil {
 		return nil, err
 	}

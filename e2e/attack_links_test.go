@@ -172,7 +172,7 @@ func trickle(nc net.Conn, frame []byte, every time.Duration, stop <-chan struct{
 // freshLeafGetsIn connects a well-behaved leaf and reports whether the
 // router let it in: it sent its LNK_CONN rather than closing the link.
 func freshLeafGetsIn(port int, timeout time.Duration) (bool, error) {
-	p, err := dialRaw(port, "")
+	p, err := dialWire(port, "")
 	if err != nil {
 		return false, err
 	}
@@ -245,7 +245,7 @@ const (
 )
 
 func churnOnce(port int, from string, w, spans int, garbage []byte) churnOutcome {
-	p, err := dialRaw(port, from)
+	p, err := dialWire(port, from)
 	if err != nil {
 		return churnRefused
 	}

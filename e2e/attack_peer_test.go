@@ -16,10 +16,12 @@ import (
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
-// rawPeer is one DMSG speaker on its own socket, hostile or well-behaved,
+// wirePeer is one DMSG speaker on its own socket, hostile or well-behaved,
 // written against the codec alone: what it sends and when is entirely
-// the test's choice. Writes are buffered; write flushes.
-type rawPeer struct {
+// the test's choice. Writes are buffered; write flushes. Unlike rawPeer,
+// which keeps everything it receives for a test to look at, it streams:
+// floods of millions of messages go through it.
+type wirePeer struct {
 	nc  net.Conn
 	wmu sync.Mutex
 	bw  *bufio.Writer
@@ -35,17 +37,17 @@ type rawPeer struct {
 // that stops reading must not hang it forever.
 const peerWriteTimeout = 10 * time.Second
 
-// dialRaw connects to the router on 127.0.0.1:port from the loopback
+// dialWire connects to the router on 127.0.0.1:port from the loopback
 // address from ("" for any).
-func dialRaw(port int, from string) (*rawPeer, error) {
-	return dialPeer(port, from, 0)
+func dialWire(port int, from string) (*wirePeer, error) {
+	return dialWirePeer(port, from, 0)
 }
 
-// dialPeer is dialRaw with the socket's receive buffer set to rcvbuf when
-// it is not 0: a peer that does not mean to read makes it small, so that
-// what the router sends it piles up in the router rather than in the
-// kernel.
-func dialPeer(port int, from string, rcvbuf int) (*rawPeer, error) {
+// dialWirePeer is dialWire with the socket's receive buffer set to
+// rcvbuf when it is not 0: a peer that does not mean to read makes it
+// small, so that what the router sends it piles up in the router rather
+// than in the kernel.
+func dialWirePeer(port int, from string, rcvbuf int) (*wirePeer, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	if from != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
@@ -63,17 +65,17 @@ func dialPeer(port int, from string, rcvbuf int) (*rawPeer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newRawPeer(nc), nil
+	return newWirePeer(nc), nil
 }
 
-func newRawPeer(nc net.Conn) *rawPeer {
-	p := &rawPeer{nc: nc, bw: bufio.NewWriterSize(nc, 64<<10)}
+func newWirePeer(nc net.Conn) *wirePeer {
+	p := &wirePeer{nc: nc, bw: bufio.NewWriterSize(nc, 64<<10)}
 	p.enc = dmsg.NewEncoder(p.bw)
 	return p
 }
 
 // write encodes msgs and, with flush, writes them out.
-func (p *rawPeer) write(flush bool, msgs ...*dmsg.Msg) error {
+func (p *wirePeer) write(flush bool, msgs ...*dmsg.Msg) error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
 	for _, m := range msgs {
@@ -92,17 +94,17 @@ func (p *rawPeer) write(flush bool, msgs ...*dmsg.Msg) error {
 	return p.bw.Flush()
 }
 
-func (p *rawPeer) send(msgs ...*dmsg.Msg) error { return p.write(true, msgs...) }
+func (p *wirePeer) send(msgs ...*dmsg.Msg) error { return p.write(true, msgs...) }
 
-func (p *rawPeer) flush() error { return p.write(true) }
+func (p *wirePeer) flush() error { return p.write(true) }
 
-func (p *rawPeer) close() error { return p.nc.Close() }
+func (p *wirePeer) close() error { return p.nc.Close() }
 
 // readLoop decodes what the router sends and hands each message to h
 // until the stream ends, and returns why it ended. Writes h makes are
 // flushed once the input is drained, so answers to a burst leave in few
 // syscalls.
-func (p *rawPeer) readLoop(h func(m *dmsg.Msg)) error {
+func (p *wirePeer) readLoop(h func(m *dmsg.Msg)) error {
 	dec := dmsg.NewDecoder(p.nc)
 	for {
 		m, err := dec.Decode()
@@ -209,7 +211,7 @@ const (
 
 // handle answers m if it needs an answer, and reports whether m opened
 // (create) or ended (del) a transaction of the router.
-func (pl *politeness) handle(p *rawPeer, m *dmsg.Msg) (create, del bool) {
+func (pl *politeness) handle(p *wirePeer, m *dmsg.Msg) (create, del bool) {
 	f := m.Cmd & dmsg.FlagsMask
 	if m.Circuit != 0 || f&dmsg.FlagReply != 0 {
 		return false, false

@@ -52,7 +52,7 @@ func TestAttackShellTreesForAPeerThatNeverReads(t *testing.T) {
 // target holds them all.
 func bigTree(e *attackEnv, n int) {
 	t := e.t
-	p, err := dialRaw(e.tg.port, source(200))
+	p, err := dialWire(e.tg.port, source(200))
 	if err != nil {
 		t.Fatal(err)
 	}

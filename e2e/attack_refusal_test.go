@@ -105,7 +105,7 @@ func floodBogusCircuits(e *attackEnv, from string, n int) floodResult {
 // ends.
 func fillLinks(e *attackEnv, upTo int) int {
 	for n := range upTo {
-		p, err := dialRaw(e.tg.port, source(100+n))
+		p, err := dialWire(e.tg.port, source(100+n))
 		if err != nil {
 			return n
 		}
@@ -169,7 +169,7 @@ func floodConnections(e *attackEnv, n int) [4]int {
 // tryConn connects and waits up to two seconds to see what the router
 // does with the connection.
 func tryConn(port int, from string) connOutcome {
-	p, err := dialRaw(port, from)
+	p, err := dialWire(port, from)
 	if err != nil {
 		return connFailed
 	}

@@ -20,7 +20,7 @@ type upstream struct {
 	wg   sync.WaitGroup
 
 	mu  sync.Mutex
-	cur *rawPeer
+	cur *wirePeer
 	ups []time.Time // when the target's LNK_CONN arrived, per link
 }
 
@@ -41,7 +41,7 @@ func (u *upstream) acceptLoop() {
 		if err != nil {
 			return
 		}
-		p := newRawPeer(nc)
+		p := newWirePeer(nc)
 		u.mu.Lock()
 		if u.cur != nil {
 			u.cur.close() // one link at a time, as the target keeps one
@@ -52,7 +52,7 @@ func (u *upstream) acceptLoop() {
 	}
 }
 
-func (u *upstream) serve(p *rawPeer) {
+func (u *upstream) serve(p *wirePeer) {
 	defer p.close()
 	var pl politeness
 	if p.send(leafConn(1, "upstream", dmsg.PeerRouter, ^uint64(0))) != nil {

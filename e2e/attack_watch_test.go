@@ -288,7 +288,7 @@ func shellRun(network, addr, line string, timeout time.Duration) (string, time.D
 	}
 	defer nc.Close()
 	nc.SetDeadline(start.Add(timeout))
-	p := newRawPeer(nc)
+	p := newWirePeer(nc)
 	pl := politeness{refuse: true}
 	if err := p.send(leafConn(1, "watcher", dmsg.PeerClient, 0)); err != nil {
 		return "", 0, err
