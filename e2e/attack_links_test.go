@@ -39,7 +39,7 @@ func TestAttackTrickleConnectionsBeyondMaxLinks(t *testing.T) {
 	runAttack(t, attackSpec{
 		name: "(e) trickling connections",
 		limits: sc.limits(map[string]string{
-			"max_links": fmt.Sprint(maxLinks), "max_links_per_source": "8", "max_pending_links": "8",
+			"max_links": fmt.Sprint(maxLinks), "max_links_per_source": "8", "max_pending_links": "16",
 			"conn_timeout": "2s",
 		}),
 		budget:   sc.budget(1 * gib),
