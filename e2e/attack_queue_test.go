@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,34 +49,55 @@ func TestAttackShellTreesForAPeerThatNeverReads(t *testing.T) {
 	})
 }
 
-// bigTree has a well-behaved leaf advertise n spans and waits until the
-// target holds them all.
+// bigTree has well-behaved leaves advertise n spans between them, a few
+// thousand each (a router lets no single link hold more than a share of
+// its budgets), and waits until the router has answered every one. What
+// the router refused leaves the tree smaller; that is noted.
 func bigTree(e *attackEnv, n int) {
-	t := e.t
-	p, err := dialWire(e.tg.port, source(200))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pl politeness
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		p.readLoop(func(m *dmsg.Msg) { pl.handle(p, m) })
-	}()
-	t.Cleanup(func() { p.close(); <-done })
-	p.write(false, leafConn(1, "filler", dmsg.PeerHammer2, ^uint64(0)))
-	for i := range n {
-		if err := p.write(i%512 == 511, leafSpan(uint64(10+i), fmt.Sprintf("filler-%d", i), seqID(3, uint32(i), 0), 0)); err != nil {
-			t.Fatal(err)
+	const perLeaf = 10_000
+	var accepted, refused atomic.Int64
+	var wg sync.WaitGroup
+	for k := 0; k*perLeaf < n; k++ {
+		count := min(perLeaf, n-k*perLeaf)
+		p, err := dialWire(e.tg.port, source(200+k))
+		if err != nil {
+			e.t.Fatal(err)
 		}
+		var pl politeness
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			p.readLoop(func(m *dmsg.Msg) {
+				pl.handle(p, m)
+				if m.Cmd&dmsg.FlagReply != 0 && m.MsgID >= 10 && m.Circuit == 0 {
+					if m.Cmd&dmsg.FlagDelete != 0 {
+						refused.Add(1)
+					} else {
+						accepted.Add(1)
+					}
+				}
+			})
+		}()
+		e.t.Cleanup(func() { p.close(); <-done })
+		wg.Go(func() {
+			label := fmt.Sprintf("filler%d", k)
+			err := p.write(false, leafConn(1, label, dmsg.PeerHammer2, ^uint64(0)))
+			for i := 0; i < count && err == nil; i++ {
+				err = p.write(i%512 == 511, leafSpan(uint64(10+i), fmt.Sprintf("%s-%d", label, i), seqID(3, uint32(k), uint32(i)), 0))
+			}
+			if err == nil {
+				err = p.flush()
+			}
+			if err != nil {
+				e.t.Errorf("filler %d: %v", k, err)
+			}
+		})
 	}
-	if err := p.flush(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 2*time.Minute, fmt.Sprintf("the target holding the filler's %d spans", n), func() bool {
-		m, err := e.tg.scrape()
-		return err == nil && m["dmsgd_span_links"] >= float64(n)
+	wg.Wait()
+	waitFor(e.t, 2*time.Minute, fmt.Sprintf("answers to the fillers' %d spans", n), func() bool {
+		return int(accepted.Load()+refused.Load()) >= n
 	})
+	e.notef("tree of %d filler spans (%d refused)", accepted.Load(), refused.Load())
 }
 
 // floodWithoutReading plays a peer that never reads: from its own
