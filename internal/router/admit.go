@@ -26,9 +26,11 @@ import (
 //     controls) holds at most limits.max_links_per_source of them;
 //   - at most limits.max_pending_links may be pending, from accept until
 //     the peer's LNK_CONN arrives, so connections that never get that far
-//     cannot crowd out established peers; a pending link that does not
-//     complete its TLS handshake within limits.handshake_timeout or send
-//     its LNK_CONN within limits.conn_timeout is closed;
+//     cannot crowd out established peers; the pool is shared fairly among
+//     sources (pending.go), so that neither can a flood from a few
+//     sources crowd out new ones; a pending link that does not complete
+//     its TLS handshake within limits.handshake_timeout or send its
+//     LNK_CONN within limits.conn_timeout is closed;
 //   - a source opens at most limits.accept_rate_per_source new links a
 //     second, in bursts of max_links_per_source. A connection beyond the
 //     rate is not refused but waits for its turn (pending, within the
@@ -52,9 +54,11 @@ const (
 // dial) until its link is down.
 type admission struct {
 	class   linkClass
-	source  string // per-source key; "" when exempt (unix peers, reserved links)
-	pending bool   // its LNK_CONN has not arrived yet (network links only)
-	done    bool   // released
+	source  string       // per-source key; "" when exempt (unix peers, reserved links)
+	pending bool         // its LNK_CONN has not arrived yet (network links only)
+	done    bool         // released
+	wait    *pendingLink // its place in the pending pool, once it had one
+
 }
 
 // admitter holds the admission counts of a router.
@@ -64,6 +68,8 @@ type admitter struct {
 	pending int // network links without their LNK_CONN yet
 	shell   int
 	sources map[string]*source
+
+	pendingBy map[string][]*admission // pending links by source key, oldest first (pending.go)
 }
 
 // source is what one source address holds, and its accept-rate bucket.
@@ -92,15 +98,16 @@ func sourceOf(nc net.Conn) string {
 
 // admit counts a new connection of class from src against the limits, or
 // returns the limit that refuses it. On success the caller owns the
-// admission and must release it.
-func (ad *admitter) admit(lim *config.Limits, class linkClass, src string, now time.Time) (*admission, *refusal) {
+// admission and must release it, and must close the link displaced from
+// the pending pool to make room for it, if any (evict).
+func (ad *admitter) admit(lim *config.Limits, class linkClass, src string, now time.Time) (a, displaced *admission, why *refusal) {
 	ad.mu.Lock()
 	defer ad.mu.Unlock()
-	a := &admission{class: class}
+	a = &admission{class: class}
 	switch class {
 	case classShell:
 		if ad.shell >= lim.MaxShellLinks {
-			return nil, &refusal{"max_shell_links"}
+			return nil, nil, &refusal{"max_shell_links"}
 		}
 		ad.shell++
 	case classNetwork:
@@ -110,21 +117,21 @@ func (ad *admitter) admit(lim *config.Limits, class linkClass, src string, now t
 		}
 		switch {
 		case ad.links >= lim.MaxLinks:
-			return nil, &refusal{"max_links"}
-		case ad.pending >= lim.MaxPendingLinks:
-			return nil, &refusal{"max_pending_links"}
+			return nil, nil, &refusal{"max_links"}
 		case s != nil && s.links >= lim.MaxLinksPerSource:
-			return nil, &refusal{"max_links_per_source"}
+			return nil, nil, &refusal{"max_links_per_source"}
+		}
+		var ok bool
+		if displaced, ok = ad.pendingLocked(a, src, lim.MaxPendingLinks, now); !ok {
+			return nil, nil, &refusal{"max_pending_links"}
 		}
 		ad.links++
-		ad.pending++
-		a.pending = true
 		if s != nil {
 			s.links++
 			a.source = src
 		}
 	}
-	return a, nil
+	return a, displaced, nil
 }
 
 // sourceLocked returns src's record, creating it with a full bucket.
@@ -191,9 +198,8 @@ func (ad *admitter) turn(a *admission, lim *config.Limits, patience time.Duratio
 func (ad *admitter) connected(a *admission) {
 	ad.mu.Lock()
 	defer ad.mu.Unlock()
-	if a.pending && !a.done {
-		a.pending = false
-		ad.pending--
+	if !a.done {
+		ad.leavePendingLocked(a)
 	}
 }
 
@@ -210,9 +216,7 @@ func (ad *admitter) release(a *admission) {
 		ad.shell--
 	case classNetwork:
 		ad.links--
-		if a.pending {
-			ad.pending--
-		}
+		ad.leavePendingLocked(a)
 		if s := ad.sources[a.source]; s != nil {
 			s.links--
 		}
@@ -226,6 +230,16 @@ func (r *Router) refuseConn(nc net.Conn, via string, why *refusal) {
 	r.events.Warn("link_refused:"+why.limit, "link refused: limits."+why.limit+" reached",
 		zap.String("peer", peerAddr(nc)), zap.String("via", via))
 	nc.Close()
+}
+
+// displace closes a pending link whose slot a connection from the source
+// by took (pending.go), with a rate-limited line and a count.
+func (r *Router) displace(a *admission, by string) {
+	r.metrics.LimitHit("max_pending_links")
+	r.events.Warn("link_displaced:max_pending_links",
+		"pending link closed: limits.max_pending_links reached and its source holds the most pending links",
+		zap.String("source", a.wait.key), zap.String("for", by))
+	r.admit.evict(a)
 }
 
 // peerAddr names a connection's peer for logs.
@@ -247,11 +261,20 @@ func (r *Router) accepted(nc net.Conn, l *listener) {
 		class = classShell
 	}
 	now := time.Now()
-	a, why := r.admit.admit(&lim, class, sourceOf(nc), now)
+	src := sourceOf(nc)
+	a, displaced, why := r.admit.admit(&lim, class, src, now)
 	if why != nil {
 		r.refuseConn(nc, l.addr, why)
 		return
 	}
+	if displaced != nil {
+		r.displace(displaced, src)
+	}
+	raw := nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		raw = tc.NetConn() // closing it aborts a handshake at once
+	}
+	r.admit.onEvict(a, func() { raw.Close() })
 	wait, why := r.admit.turn(a, &lim, lim.HandshakeTimeout, now)
 	if why != nil {
 		r.admit.release(a)

@@ -105,7 +105,7 @@ func TestALinkWithoutLNKCONNIsClosedAfterTheTimeout(t *testing.T) {
 	}))
 	silent := dialRaw(t, r.tcpURL(), true)
 	silent.expect("the router's LNK_CONN", isConnCreate)
-	refusedAtOnce(t, dialRawFrom(t, r, "127.0.0.2", true), "a second pending connection")
+	refusedAtOnce(t, dialRaw(t, r.tcpURL(), true), "a second pending connection from the same source")
 	if err := silent.waitEOF(); !closedByRouter(err) {
 		t.Errorf("the silent connection ended with %v, want EOF", err)
 	}
@@ -129,19 +129,50 @@ func TestALinkWithoutLNKCONNIsClosedAfterTheTimeout(t *testing.T) {
 }
 
 // Links that have not sent their LNK_CONN cannot crowd out the others:
-// beyond limits.max_pending_links a connection is refused, and one is
-// accepted again as soon as a pending link sends its LNK_CONN.
+// beyond limits.max_pending_links a connection from the source holding
+// the most pending links is refused, and one is accepted again as soon as
+// a pending link sends its LNK_CONN.
 func TestPendingLinksCannotCrowdOutEstablishedOnes(t *testing.T) {
 	r := newRouter(t, "r", withLimits(func(l *config.Limits) { l.MaxPendingLinks = 2 }))
 	a := dialRaw(t, r.tcpURL(), true)
 	b := dialRaw(t, r.tcpURL(), true)
 	a.expect("the router's LNK_CONN on a", isConnCreate)
 	b.expect("the router's LNK_CONN on b", isConnCreate)
-	refusedAtOnce(t, dialRawFrom(t, r, "127.0.0.2", true), "a third pending connection")
+	refusedAtOnce(t, dialRaw(t, r.tcpURL(), true), "a third pending connection from the same source")
 	a.send(connMsg(libdmsgConn(), false, 0x1000))
 	a.expect("the acknowledgement of a's LNK_CONN", isCmd(dmsg.LnkError, dmsg.FlagCreate|dmsg.FlagReply|dmsg.FlagRevTrans))
-	c := dialRawFrom(t, r, "127.0.0.3", true)
+	c := dialRaw(t, r.tcpURL(), true)
 	c.expect("the router's LNK_CONN on c", isConnCreate)
+}
+
+// Nor can a flood of them from a few sources keep new sources out: with
+// the pending slots full, a connection from a source holding fewer than
+// the largest holder takes the slot of that holder's oldest pending link,
+// which is closed and counted, while the flood's own next connection is
+// refused.
+func TestAFloodOfPendingLinksCannotKeepANewSourceOut(t *testing.T) {
+	r := newRouter(t, "r", withLimits(func(l *config.Limits) { l.MaxPendingLinks = 2 }))
+	oldest := dialRawFrom(t, r, "127.0.0.2", true)
+	oldest.expect("the router's LNK_CONN on the flood's first link", isConnCreate)
+	newer := dialRawFrom(t, r, "127.0.0.2", true)
+	newer.expect("the router's LNK_CONN on the flood's second link", isConnCreate)
+	refusedAtOnce(t, dialRawFrom(t, r, "127.0.0.2", true), "the flood's third pending connection")
+
+	fresh := dialLeaf(t, r.tcpURL(), leafConfig{Label: "fresh"}) // from 127.0.0.1
+	fresh.waitAcked()
+	if err := oldest.waitEOF(); !closedByRouter(err) {
+		t.Errorf("the flood's oldest pending link ended with %v, want EOF from the router", err)
+	}
+	if n := limitHits(t, r, "max_pending_links"); n != 2 {
+		t.Errorf("max_pending_links counted %v, want 2: one refused, one displaced", n)
+	}
+	waitSample(t, r.Metrics().Registry(), "dmsgd_link_downs_total", map[string]string{"reason": "displaced"},
+		"the displaced link's down counted as displaced", equal(1))
+	if _, closed, _ := fresh.connState(); closed {
+		t.Fatal("the new source's link was closed")
+	}
+	newer.send(connMsg(libdmsgConn(), false, 0x1000))
+	newer.expect("the acknowledgement of the flood's second LNK_CONN", isCmd(dmsg.LnkError, dmsg.FlagCreate|dmsg.FlagReply|dmsg.FlagRevTrans))
 }
 
 // A TLS connection that does not complete its handshake within

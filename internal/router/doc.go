@@ -1,6 +1,7 @@
 // Package router is the dmsgd daemon: it binds listeners, admits
 // connections (admit.go: link classes, per-source caps and rates, pending
-// links and their deadlines), turns every accepted or dialled stream into
+// links and their deadlines; pending.go: the pending slots shared fairly
+// among sources), turns every accepted or dialled stream into
 // an iocom link with its peer's budgets, runs the LNK_CONN and
 // LNK_SPAN transactions of each link against the span engine, serves the
 // debug shell on links allowed to use it, keeps outbound links through

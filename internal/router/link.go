@@ -95,6 +95,7 @@ func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 	r.links[l.id] = l
 	r.wg.Add(1)
 	r.mu.Unlock()
+	r.admit.onEvict(opts.adm, func() { l.closeFor(downDisplaced) })
 
 	l.conn.Logger().Info("link up", zap.String("via", opts.via), zap.Bool("outbound", opts.outbound),
 		zap.String("tls_peer", opts.tlsPeer))

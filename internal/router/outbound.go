@@ -48,10 +48,13 @@ func (r *Router) dial(ctx context.Context, t config.Target) (*link, error) {
 		return nil, err
 	}
 	lim := r.Config().Limits
-	a, why := r.admit.admit(&lim, targetClass(t), "", time.Now())
+	a, displaced, why := r.admit.admit(&lim, targetClass(t), "", time.Now())
 	if why != nil {
 		r.refuseConn(nc, t.String(), why)
 		return nil, fmt.Errorf("%s: link refused: limits.%s reached", t, why.limit)
+	}
+	if displaced != nil {
+		r.displace(displaced, "")
 	}
 	opts.adm = a
 	l := r.startLink(nc, opts)

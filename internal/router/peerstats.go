@@ -49,6 +49,7 @@ const (
 	downSlowConsumer  = "slow_consumer"     // did not read what was queued for it (limits.queue_bytes_per_link)
 	downOverBudget    = "over_budget"       // kept opening transactions past limits.max_transactions*
 	downConnTimeout   = "conn_timeout"      // no LNK_CONN within limits.conn_timeout
+	downDisplaced     = "displaced"         // pending, its slot taken by another source (pending.go)
 )
 
 // peerTotals are the counters of one identity over every link it ever
