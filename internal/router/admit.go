@@ -54,10 +54,13 @@ const (
 // dial) until its link is down.
 type admission struct {
 	class   linkClass
-	source  string       // per-source key; "" when exempt (unix peers, reserved links)
-	pending bool         // its LNK_CONN has not arrived yet (network links only)
-	done    bool         // released
-	wait    *pendingLink // its place in the pending pool, once it had one
+	source  string // per-source key; "" when exempt (unix peers, reserved links)
+	pending bool   // its LNK_CONN has not arrived yet (network links only)
+	done    bool   // released
+	// slotFreed: its link slot is given back (released, or displaced
+	// from the pending pool, pending.go)
+	slotFreed bool
+	wait      *pendingLink // its place in the pending pool, once it had one
 
 }
 
@@ -115,14 +118,17 @@ func (ad *admitter) admit(lim *config.Limits, class linkClass, src string, now t
 		if src != "" {
 			s = ad.sourceLocked(src, lim, now)
 		}
-		switch {
-		case ad.links >= lim.MaxLinks:
-			return nil, nil, &refusal{"max_links"}
-		case s != nil && s.links >= lim.MaxLinksPerSource:
+		if s != nil && s.links >= lim.MaxLinksPerSource {
 			return nil, nil, &refusal{"max_links_per_source"}
 		}
+		// With every link slot taken, a pending link may still give up
+		// its slot, as it would its pending one (pending.go).
+		full := ad.links >= lim.MaxLinks
 		var ok bool
-		if displaced, ok = ad.pendingLocked(a, src, lim.MaxPendingLinks, now); !ok {
+		if displaced, ok = ad.pendingLocked(a, src, lim.MaxPendingLinks, full, now); !ok {
+			if full {
+				return nil, nil, &refusal{"max_links"}
+			}
 			return nil, nil, &refusal{"max_pending_links"}
 		}
 		ad.links++
@@ -215,11 +221,20 @@ func (ad *admitter) release(a *admission) {
 	case classShell:
 		ad.shell--
 	case classNetwork:
-		ad.links--
 		ad.leavePendingLocked(a)
-		if s := ad.sources[a.source]; s != nil {
-			s.links--
-		}
+		ad.leaveLinksLocked(a)
+	}
+}
+
+// leaveLinksLocked gives back a's link slot and its source's, once.
+func (ad *admitter) leaveLinksLocked(a *admission) {
+	if a.slotFreed {
+		return
+	}
+	a.slotFreed = true
+	ad.links--
+	if s := ad.sources[a.source]; s != nil {
+		s.links--
 	}
 }
 

@@ -8,10 +8,11 @@ import "time"
 // purpose, and first come, first served would let a few sources that open
 // connections and never send their LNK_CONN keep it full: every new peer,
 // however honest, would be refused until the flood stops. So the pool is
-// shared max-min fairly. When it is full, a connection from a source that
-// holds fewer pending links than the largest holder takes the slot of that
-// holder's oldest pending link, which is closed; a connection from a
-// source that already holds as many as any other is refused. A new source
+// shared max-min fairly. When it is full (or every link slot of
+// limits.max_links is taken), a connection from a source that holds fewer
+// pending links than the largest holder takes the slots of that holder's
+// oldest pending link, which is closed; a connection from a source that
+// already holds as many as any other is refused. A new source
 // always gets in, a flood only ever displaces itself once it holds the
 // most, and the link displaced is the one that has had the longest to
 // send its LNK_CONN and has not (an honest peer sends it within a round
@@ -29,17 +30,20 @@ type pendingLink struct {
 }
 
 // pendingLocked makes room in the pending pool for a link from key and
-// adds a to it, or reports false if the pool is full and key holds as
-// many pending links as any other source. A link that had to leave to
-// make room is returned; the caller calls its evict, after unlocking.
-func (ad *admitter) pendingLocked(a *admission, key string, max int, now time.Time) (displaced *admission, ok bool) {
-	if ad.pending >= max {
+// adds a to it, or reports false if room is needed (the pool is full, or
+// linksFull: every link slot is taken) and key holds as many pending
+// links as any other source. A link that had to leave to make room gives
+// up its pending slot and its link slot at once, and is returned; the
+// caller calls its evict, after unlocking.
+func (ad *admitter) pendingLocked(a *admission, key string, max int, linksFull bool, now time.Time) (displaced *admission, ok bool) {
+	if linksFull || ad.pending >= max {
 		v := ad.largestPendingLocked()
 		if len(ad.pendingBy[v]) <= len(ad.pendingBy[key]) {
 			return nil, false
 		}
 		displaced = ad.pendingBy[v][0]
 		ad.leavePendingLocked(displaced)
+		ad.leaveLinksLocked(displaced)
 		displaced.wait.evicted = true
 	}
 	if ad.pendingBy == nil {

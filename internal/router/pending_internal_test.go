@@ -138,3 +138,43 @@ func TestADisplacedLinkIsCountedOutOnce(t *testing.T) {
 		t.Fatalf("with every link gone: %d pending, %d links, %d sources pending", p.ad.pending, p.ad.links, len(p.ad.pendingBy))
 	}
 }
+
+// With every link slot taken, by established links and a flood of pending
+// ones, a new source takes the flood's oldest link slot as it would its
+// pending slot; the source holding the most pending links is refused
+// max_links.
+func TestANewSourceTakesTheLinkSlotOfAPendingFloodWhenLinksAreFull(t *testing.T) {
+	p := newPendingPool(t)
+	lim := testLimits()
+	lim.MaxLinks, lim.MaxLinksPerSource, lim.MaxPendingLinks = 4, 100, 100
+	admit := func(src string) (a, displaced *admission, refused string) {
+		a, displaced, why := p.ad.admit(lim, classNetwork, src, p.now)
+		p.now = p.now.Add(time.Second)
+		if why != nil {
+			return nil, nil, why.limit
+		}
+		return a, displaced, ""
+	}
+	est, _, _ := admit("10.0.0.9")
+	p.ad.connected(est)
+	f1, _, _ := admit("10.0.0.1")
+	admit("10.0.0.1")
+	admit("10.0.0.2")
+	if _, _, why := admit("10.0.0.1"); why != "max_links" {
+		t.Fatalf("the flood with every slot taken: refused by %q, want max_links", why)
+	}
+	a, d, why := admit("10.0.0.3")
+	if why != "" || d != f1 {
+		t.Fatalf("a new source with every slot taken: refused by %q, displaced the flood's oldest: %v", why, d == f1)
+	}
+	p.check()
+	if p.ad.links != 4 {
+		t.Fatalf("%d links counted, want 4: the displaced link's slot went to the new one", p.ad.links)
+	}
+	p.ad.release(f1)
+	p.ad.connected(a)
+	if p.ad.links != 4 || p.ad.sources["10.0.0.1"].links != 1 {
+		t.Fatalf("after the displaced link is released: %d links, 10.0.0.1 holds %d; want 4 and 1",
+			p.ad.links, p.ad.sources["10.0.0.1"].links)
+	}
+}
