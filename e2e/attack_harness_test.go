@@ -432,3 +432,17 @@ func printAttackFigures(w io.Writer) {
 		fmt.Fprintf(w, "  %s: %s\n", f.attack, f.note)
 	}
 }
+
+// waitUntil polls cond until it holds, and reports false if it did not
+// within timeout. Unlike waitFor it does not end the test: an attack must
+// stop its peers before it returns.
+func waitUntil(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
+}

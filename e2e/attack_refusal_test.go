@@ -36,6 +36,13 @@ func TestAttackRefusalFloodKeepsTheLogQuiet(t *testing.T) {
 			refusedConns := cf[connRefused]
 			e.notef("spans: %d sent, %d refused; circuits: %d sent, %d refused; connections: %d links filled, then %d of %d refused (%d let in, %d left waiting, %d not made)",
 				sp.sent, sp.refused, ci.sent, ci.refused, filled, refusedConns, conns, cf[connLetIn], cf[connWaiting], cf[connFailed])
+			// The control leaf and the observer hold two of the links.
+			if filled > maxLinks-2 {
+				e.t.Errorf("%d leaves let in beside the control pair; max_links is %d", filled, maxLinks)
+			}
+			if cf[connLetIn] > 0 {
+				e.t.Errorf("%d connections let in with every link slot taken", cf[connLetIn])
+			}
 			limits, exposed, err := e.tg.limitRefusals()
 			if err != nil {
 				e.t.Errorf("scrape /metrics: %v", err)
