@@ -143,7 +143,11 @@ func (w *watcher) treeLoop() {
 	defer w.wg.Done()
 	for {
 		at := time.Now()
-		_, took, err := shellRun("unix", w.tg.shell, "tree", w.sc.liveness)
+		out, took, err := shellRun("unix", w.tg.shell, "tree", w.sc.liveness)
+		if err == nil && !strings.Contains(out, "(target)") {
+			// An answer that is not the tree (a refusal) is no answer.
+			err = fmt.Errorf("`tree` without the router's own node: %.200q", out)
+		}
 		w.mu.Lock()
 		w.trees = append(w.trees, treeRec{at: at, took: took, err: err})
 		w.mu.Unlock()
