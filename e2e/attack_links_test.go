@@ -190,7 +190,8 @@ func trickle(nc net.Conn, frame []byte, every time.Duration, stop <-chan struct{
 }
 
 // freshLeafGetsIn connects a well-behaved leaf and reports whether the
-// router let it in: it sent its LNK_CONN rather than closing the link.
+// router let it in: it acknowledged the leaf's LNK_CONN rather than
+// closing the link.
 func freshLeafGetsIn(port int, timeout time.Duration) (bool, error) {
 	p, err := dialWire(port, "")
 	if err != nil {
@@ -207,10 +208,17 @@ func freshLeafGetsIn(port int, timeout time.Duration) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("before the router's LNK_CONN: %w", err)
 		}
-		if b := dmsg.Base(m.Cmd); m.Cmd&dmsg.FlagCreate != 0 && m.Cmd&dmsg.FlagReply == 0 && (b == dmsg.LnkConn || b == dmsg.LnkConnV2) {
+		if acksConn(m) {
 			return true, nil
 		}
 	}
+}
+
+// acksConn reports whether m is the router's acknowledgement of a leaf's
+// LNK_CONN (msgid 1): the link is established, no longer pending.
+func acksConn(m *dmsg.Msg) bool {
+	const ack = dmsg.FlagReply | dmsg.FlagCreate
+	return m.MsgID == 1 && m.Circuit == 0 && m.Cmd&(ack|dmsg.FlagDelete) == ack
 }
 
 // (g) Many connections in a loop: connect, LNK_CONN, a few spans, garbage,

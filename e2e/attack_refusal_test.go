@@ -109,7 +109,8 @@ func floodBogusCircuits(e *attackEnv, from string, n int) floodResult {
 
 // fillLinks connects well-behaved leaves, each from its own address, until
 // the router refuses one (or upTo are in), and keeps them until the attack
-// ends.
+// ends. A leaf is in once the router acknowledged its LNK_CONN: from then
+// on it no longer holds a pending slot that another source may take.
 func fillLinks(e *attackEnv, upTo int) int {
 	for n := range upTo {
 		p, err := dialWire(e.tg.port, source(100+n))
@@ -122,7 +123,8 @@ func fillLinks(e *attackEnv, upTo int) int {
 		go func() {
 			defer close(done)
 			p.readLoop(func(m *dmsg.Msg) {
-				if create, _ := pl.handle(p, m); create {
+				pl.handle(p, m)
+				if acksConn(m) {
 					once.Do(func() { close(in) })
 				}
 			})
