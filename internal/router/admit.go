@@ -247,12 +247,14 @@ func (r *Router) refuseConn(nc net.Conn, via string, why *refusal) {
 	nc.Close()
 }
 
-// displace closes a pending link whose slot a connection from the source
-// by took (pending.go), with a rate-limited line and a count.
+// displace closes a pending link whose slots a connection from the source
+// by took (pending.go), with a rate-limited line and a count under the
+// limit that was reached.
 func (r *Router) displace(a *admission, by string) {
-	r.metrics.LimitHit("max_pending_links")
-	r.events.Warn("link_displaced:max_pending_links",
-		"pending link closed: limits.max_pending_links reached and its source holds the most pending links",
+	limit := a.wait.limit
+	r.metrics.LimitHit(limit)
+	r.events.Warn("link_displaced:"+limit,
+		"pending link closed: limits."+limit+" reached and its source holds the most pending links",
 		zap.String("source", a.wait.key), zap.String("for", by))
 	r.admit.evict(a)
 }

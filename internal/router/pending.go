@@ -26,7 +26,8 @@ type pendingLink struct {
 	// evict closes the link when another source takes its slot; set by
 	// its owner (onEvict), nil until then.
 	evict   func()
-	evicted bool // it lost its slot; evict has been or will be called
+	evicted bool   // it lost its slot; evict has been or will be called
+	limit   string // the limit that made it lose it, once evicted
 }
 
 // pendingLocked makes room in the pending pool for a link from key and
@@ -42,6 +43,10 @@ func (ad *admitter) pendingLocked(a *admission, key string, max int, linksFull b
 			return nil, false
 		}
 		displaced = ad.pendingBy[v][0]
+		displaced.wait.limit = "max_pending_links"
+		if ad.pending < max {
+			displaced.wait.limit = "max_links"
+		}
 		ad.leavePendingLocked(displaced)
 		ad.leaveLinksLocked(displaced)
 		displaced.wait.evicted = true

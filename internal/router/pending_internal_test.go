@@ -80,6 +80,9 @@ func TestANewSourceTakesThePendingSlotOfTheLargestHolder(t *testing.T) {
 	if _, d, why := p.admit("10.0.0.3"); why != "" || d != flood[0] {
 		t.Fatalf("a new source with the pool full: refused by %q, displaced the flood's oldest: %v", why, d == flood[0])
 	}
+	if flood[0].wait.limit != "max_pending_links" {
+		t.Errorf("the displacement is counted under %q, want max_pending_links", flood[0].wait.limit)
+	}
 	if p.evicted[flood[0]] != 1 {
 		t.Fatalf("the displaced link was closed %d times, want once", p.evicted[flood[0]])
 	}
@@ -168,6 +171,9 @@ func TestANewSourceTakesTheLinkSlotOfAPendingFloodWhenLinksAreFull(t *testing.T)
 		t.Fatalf("a new source with every slot taken: refused by %q, displaced the flood's oldest: %v", why, d == f1)
 	}
 	p.check()
+	if d.wait.limit != "max_links" {
+		t.Errorf("the displacement is counted under %q, want max_links", d.wait.limit)
+	}
 	if p.ad.links != 4 {
 		t.Fatalf("%d links counted, want 4: the displaced link's slot went to the new one", p.ad.links)
 	}
