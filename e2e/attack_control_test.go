@@ -164,7 +164,7 @@ func dialControl(t *testing.T, port int, obs *observer, sc *scale) *controlLeaf 
 		c.err = p.readLoop(c.handle)
 	}()
 	if err := p.send(leafConn(1, "control", dmsg.PeerHammer2, ^uint64(0)),
-		leafSpan(2, "control", seqID(1, 0, 0), 0)); err != nil {
+		advertSpan(2, "control", seqID(1, 0, 0), 0)); err != nil {
 		t.Fatal(err)
 	}
 	c.wg.Add(2)
@@ -217,7 +217,7 @@ func (c *controlLeaf) churnLoop(sc *scale) {
 	msgid := uint64(100)
 	for seq := uint64(1); ; seq++ {
 		msgid++
-		if !c.change(seq, true, leafSpan(msgid, churnLabel, seqID(2, 0, 0), seq), sc) {
+		if !c.change(seq, true, advertSpan(msgid, churnLabel, seqID(2, 0, 0), seq), sc) {
 			return
 		}
 		if !c.change(seq, false, closeTx(msgid), sc) {

@@ -281,7 +281,7 @@ func churnOnce(port int, from string, w, spans int, garbage []byte) churnOutcome
 	label := fmt.Sprintf("churn%d", w)
 	err = p.write(false, leafConn(1, label, dmsg.PeerHammer2, ^uint64(0)))
 	for j := 0; j < spans && err == nil; j++ {
-		err = p.write(false, leafSpan(uint64(10+j), fmt.Sprintf("%s-%d", label, j), seqID(5, uint32(w), uint32(j)), 0))
+		err = p.write(false, advertSpan(uint64(10+j), fmt.Sprintf("%s-%d", label, j), seqID(5, uint32(w), uint32(j)), 0))
 	}
 	if err == nil {
 		_, err = p.bw.Write(garbage)

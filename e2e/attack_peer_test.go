@@ -151,10 +151,10 @@ func leafConn(msgid uint64, label string, peerType uint8, peerMask uint64) *dmsg
 	return m
 }
 
-// leafSpan is a LNK_SPAN CREATE advertising node label with id in
+// advertSpan is a LNK_SPAN CREATE advertising node label with id in
 // cluster "attack"; seq goes in the media bytes, which routers relay
 // unchanged, so a receiver can tell advertisements of one label apart.
-func leafSpan(msgid uint64, label string, id uuid.UUID, seq uint64) *dmsg.Msg {
+func advertSpan(msgid uint64, label string, id uuid.UUID, seq uint64) *dmsg.Msg {
 	s := dmsg.Span{PfsClid: uuid.NewSHA1(uuid.NameSpaceOID, []byte("attack")), PfsFsid: id,
 		PeerType: dmsg.PeerHammer2, ProtoVersion: 1, Rnss: 1, ClLabel: "attack", FsLabel: label}
 	bin.LittleEndian.PutUint64(s.Media[:], seq)

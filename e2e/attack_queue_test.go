@@ -83,7 +83,7 @@ func bigTree(e *attackEnv, n int) {
 			label := fmt.Sprintf("filler%d", k)
 			err := p.write(false, leafConn(1, label, dmsg.PeerHammer2, ^uint64(0)))
 			for i := 0; i < count && err == nil; i++ {
-				err = p.write(i%512 == 511, leafSpan(uint64(10+i), fmt.Sprintf("%s-%d", label, i), seqID(3, uint32(k), uint32(i)), 0))
+				err = p.write(i%512 == 511, advertSpan(uint64(10+i), fmt.Sprintf("%s-%d", label, i), seqID(3, uint32(k), uint32(i)), 0))
 			}
 			if err == nil {
 				err = p.flush()

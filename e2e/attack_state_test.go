@@ -94,7 +94,7 @@ func floodSpans(e *attackEnv, from, prefix string, linkNo uint32, n int) floodRe
 	err = p.write(false, leafConn(1, prefix, dmsg.PeerHammer2, ^uint64(0)))
 	sent := 0
 	for ; sent < n && err == nil && !e.stopping(); sent++ {
-		err = p.write(sent%512 == 511, leafSpan(uint64(10+sent), fmt.Sprintf("%s-%d", prefix, sent), seqID(4, linkNo, uint32(sent)), 0))
+		err = p.write(sent%512 == 511, advertSpan(uint64(10+sent), fmt.Sprintf("%s-%d", prefix, sent), seqID(4, linkNo, uint32(sent)), 0))
 	}
 	if err == nil {
 		err = p.flush()
