@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -565,9 +566,10 @@ func (p *rawPeer) waitEOF() error {
 }
 
 // closedByRouter reports whether the read ended the way a router's close
-// looks from here.
+// looks from here: EOF, or a reset when the router closed with something
+// of ours still unread (a keepalive answer that crossed its close).
 func closedByRouter(err error) bool {
-	return errors.Is(err, io.EOF)
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 func (p *rawPeer) transcript() string {
