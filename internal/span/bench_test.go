@@ -116,11 +116,22 @@ func (p *sinkPeer) OpenSpan(*dmsg.Span, *Relay) (SpanTx, error) {
 
 // BenchmarkMemoryPerSpan reports the bytes allocated per received span
 // (B/op) and the bytes still held per span once the garbage is collected
-// (retained-B/span), alone and with relays to other connections.
+// (retained-B/span), alone and with relays to other connections, and on a
+// router whose source link came up after 30 others that take nothing
+// (shell clients, say): a node's state must not cost it a slot per link.
 func BenchmarkMemoryPerSpan(b *testing.B) {
-	for _, relayTo := range []int{0, 2} {
-		b.Run(fmt.Sprintf("relayed-to=%d", relayTo), func(b *testing.B) {
+	cases := []struct{ relayTo, idle int }{{0, 0}, {2, 0}, {2, 30}}
+	for _, tc := range cases {
+		name := fmt.Sprintf("relayed-to=%d", tc.relayTo)
+		if tc.idle > 0 {
+			name += fmt.Sprintf("/after-%d-idle-links", tc.idle)
+		}
+		relayTo := tc.relayTo
+		b.Run(name, func(b *testing.B) {
 			e := New(Config{Rnss: 1})
+			for i := range tc.idle {
+				e.ConnUp(&sinkPeer{id: fmt.Sprint("idle", i)}, dmsg.Conn{PeerMask: 0})
+			}
 			src := e.ConnUp(&sinkPeer{id: "src"}, dmsg.Conn{})
 			for i := range relayTo {
 				e.ConnUp(&sinkPeer{id: fmt.Sprint("dst", i)}, allOf)

@@ -251,9 +251,11 @@ func (e *Engine) unchargeLink(l *Link) {
 	}
 	nc := n.stateFor(c)
 	nc.held--
+	last := nc.held == 0
+	n.tidy(c)
 	c.charge.spans.Add(-1)
 	e.budget.spans.Add(-1)
-	if n.budget.owner != c || nc.held > 0 {
+	if n.budget.owner != c || !last {
 		return
 	}
 	c.charge.nodes--

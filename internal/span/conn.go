@@ -177,13 +177,14 @@ func (e *Engine) freeSlot(c *Conn) {
 	for _, n := range e.nodes {
 		if nc := n.stateFor(c); nc != nil {
 			*nc = nodeConn{}
+			n.tidy(c)
 		}
 	}
 	e.freeSlots = append(e.freeSlots, c.slot)
 }
 
-// allocSlot hands out the lowest free slot, so node.conns stay as short as
-// the number of connections.
+// allocSlot hands out the lowest free slot, so slots stay as small as the
+// number of connections.
 func (e *Engine) allocSlot() int {
 	if len(e.freeSlots) == 0 {
 		e.slots++

@@ -213,9 +213,30 @@ func checkTree(h *host, v *violations) {
 		for _, c := range e.conns {
 			checkSelection(h, nd, c, v)
 		}
+		checkConnStates(h, nd, v)
 	}
 	if links != e.links || relays != e.relays {
 		v.add("%s: counted %d links %d relays, engine says %d %d", h.name, links, relays, e.links, e.relays)
+	}
+}
+
+// checkConnStates checks that a node keeps state only for connections
+// that are up and that hold something of it, one entry each, by slot.
+func checkConnStates(h *host, nd *node, v *violations) {
+	live := map[int32]bool{}
+	for _, c := range h.eng.conns {
+		live[int32(c.slot)] = true
+	}
+	for i := range nd.conns {
+		nc := &nd.conns[i]
+		switch {
+		case i > 0 && nd.conns[i-1].slot >= nc.slot:
+			v.add("%s: node %s: states out of slot order", h.name, nd.key.label)
+		case nc.idle():
+			v.add("%s: node %s keeps an idle state for slot %d", h.name, nd.key.label, nc.slot)
+		case !live[nc.slot]:
+			v.add("%s: node %s keeps a state for slot %d, which no connection has", h.name, nd.key.label, nc.slot)
+		}
 	}
 }
 

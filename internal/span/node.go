@@ -33,7 +33,7 @@ type node struct {
 	cluster *cluster
 	key     nodeKey
 	links   []*Link    // sorted by Link.before
-	conns   []nodeConn // selection state, indexed by Conn.slot
+	conns   connStates // selection state per connection (nodeconn.go)
 	idx     int        // position in Engine.nodes, for O(1) removal
 	budget  nodeBudget
 	maxSeq  uint64 // the newest Seq of its verified links (verify.go)

@@ -6,36 +6,11 @@ import (
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
-// nodeConn is the selection state of one (node, connection) pair. Nodes
-// keep them in a slice indexed by the connection's slot, so the hot path
-// (every conn of one node, per event) is an index, not a map lookup.
-type nodeConn struct {
-	relays  []relayRef // open relays, one per selected link
-	refused []*Link    // links the peer DELETEd: not offered again (PROTOCOL.md 4.4)
-	held    int32      // links of the node received on the connection (Budget.MaxSpansPerNode)
-}
-
 // relayRef keeps the link beside its relay so that comparing a selection
 // with the relays in place touches no Relay.
 type relayRef struct {
 	link *Link
 	r    *Relay
-}
-
-// stateFor returns the state of (n, c), nil when there is none yet.
-func (n *node) stateFor(c *Conn) *nodeConn {
-	if c.slot < len(n.conns) {
-		return &n.conns[c.slot]
-	}
-	return nil
-}
-
-// grow makes room for c's slot and returns its state.
-func (n *node) grow(c *Conn) *nodeConn {
-	if c.slot >= len(n.conns) {
-		n.conns = append(n.conns, make([]nodeConn, c.slot+1-len(n.conns))...)
-	}
-	return &n.conns[c.slot]
 }
 
 func (nc *nodeConn) has(l *Link) bool {
@@ -101,6 +76,7 @@ func (e *Engine) reconcile(n *node, c *Conn) {
 	}
 	if nc != nil {
 		e.dropUnselected(nc, want, missing)
+		n.tidy(c)
 	}
 	clear(want) // the scratch buffer must not pin links
 	e.scratch = want[:0]
