@@ -224,11 +224,14 @@ func TestALibdmsgShellClientSeesWhatTheCServiceShowed(t *testing.T) {
 					if len(links) != 1 {
 						t.Fatalf("router links = %+v, want the shell's", links)
 					}
+					// The C service sends a message per line; dmsgd sends
+					// the same text in chunks of whole lines (a client
+					// prints what it gets), then the prompt on its own.
 					wantTree := []string{
-						"Cluster ROUTER " + config.NodeIDFor("default").String() + " (default)\n",
-						"    Node 00 " + r.nodeID() + " (r)\n",
-						"\tSLink msgid 0000000000000000 dist=0 via local\n",
-						fmt.Sprintf("\t    Relay-out msgid %016x via %s\n", sh.spans[0], links[0].ID),
+						"Cluster ROUTER " + config.NodeIDFor("default").String() + " (default)\n" +
+							"    Node 00 " + r.nodeID() + " (r)\n" +
+							"\tSLink msgid 0000000000000000 dist=0 via local\n" +
+							fmt.Sprintf("\t    Relay-out msgid %016x via %s\n", sh.spans[0], links[0].ID),
 						shell.Prompt,
 					}
 					if !slices.Equal(got, wantTree) {

@@ -2,31 +2,40 @@ package shell
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
 )
 
 // TextLines renders t as the section 7 dump, one line per element, each
-// ending in a newline (the reference sends one DBG_SHELL message per line).
-// Verified nodes and advertisements end in " verified"; nothing else
-// changes the reference layout.
+// ending in a newline. Verified nodes and advertisements end in
+// " verified"; nothing else changes the reference layout.
 func TextLines(t *Tree) []string {
 	var out []string
+	eachTextLine(t, func(line []byte) { out = append(out, string(line)) })
+	return out
+}
+
+// eachTextLine calls emit with each line of the section 7 dump of t, in a
+// buffer that emit must not keep.
+func eachTextLine(t *Tree, emit func(line []byte)) {
+	var b []byte
 	for _, c := range t.Clusters {
-		out = append(out, fmt.Sprintf("Cluster %s %s (%s)\n", textPeerType(c.PeerType), c.ID, c.Label))
+		b = fmt.Appendf(b[:0], "Cluster %s %s (%s)\n", textPeerType(c.PeerType), c.ID, c.Label)
+		emit(b)
 		for _, n := range c.Nodes {
-			out = append(out, fmt.Sprintf("    Node %02x %s (%s)%s\n", n.PfsType, n.ID, n.Label, verifiedMark(n.Verified)))
+			b = fmt.Appendf(b[:0], "    Node %02x %s (%s)%s\n", n.PfsType, n.ID, n.Label, verifiedMark(n.Verified))
+			emit(b)
 			for _, l := range n.Links {
-				out = append(out, fmt.Sprintf("\tSLink msgid %s dist=%d via %s%s\n", l.MsgID, l.Dist, l.Via, verifiedMark(l.Verified)))
+				b = fmt.Appendf(b[:0], "\tSLink msgid %s dist=%d via %s%s\n", l.MsgID, l.Dist, l.Via, verifiedMark(l.Verified))
+				emit(b)
 				for _, r := range l.Relays {
-					out = append(out, fmt.Sprintf("\t    Relay-out msgid %s via %s\n", r.MsgID, r.Via))
+					b = fmt.Appendf(b[:0], "\t    Relay-out msgid %s via %s\n", r.MsgID, r.Via)
+					emit(b)
 				}
 			}
 		}
 	}
-	return out
 }
 
 func verifiedMark(v bool) string {
@@ -37,32 +46,14 @@ func verifiedMark(v bool) string {
 }
 
 // JSON renders t as the INTERFACE.md document, indented, ending in a
-// newline. Empty lists render as [] rather than null.
+// newline. Empty lists render as [] rather than null. The shell streams
+// the same bytes (writeJSON) rather than building them whole.
 func JSON(t *Tree) []byte {
-	c := *t
-	if c.Links == nil {
-		c.Links = []Link{}
-	}
-	if c.Clusters == nil {
-		c.Clusters = []Cluster{}
-	}
-	if c.Circuits == nil {
-		c.Circuits = []Circuit{}
-	}
-	for i := range c.Clusters {
-		for j := range c.Clusters[i].Nodes {
-			for k := range c.Clusters[i].Nodes[j].Links {
-				if l := &c.Clusters[i].Nodes[j].Links[k]; l.Relays == nil {
-					l.Relays = []Relay{}
-				}
-			}
-		}
-	}
-	b, err := json.MarshalIndent(&c, "", "  ")
-	if err != nil { // plain structs of strings and numbers cannot fail
-		panic(err)
-	}
-	return append(b, '\n')
+	var b []byte
+	w := newChunkWriter(func(s string) { b = append(b, s...) })
+	writeJSON(w, t)
+	w.Flush()
+	return b
 }
 
 // DOT renders t as a Graphviz graph of routers: this router and the

@@ -9,8 +9,9 @@ import (
 // Prompt ends the output of every command.
 const Prompt = "debug> "
 
-// chunkSize bounds one output message of a bulk rendering (JSON, DOT):
-// far below the 1 MiB aux limit, large enough to keep message counts low.
+// chunkSize bounds one output message of a bulk rendering (tree in any
+// format): far below the 1 MiB aux limit, large enough to keep message
+// counts low.
 const chunkSize = 32 << 10
 
 // Env is what a session needs from its router.
@@ -131,33 +132,23 @@ func (s *Session) lines(ls []string) {
 	}
 }
 
+// tree sends the dump in chunks of up to chunkSize bytes, written while
+// the tree is walked: a message per line cost a big tree a header and a
+// queue entry per line, and a document built whole cost a copy of it.
 func (s *Session) tree(format string) {
 	t := s.env.Tree()
+	w := newChunkWriter(s.out)
 	switch format {
 	case "", "text":
-		s.lines(TextLines(t))
+		eachTextLine(t, func(line []byte) { w.Write(line) })
 	case "json":
-		s.chunks(JSON(t))
+		writeJSON(w, t)
 	case "dot":
-		s.chunks(DOT(t))
+		w.Write(DOT(t))
 	default:
 		s.out("tree: unknown format " + format + " (text, json or dot)\n")
 	}
-}
-
-// chunks sends b in pieces of at most chunkSize bytes, cut after a
-// newline when one is near.
-func (s *Session) chunks(b []byte) {
-	for len(b) > 0 {
-		n := min(len(b), chunkSize)
-		if n < len(b) {
-			if i := strings.LastIndexByte(string(b[:n]), '\n'); i > 0 {
-				n = i + 1
-			}
-		}
-		s.out(string(b[:n]))
-		b = b[n:]
-	}
+	w.Flush()
 }
 
 func (s *Session) sendPing() {

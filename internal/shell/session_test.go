@@ -57,11 +57,27 @@ func TestSessionCommands(t *testing.T) {
 	}
 }
 
-func TestTreeTextIsOneMessagePerLineThenThePrompt(t *testing.T) {
+func TestTreeTextOfASmallTreeIsOneMessageThenThePrompt(t *testing.T) {
 	got := run(&fakeEnv{}, nil, "tree")
-	want := append(TextLines(sampleTree()), Prompt)
+	want := []string{strings.Join(TextLines(sampleTree()), ""), Prompt}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("got %q", got)
+	}
+}
+
+func TestTreeTextOfABigTreeIsChunkedAtLineEnds(t *testing.T) {
+	tr := generatedTree(3, 400, 3)
+	got := run(&bigEnv{tr}, nil, "tree")
+	if got[len(got)-1] != Prompt || len(got) < 3 {
+		t.Fatalf("want several chunks then the prompt, got %d messages", len(got))
+	}
+	for _, c := range got[:len(got)-1] {
+		if len(c) > chunkSize || len(c) < chunkSize/2 && c != got[len(got)-2] || !strings.HasSuffix(c, "\n") {
+			t.Fatalf("chunk of %d bytes, ending %q", len(c), c[max(0, len(c)-8):])
+		}
+	}
+	if strings.Join(got[:len(got)-1], "") != strings.Join(TextLines(tr), "") {
+		t.Fatal("chunks do not reassemble to the dump")
 	}
 }
 
