@@ -123,11 +123,15 @@ func (r *Router) Tree() *shell.Tree {
 }
 
 func clusterView(c span.ClusterInfo) shell.Cluster {
-	out := shell.Cluster{PeerType: shell.PeerTypeName(c.PeerType), ID: c.PfsClid.String(), Label: c.ClLabel}
+	// Sized up front: a big tree's view is built for every `tree`.
+	out := shell.Cluster{PeerType: shell.PeerTypeName(c.PeerType), ID: c.PfsClid.String(), Label: c.ClLabel,
+		Nodes: sized[shell.Node](len(c.Nodes))}
 	for _, n := range c.Nodes {
-		nv := shell.Node{PfsType: n.PfsType, ID: n.PfsFsid.String(), Label: n.FsLabel, Verified: n.Verified}
+		nv := shell.Node{PfsType: n.PfsType, ID: n.PfsFsid.String(), Label: n.FsLabel, Verified: n.Verified,
+			Links: sized[shell.SpanLink](len(n.Links))}
 		for _, l := range n.Links {
-			lv := shell.SpanLink{MsgID: shell.MsgID(l.MsgID), Dist: l.Dist, Rnss: l.Rnss, Via: l.Via, Verified: l.Verified}
+			lv := shell.SpanLink{MsgID: shell.MsgID(l.MsgID), Dist: l.Dist, Rnss: l.Rnss, Via: l.Via, Verified: l.Verified,
+				Relays: sized[shell.Relay](len(l.Relays))}
 			for _, rl := range l.Relays {
 				lv.Relays = append(lv.Relays, shell.Relay{MsgID: shell.MsgID(rl.MsgID), Via: rl.Via})
 			}
@@ -136,6 +140,15 @@ func clusterView(c span.ClusterInfo) shell.Cluster {
 		out.Nodes = append(out.Nodes, nv)
 	}
 	return out
+}
+
+// sized is an empty slice with room for n, nil when n is 0 (the JSON
+// tells nil from empty).
+func sized[E any](n int) []E {
+	if n == 0 {
+		return nil
+	}
+	return make([]E, 0, n)
 }
 
 // linkInfos lists every open link by id number.

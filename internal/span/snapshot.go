@@ -100,10 +100,12 @@ func relaysByLink(conns []*Conn) map[*Link][]RelayInfo {
 }
 
 func clusterInfo(cl *cluster, relays map[*Link][]RelayInfo) ClusterInfo {
-	ci := ClusterInfo{PeerType: cl.key.peerType, PfsClid: cl.key.clid, ClLabel: cl.key.label}
+	// A cluster holds at least one node, a node at least one link.
+	ci := ClusterInfo{PeerType: cl.key.peerType, PfsClid: cl.key.clid, ClLabel: cl.key.label,
+		Nodes: make([]NodeInfo, 0, len(cl.nodes))}
 	for _, n := range sortedNodes(cl) {
 		ni := NodeInfo{PfsType: n.links[0].span.PfsType, PfsFsid: n.key.fsid, FsLabel: n.key.label,
-			Verified: n.links[0].trusted()}
+			Verified: n.links[0].trusted(), Links: make([]LinkInfo, 0, len(n.links))}
 		for _, l := range n.links {
 			ni.Links = append(ni.Links, linkInfo(l, relays[l]))
 		}
