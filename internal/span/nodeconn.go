@@ -59,11 +59,29 @@ func (n *node) grow(c *Conn) *nodeConn {
 	slot := int32(c.slot)
 	i, ok := n.conns.find(slot)
 	if !ok {
-		n.conns = append(n.conns, connState{})
-		copy(n.conns[i+1:], n.conns[i:])
-		n.conns[i] = connState{slot: slot}
+		n.conns = n.conns.insert(i, connState{slot: slot})
 	}
 	return &n.conns[i].nodeConn
+}
+
+// exactUpTo is the length up to which connStates grow one entry at a
+// time: most nodes are relayed on a few connections, and doubling would
+// leave them a quarter empty on average.
+const exactUpTo = 8
+
+// insert puts x at i.
+func (cs connStates) insert(i int, x connState) connStates {
+	if len(cs) == cap(cs) && len(cs) < exactUpTo {
+		grown := make(connStates, len(cs)+1)
+		copy(grown, cs[:i])
+		copy(grown[i+1:], cs[i:])
+		grown[i] = x
+		return grown
+	}
+	cs = append(cs, connState{})
+	copy(cs[i+1:], cs[i:])
+	cs[i] = x
+	return cs
 }
 
 // tidy drops the state of (n, c) once it holds nothing, so that a node

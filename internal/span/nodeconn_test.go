@@ -101,3 +101,18 @@ func TestConnStatesShrinkAfterAHubsBurst(t *testing.T) {
 		t.Fatalf("after the burst: len %d cap %d", len(n.conns), cap(n.conns))
 	}
 }
+
+// TestConnStatesOfAFewConnectionsTakeNoSpareRoom checks that a node on a
+// few connections holds an array of exactly that many entries.
+func TestConnStatesOfAFewConnectionsTakeNoSpareRoom(t *testing.T) {
+	n := &node{}
+	for i, slot := range []int{5, 1, 3} {
+		n.grow(&Conn{slot: slot}).held = 1
+		if len(n.conns) != i+1 || cap(n.conns) != i+1 {
+			t.Fatalf("after %d grows: len %d cap %d", i+1, len(n.conns), cap(n.conns))
+		}
+	}
+	if n.conns[0].slot != 1 || n.conns[1].slot != 3 || n.conns[2].slot != 5 {
+		t.Fatalf("out of slot order: %+v", n.conns)
+	}
+}
