@@ -63,6 +63,7 @@ func runServe(cmd *cobra.Command, _ []string) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	r.Metrics().SetBuildInfo(version, buildCommit())
+	applyMemoryLimit(log, cfg)
 	log.Info("dmsgd started", zap.String("version", version), zap.String("node", cfg.Node.Label),
 		zap.String("node_id", cfg.Node.ID.String()), zap.Uint32("rnss", r.Engine().Rnss()))
 	notify(log, daemon.SdNotifyReady+"\n"+status(fmt.Sprintf("serving as %s on %d listeners", cfg.Node.Label, len(r.Addrs()))))
@@ -124,6 +125,7 @@ func reloadOnHangup(ctx context.Context, cmd *cobra.Command, r *router.Router, l
 			st = err.Error() + "; running configuration kept"
 		} else {
 			log.Info("configuration reloaded", zap.Int("changes", len(changes)))
+			applyMemoryLimit(log, r.Config())
 			st = fmt.Sprintf("serving as %s; configuration reloaded (%d changes)", r.Config().Node.Label, len(changes))
 		}
 		notify(log, daemon.SdNotifyReady+"\n"+status(st))

@@ -46,6 +46,15 @@ const (
 	LogConsole = "console"
 )
 
+// DefaultMemoryLimit is limits.memory_limit's default: with the other
+// limits' defaults, what a router holds stays below it, so the process
+// stays under about 1 GiB whatever its peers do.
+const DefaultMemoryLimit = 768 << 20
+
+// MinMemoryLimit is the smallest limits.memory_limit other than 0: below
+// it the collector would run all the time.
+const MinMemoryLimit = 64 << 20
+
 // MaxLabelLen is the longest node or cluster label: the wire field is 128
 // bytes and always NUL terminated.
 const MaxLabelLen = 127
@@ -283,6 +292,12 @@ type Limits struct {
 	// RemoteOutputBytes bounds the output `@node cmd` collects from the
 	// far router; a call over it is aborted and says so.
 	RemoteOutputBytes ByteSize `mapstructure:"remote_output_bytes"`
+
+	// MemoryLimit is the Go runtime's soft memory limit for the daemon
+	// (runtime/debug.SetMemoryLimit): the collector works harder as the
+	// process nears it, so memory stays near what is live rather than
+	// twice it. 0 leaves the runtime's own (GOMEMLIMIT, or none).
+	MemoryLimit ByteSize `mapstructure:"memory_limit"`
 }
 
 // Log configures logging.
@@ -353,6 +368,7 @@ func Defaults() *Config {
 			MaxShellTasks:     64,
 			MaxVolconfTargets: 256,
 			RemoteOutputBytes: 16 << 20,
+			MemoryLimit:       DefaultMemoryLimit,
 		},
 		Log: Log{Level: LogInfo, Format: LogJSON},
 	}

@@ -182,6 +182,7 @@ limits:
   circuit_window: 3MiB
   circuit_memory: 64MiB
   max_volconf_targets: 10
+  memory_limit: 512MiB
 log:
   level: debug
   format: console
@@ -227,6 +228,7 @@ metrics:
 			MaxLinksPerSource: 3, MaxPendingLinks: 4, MaxShellLinks: 5, AcceptRatePerSource: 6,
 			HandshakeTimeout: 7 * time.Second, ConnTimeout: 8 * time.Second, MaxShellTasks: 9,
 			CircuitWindow: 3 << 20, CircuitMemory: 64 << 20, MaxVolconfTargets: 10, RemoteOutputBytes: 2 << 20,
+			MemoryLimit: 512 << 20,
 		},
 		Log:     Log{Level: LogDebug, Format: LogConsole},
 		Metrics: Metrics{Listen: "127.0.0.1:9881", ReadyTargets: 2},

@@ -266,6 +266,9 @@ func validateLimits(c *Config, ps *problems) {
 			ps.add(f.key, "must be positive, not %s", f.d)
 		}
 	}
+	if m := l.MemoryLimit; m != 0 && m < MinMemoryLimit {
+		ps.add("limits.memory_limit", "must be 0 (the runtime's own) or at least %s, not %s", ByteSize(MinMemoryLimit), m)
+	}
 	switch w := l.CircuitWindow; {
 	case w < MinCircuitWindow:
 		ps.add("limits.circuit_window", "must be at least %s (twice the largest message), not %s", ByteSize(MinCircuitWindow), w)
