@@ -45,11 +45,11 @@ func (a *admission) setMaxPerLink(n int) {
 
 // SetMaxPerLink applies a reloaded limits.max_circuits_per_link to
 // circuits set up from now on; a lower bound closes nothing.
-func (r *Relay) SetMaxPerLink(n int) { r.adm.setMaxPerLink(n) }
+func (r *Switch) SetMaxPerLink(n int) { r.adm.setMaxPerLink(n) }
 
 // Held returns the circuits the router holds: relayed ones and those
 // ending at this router.
-func (r *Relay) Held() int { return int(r.adm.held.Load()) }
+func (r *Switch) Held() int { return int(r.adm.held.Load()) }
 
 // Held returns the circuits charged to the link: those its peer opened
 // that the router relays or ends.
@@ -62,7 +62,7 @@ func (t *Table) SetRouterPeer(on bool) { t.routerPeer.Store(on) }
 // reserve takes a slot for a circuit the peer on t opens. It returns the
 // limit that refuses it, or "" with the slot taken: the caller either
 // keeps it until the circuit ends or gives it back with release.
-func (r *Relay) reserve(t *Table) string {
+func (r *Switch) reserve(t *Table) string {
 	share := int64(1)
 	if t.routerPeer.Load() {
 		share = 2
@@ -92,14 +92,14 @@ func (r *Relay) reserve(t *Table) string {
 }
 
 // release gives back a slot reserve took on t.
-func (r *Relay) release(t *Table) {
+func (r *Switch) release(t *Table) {
 	t.held.Add(-1)
 	r.adm.held.Add(-1)
 }
 
 // refuse answers a LNK_CIRC beyond limit with CANTCIRC, counts it and
 // logs it at most twice per window, however fast a peer repeats it.
-func (r *Relay) refuse(t *Table, tx *iocom.Tx, limit string) {
+func (r *Switch) refuse(t *Table, tx *iocom.Tx, limit string) {
 	r.adm.metrics.LimitHit(limit)
 	r.adm.events.Warn("circ."+limit, "LNK_CIRC refused: limits."+limit+" reached",
 		zap.String("link", t.name), zap.String("peer", t.conn.RemoteAddr()),
@@ -112,7 +112,7 @@ func (r *Relay) refuse(t *Table, tx *iocom.Tx, limit string) {
 // slot until the transaction's terminating message (the peer's DELETE, or
 // link loss) has reached the endpoint's handler, which runs only on t's
 // reader goroutine.
-func (r *Relay) acceptLocal(t *Table, tx *iocom.Tx) iocom.TxHandler {
+func (r *Switch) acceptLocal(t *Table, tx *iocom.Tx) iocom.TxHandler {
 	h := r.local.AcceptCircuit(tx)
 	if h == nil {
 		r.release(t)

@@ -26,7 +26,7 @@ type end struct {
 // Circuit is one circuit relayed by this router: a, the side it arrived
 // on, and b, the side toward its target.
 type Circuit struct {
-	r      *Relay
+	r      *Switch
 	id     uint64
 	a, b   *end
 	target string
@@ -137,7 +137,7 @@ func (c *Circuit) freeIfDone() {
 // anything: each side gets exactly one ABORT|DELETE, and no plain DELETE
 // before it (pass sees the flows closed by unregister).
 // It reports whether this call aborted it.
-func (r *Relay) abort(c *Circuit, code uint32) bool {
+func (r *Switch) abort(c *Circuit, code uint32) bool {
 	if !r.unregister(c, abortReason(code)) {
 		return false
 	}

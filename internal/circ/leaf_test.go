@@ -91,7 +91,7 @@ type leaf struct {
 	opts  leafOptions
 	nc    net.Conn
 	gate  *gatedConn
-	conn  *iocom.Conn
+	conn  *iocom.Link
 
 	mu       sync.Mutex
 	spans    map[uint64]rxSpan
@@ -130,7 +130,7 @@ func dialLeaf(tb testing.TB, addr, label string, opts leafOptions) *leaf {
 		nc = l.gate
 		timeout = -1 // a held reader must not count the router as silent
 	}
-	l.conn = iocom.NewConn(nc, iocom.Config{
+	l.conn = iocom.NewLink(nc, iocom.Config{
 		ID:                "leaf-" + label,
 		KeepaliveInterval: 100 * time.Millisecond,
 		KeepaliveTimeout:  timeout,
@@ -257,7 +257,7 @@ func (l *leaf) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 }
 
 // OneWay ignores one-way messages on circuit 0.
-func (l *leaf) OneWay(*iocom.Conn, *dmsg.Msg) {}
+func (l *leaf) OneWay(*iocom.Link, *dmsg.Msg) {}
 
 // acceptCircuit accepts a circuit aimed at the leaf's own span.
 func (l *leaf) acceptCircuit(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {

@@ -224,7 +224,7 @@ func (c *circuit) innerEnd(tx *iocom.Tx, it *innerTx, m *dmsg.Msg) {
 
 // OneWay handles one-way messages inside the circuit: data with a
 // sequence number that must increase.
-func (c *circuit) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+func (c *circuit) OneWay(_ *iocom.Link, m *dmsg.Msg) {
 	if f := c.onOneWay; f != nil {
 		f(m)
 	}

@@ -24,7 +24,7 @@ const (
 	DefaultMemory      = 1 << 30
 )
 
-// Config configures a Relay.
+// Config configures a Switch.
 type Config struct {
 	// QueueBytes bounds, per circuit and direction, what a router holds
 	// for a link without CIRC_WINDOW (PROTOCOL.md 11.2): the window of a
@@ -66,8 +66,9 @@ func (l *limits) set(cfg Config) {
 	l.memory.Store(cmp.Or(max(cfg.Memory, 0), DefaultMemory))
 }
 
-// Target is where the span a LNK_CIRC names leads.
-type Target struct {
+// NextHop is where the advertisement a LNK_CIRC names leads: the link it
+// was received on, or this router itself.
+type NextHop struct {
 	Next      *Table // the link the span was received on; nil when Local
 	NextMsgID uint64 // the span's msgid there
 	Label     string // the node's fs_label, for dumps
@@ -81,7 +82,7 @@ type Target struct {
 
 // Resolver finds the span we sent on a link with a msgid. ok is false when
 // there is no such open span (the LNK_CIRC gets CANTCIRC).
-type Resolver func(on *Table, spanMsgID uint64) (t Target, ok bool)
+type Resolver func(on *Table, spanMsgID uint64) (t NextHop, ok bool)
 
 // Endpoint accepts circuits that end at this router (its own node).
 type Endpoint interface {
@@ -89,13 +90,13 @@ type Endpoint interface {
 }
 
 // Locks of the circuit relay, outermost first: a Circuit's mu (held through
-// its setup and its aborts), then the Relay's mu or a Table's mu, then the
+// its setup and its aborts), then the Switch's mu or a Table's mu, then the
 // iocom link's. The span engine's mutex, when held, is outside them all
 // (SpanGone runs under it). The router's lock order is written in full at
 // the top of its router.go.
 
-// Relay is a router's set of relayed circuits.
-type Relay struct {
+// Switch is a router's set of the circuits it forwards (a circuit switch).
+type Switch struct {
 	limits  limits
 	log     *zap.Logger
 	events  *ratelog.Logger
@@ -117,13 +118,13 @@ type spanRef struct {
 	msgid uint64
 }
 
-// New returns an empty Relay.
-func New(cfg Config, resolve Resolver, local Endpoint) *Relay {
+// New returns an empty Switch.
+func New(cfg Config, resolve Resolver, local Endpoint) *Switch {
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
-	r := &Relay{log: log, events: cfg.Events, resolve: resolve, local: local, metrics: cfg.Metrics,
+	r := &Switch{log: log, events: cfg.Events, resolve: resolve, local: local, metrics: cfg.Metrics,
 		circuits: make(map[uint64]*Circuit), bySpan: make(map[spanRef][]*Circuit)}
 	r.limits.set(cfg)
 	r.adm.events, r.adm.metrics = cfg.Events, cfg.Metrics
@@ -133,13 +134,13 @@ func New(cfg Config, resolve Resolver, local Endpoint) *Relay {
 
 // SetLimits applies reloaded limits (cfg's limit fields) to circuits set
 // up from now on; a stall limit applies to waits that start from now on.
-func (r *Relay) SetLimits(cfg Config) {
+func (r *Switch) SetLimits(cfg Config) {
 	r.limits.set(cfg)
 	r.adm.setMaxPerLink(cfg.MaxPerLink)
 }
 
 // Len returns the number of relayed circuits.
-func (r *Relay) Len() int {
+func (r *Switch) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.circuits)
@@ -147,7 +148,7 @@ func (r *Relay) Len() int {
 
 // Accept handles a LNK_CIRC the peer on link t opens: it ends here, is
 // relayed one hop further, or is refused with CANTCIRC.
-func (r *Relay) Accept(t *Table, tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+func (r *Switch) Accept(t *Table, tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	h := r.accept(t, tx, m)
 	if h != nil && m.Cmd&dmsg.FlagDelete != 0 {
 		// Opened and closed in one message: the close must be passed on
@@ -158,7 +159,7 @@ func (r *Relay) Accept(t *Table, tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	return h
 }
 
-func (r *Relay) accept(t *Table, tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+func (r *Switch) accept(t *Table, tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	body, err := m.Circ()
 	if err != nil {
 		tx.CloseError(dmsg.ErrCantCirc)
@@ -193,7 +194,7 @@ func (r *Relay) accept(t *Table, tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 // The opener gets no answer until the target's reply comes back. The
 // circuit's slot (reserve) and memory (reserveMemory) are released when
 // it leaves the tables.
-func (r *Relay) setup(t *Table, tx *iocom.Tx, spanMsgID uint64, dst Target) iocom.TxHandler {
+func (r *Switch) setup(t *Table, tx *iocom.Tx, spanMsgID uint64, dst NextHop) iocom.TxHandler {
 	c := &Circuit{r: r, target: dst.Label, since: time.Now(), done: make(chan struct{})}
 	c.a = &end{c: c, table: t, key: key{id: tx.MsgID()}, tx: tx, span: spanMsgID}
 	c.b = &end{c: c, table: dst.Next, span: dst.NextMsgID}
@@ -230,7 +231,7 @@ func (r *Relay) setup(t *Table, tx *iocom.Tx, spanMsgID uint64, dst Target) ioco
 	return func(tx *iocom.Tx, m *dmsg.Msg) { c.fromA(m) }
 }
 
-func (r *Relay) register(c *Circuit) {
+func (r *Switch) register(c *Circuit) {
 	r.mu.Lock()
 	r.nextID++
 	c.id = r.nextID
@@ -250,7 +251,7 @@ func (r *Relay) register(c *Circuit) {
 // ("closed", or abortReason), drops what its flows hold and gives back its
 // slot and memory; later messages on it are dropped. It reports whether
 // this call did it.
-func (r *Relay) unregister(c *Circuit, reason string) bool {
+func (r *Switch) unregister(c *Circuit, reason string) bool {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -283,7 +284,7 @@ func (r *Relay) unregister(c *Circuit, reason string) bool {
 
 // reserveMemory sets up c's flows and charges what they may hold to
 // limits.circuit_memory; a circuit that does not fit is refused.
-func (r *Relay) reserveMemory(c *Circuit) bool {
+func (r *Switch) reserveMemory(c *Circuit) bool {
 	qb := r.limits.queueBytes.Load()
 	ab := newFlow(c, c.a, c.b, qb)
 	ba := newFlow(c, c.b, c.a, qb)
@@ -308,7 +309,7 @@ func (r *Relay) reserveMemory(c *Circuit) bool {
 
 // unreserveMemory gives back the memory of a circuit that never made it
 // into the tables.
-func (r *Relay) unreserveMemory(c *Circuit) {
+func (r *Switch) unreserveMemory(c *Circuit) {
 	r.mu.Lock()
 	r.reserved -= c.reserved
 	c.reserved = 0
@@ -319,7 +320,7 @@ func (r *Relay) unreserveMemory(c *Circuit) {
 // away: one we sent on t with msgid (a relay we closed) or one we received
 // on t (withdrawn). It only queues messages, so it may run under the span
 // engine's mutex.
-func (r *Relay) SpanGone(t *Table, msgid uint64) {
+func (r *Switch) SpanGone(t *Table, msgid uint64) {
 	r.mu.Lock()
 	cs := slices.Clone(r.bySpan[spanRef{t, msgid}])
 	r.mu.Unlock()
@@ -351,7 +352,7 @@ type Info struct {
 }
 
 // Snapshot lists the relayed circuits by id.
-func (r *Relay) Snapshot() []Info {
+func (r *Switch) Snapshot() []Info {
 	r.mu.Lock()
 	cs := make([]*Circuit, 0, len(r.circuits))
 	for _, c := range r.circuits {

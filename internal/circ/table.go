@@ -24,7 +24,7 @@ func keyOf(h *dmsg.Header) key {
 // Table is one link's circuit table. The router keeps one per link and
 // hands its Forward to the link as iocom's Forward hook.
 type Table struct {
-	conn  *iocom.Conn
+	conn  *iocom.Link
 	name  string
 	owner any
 
@@ -43,7 +43,7 @@ type Table struct {
 
 // NewTable returns the empty circuit table of a link called name; owner is
 // the router's handle on the link, for its Resolver.
-func NewTable(conn *iocom.Conn, name string, owner any) *Table {
+func NewTable(conn *iocom.Link, name string, owner any) *Table {
 	return &Table{conn: conn, name: name, owner: owner, ends: make(map[key]*end)}
 }
 
@@ -85,7 +85,7 @@ func (t *Table) Len() int {
 // delivers or drops them). It blocks only for a sender on a link without
 // CIRC_WINDOW that is over its circuit's queue bound: pausing that link's
 // reader is the backpressure DMSG has without the extension.
-func (t *Table) Forward(_ *iocom.Conn, f *iocom.Frame) bool {
+func (t *Table) Forward(_ *iocom.Link, f *iocom.Frame) bool {
 	k := keyOf(f.Header)
 	e := t.last
 	if e == nil || e.key != k || e.gone.Load() {

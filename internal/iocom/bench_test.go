@@ -12,7 +12,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
-// The one-way benchmarks move b.N DBG_SHELL messages from one Conn to
+// The one-way benchmarks move b.N DBG_SHELL messages from one Link to
 // another, then move the same number of bytes in frames of the same size
 // through a plain bufio.Writer and bufio.Reader over a fresh socket of the
 // same kind. ns/op, MB/s and allocations are dmsgd's; the raw baseline is
@@ -38,7 +38,7 @@ type countOneWay struct {
 }
 
 func (c *countOneWay) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil }
-func (c *countOneWay) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+func (c *countOneWay) OneWay(_ *iocom.Link, m *dmsg.Msg) {
 	if c.n.Add(1) == c.want {
 		close(c.done)
 	}

@@ -51,14 +51,14 @@ import (
 // DefaultSlowConsumerGrace is Config.SlowConsumerGrace's default.
 const DefaultSlowConsumerGrace = 5 * time.Second
 
-// queueBudget is the accounting of a Conn's outbound queue, guarded by the
-// Conn's mutex (Conn.qBytes is the total queued).
+// queueBudget is the accounting of a Link's outbound queue, guarded by the
+// Link's mutex (Link.qBytes is the total queued).
 type queueBudget struct {
 	replies int    // queued bytes of replies to the peer's own messages
 	charged uint64 // bytes ever queued: with outBuf.written, the backlog
 
 	// replyRoom is closed when replies fall back within the budget
-	// (Conn.repliesOver says they are over, for the reader's check
+	// (Link.repliesOver says they are over, for the reader's check
 	// without the mutex).
 	replyRoom chan struct{}
 
@@ -75,7 +75,7 @@ func isReply(m *dmsg.Msg) bool { return m.Cmd&dmsg.FlagReply != 0 }
 
 // chargeLocked accounts n bytes queued on the link; reply says they answer
 // the peer's own messages. Called with c.mu held wherever the queue grows.
-func (c *Conn) chargeLocked(n int, reply bool) {
+func (c *Link) chargeLocked(n int, reply bool) {
 	c.qBytes += n
 	c.qb.charged += uint64(n)
 	limit := c.cfg.queueBytes()
@@ -92,7 +92,7 @@ func (c *Conn) chargeLocked(n int, reply bool) {
 
 // releaseLocked accounts n bytes, replies of them replies, that left the
 // queue. Called with c.mu held wherever the queue shrinks.
-func (c *Conn) releaseLocked(n, replies int) {
+func (c *Link) releaseLocked(n, replies int) {
 	c.qBytes -= n
 	c.qb.replies -= replies
 	limit := c.cfg.queueBytes()
@@ -120,7 +120,7 @@ func (o *outMsg) isReply() bool {
 
 // stopSlowCheckLocked stops the slow-consumer check: the queue is back
 // within budget, or the link is going down. Called with c.mu held.
-func (c *Conn) stopSlowCheckLocked() {
+func (c *Link) stopSlowCheckLocked() {
 	if c.qb.slow != nil {
 		c.qb.slow.Stop()
 		c.qb.slow = nil
@@ -129,7 +129,7 @@ func (c *Conn) stopSlowCheckLocked() {
 }
 
 // backlogLocked returns the bytes queued that the socket has not taken.
-func (c *Conn) backlogLocked() uint64 {
+func (c *Link) backlogLocked() uint64 {
 	w := c.out.written.Load()
 	if w >= c.qb.charged {
 		return 0
@@ -139,7 +139,7 @@ func (c *Conn) backlogLocked() uint64 {
 
 // armSlowCheckLocked starts a grace period: the queue just went over
 // budget.
-func (c *Conn) armSlowCheckLocked() {
+func (c *Link) armSlowCheckLocked() {
 	grace := c.cfg.slowConsumerGrace()
 	if grace <= 0 {
 		return
@@ -152,7 +152,7 @@ func (c *Conn) armSlowCheckLocked() {
 // checkSlowConsumer ends a grace period of a queue still over budget: the
 // peer must have taken something from it, and not fallen further behind
 // for two periods in a row, or the link is closed.
-func (c *Conn) checkSlowConsumer(gen uint64) {
+func (c *Link) checkSlowConsumer(gen uint64) {
 	c.mu.Lock()
 	if c.dead || c.qb.slowGen != gen || c.qb.slow == nil {
 		c.mu.Unlock()
@@ -192,7 +192,7 @@ func (e *SlowConsumerError) Error() string {
 // waitReplyRoom holds the reader while the replies queued for the peer
 // exceed the budget. The reader calls it before each message, so the
 // fast path is one atomic load.
-func (c *Conn) waitReplyRoom() {
+func (c *Link) waitReplyRoom() {
 	if c.repliesOver.Load() {
 		c.awaitReplyRoom(true)
 	}
@@ -203,7 +203,7 @@ func (c *Conn) waitReplyRoom() {
 // pieces (shell output) calls it between pieces, so that one request of a
 // peer that does not read cannot queue much more than the budget. It may
 // be called from any goroutine, the link's handlers included.
-func (c *Conn) WaitReplyRoom() error {
+func (c *Link) WaitReplyRoom() error {
 	if c.repliesOver.Load() {
 		c.awaitReplyRoom(false)
 	}
@@ -216,7 +216,7 @@ func (c *Conn) WaitReplyRoom() error {
 // awaitReplyRoom waits until the replies are within budget or the link
 // closes; reader says the caller is the link's reader goroutine, whose
 // staged relays must not wait for our peer.
-func (c *Conn) awaitReplyRoom(reader bool) {
+func (c *Link) awaitReplyRoom(reader bool) {
 	c.mu.Lock()
 	if c.dead || c.qb.replies <= c.cfg.queueBytes() {
 		c.mu.Unlock()

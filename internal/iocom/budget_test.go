@@ -124,7 +124,7 @@ func TestABurstOverTheBudgetClosesOnlyAPeerThatStopsReading(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			guard(t)
-			a, b := net.Pipe() // no buffering: the Conn writes only what the peer reads
+			a, b := net.Pipe() // no buffering: the Link writes only what the peer reads
 			t.Cleanup(func() { b.Close() })
 			conn := startConn(t, a, iocom.Config{ID: "burst", QueueBytes: budget, SlowConsumerGrace: grace,
 				KeepaliveInterval: -1, KeepaliveTimeout: -1})
@@ -175,12 +175,12 @@ func TestTwoLinksDumpingOverBudgetToEachOtherDoNotDeadlock(t *testing.T) {
 	cfg := iocom.Config{QueueBytes: budget, SlowConsumerGrace: 2 * time.Second,
 		KeepaliveInterval: -1, KeepaliveTimeout: -1}
 	recs := [2]*recorder{newRecorder(map[uint32]policy{dmsg.LnkSpan: ack}), newRecorder(map[uint32]policy{dmsg.LnkSpan: ack})}
-	var conns [2]*iocom.Conn
+	var conns [2]*iocom.Link
 	acked := [2]chan struct{}{make(chan struct{}, spans), make(chan struct{}, spans)}
 	for i, nc := range []net.Conn{x, y} {
 		c := cfg
 		c.ID, c.Handler = string(rune('A'+i)), recs[i]
-		conns[i] = iocom.NewConn(nc, c)
+		conns[i] = iocom.NewLink(nc, c)
 		for range spans {
 			_, err := conns[i].Open(msg(dmsg.LnkSpan|dmsg.FlagCreate, 0), func(tx *iocom.Tx, m *dmsg.Msg) {
 				if m.Cmd&dmsg.FlagCreate != 0 {

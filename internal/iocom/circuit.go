@@ -12,7 +12,7 @@ var ErrScopeExists = errors.New("circuit scope already open")
 // OpenScope makes this side an end of circuit id: messages arriving on it
 // run through their own state tables and reach h. local says whether this
 // side opened the circuit (its LNK_CIRC). Circuit 0 always exists.
-func (c *Conn) OpenScope(id uint64, local bool, h Handler) (*Scope, error) {
+func (c *Link) OpenScope(id uint64, local bool, h Handler) (*Scope, error) {
 	if h == nil {
 		h = refuseAll{}
 	}
@@ -34,9 +34,9 @@ func (c *Conn) OpenScope(id uint64, local bool, h Handler) (*Scope, error) {
 // Close ends the circuit scope: every transaction still open in it is
 // terminated once with code (children of the circuit before the circuit
 // itself is gone), and later messages on the circuit are dropped. It must
-// run on the Conn's reader goroutine, from one of its handlers (typically
+// run on the Link's reader goroutine, from one of its handlers (typically
 // the handler of the circuit's LNK_CIRC transaction), so that handlers of
-// one Conn never run concurrently. Closing circuit 0 or a closed scope does
+// one Link never run concurrently. Closing circuit 0 or a closed scope does
 // nothing.
 func (s *Scope) Close(code uint32) {
 	c := s.conn
@@ -75,8 +75,8 @@ func (s *Scope) SendOneWay(m *dmsg.Msg) error {
 	return nil
 }
 
-// Conn returns the link the scope lives on.
-func (s *Scope) Conn() *Conn { return s.conn }
+// Link returns the link the scope lives on.
+func (s *Scope) Link() *Link { return s.conn }
 
 // Closed reports whether the scope has been closed.
 func (s *Scope) Closed() bool {

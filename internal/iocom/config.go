@@ -17,7 +17,7 @@ const (
 	DefaultQueueBytes        = 16 << 20
 )
 
-// Config configures one Conn. The zero value is usable apart from Handler,
+// Config configures one Link. The zero value is usable apart from Handler,
 // which defaults to refusing every transaction.
 type Config struct {
 	// ID names the link in logs and dumps, e.g. "L3".
@@ -60,7 +60,7 @@ type Config struct {
 
 	// WorkRate is how many units of work per second the peer may make
 	// the link's reader do, in bursts of WorkBurst (rate.go): one unit
-	// per message handled, plus what handlers add with Conn.Spend. A
+	// per message handled, plus what handlers add with Link.Spend. A
 	// peer past it is slowed: its reader waits. 0 meters nothing;
 	// WorkBurst 0 means one second's worth.
 	WorkRate  int
@@ -74,7 +74,7 @@ type Config struct {
 	// consumes the message by relaying it (Frame.RelayTo) and then returns
 	// true; returning false leaves the message to this link. A router
 	// relays circuits this way.
-	Forward func(c *Conn, f *Frame) bool
+	Forward func(c *Link, f *Frame) bool
 
 	// Logger receives link events; nil means no logging.
 	Logger *zap.Logger
@@ -119,25 +119,25 @@ func (cfg *Config) queueBytes() int {
 // TxHandler receives the messages of one transaction after its opening
 // message: in-stream messages, and exactly one terminating message (the
 // peer's DELETE, or a synthesized ABORT|DELETE with LOSTLINK when the link
-// or circuit dies). It runs on the Conn's reader goroutine.
+// or circuit dies). It runs on the Link's reader goroutine.
 type TxHandler func(tx *Tx, m *dmsg.Msg)
 
-// Handler receives what arrives on a Conn outside existing transactions.
+// Handler receives what arrives on a Link outside existing transactions.
 type Handler interface {
 	// Accept is called with each transaction the peer opens and its
 	// CREATE message (which may also carry DELETE). It returns the
 	// handler for the transaction's later messages, or nil to refuse it:
-	// the Conn then answers LNK_ERROR|REPLY|CREATE|DELETE with NOSUPP
+	// the Link then answers LNK_ERROR|REPLY|CREATE|DELETE with NOSUPP
 	// unless Accept already replied.
 	Accept(tx *Tx, m *dmsg.Msg) TxHandler
 
 	// OneWay is called with each one-way message except LNK_PAD and the
-	// LNK_PINGs the Conn answers itself (their replies are passed on).
-	OneWay(c *Conn, m *dmsg.Msg)
+	// LNK_PINGs the Link answers itself (their replies are passed on).
+	OneWay(c *Link, m *dmsg.Msg)
 }
 
-// refuseAll is the Handler of a Conn configured without one.
+// refuseAll is the Handler of a Link configured without one.
 type refuseAll struct{}
 
 func (refuseAll) Accept(*Tx, *dmsg.Msg) TxHandler { return nil }
-func (refuseAll) OneWay(*Conn, *dmsg.Msg)         {}
+func (refuseAll) OneWay(*Link, *dmsg.Msg)         {}

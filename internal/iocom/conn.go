@@ -13,15 +13,15 @@ import (
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
-// Locks of a Conn: mu guards the state machine and the outbound queue and
+// Locks of a Link: mu guards the state machine and the outbound queue and
 // is the innermost lock of a router (nothing is taken while it is held, no
 // handler runs under it). wmu owns the socket's write side; it is taken
 // before mu, never under it, by the writer goroutine, or with TryLock
 // only by another link's relaying reader, so that only the writer ever
 // waits for its peer's socket.
 
-// Conn is one DMSG link over a byte stream.
-type Conn struct {
+// Link is one DMSG link over a byte stream.
+type Link struct {
 	cfg    Config
 	nc     net.Conn
 	log    *zap.Logger
@@ -58,7 +58,7 @@ type Conn struct {
 	frame       Frame                        // the circuit message offered to Forward
 	stages      []*stage                     // relayed, not yet queued on the links relayed to
 	spareStages []*stage
-	relayedTo   []*Conn // writers to wake when our input drains
+	relayedTo   []*Link // writers to wake when our input drains
 	work        workMeter
 
 	// The write side of the socket belongs to whoever holds wmu: the
@@ -73,8 +73,8 @@ type Conn struct {
 	rxBytes, txBytes atomic.Uint64
 }
 
-// NewConn wraps an established stream. Call Start to run it.
-func NewConn(nc net.Conn, cfg Config) *Conn {
+// NewLink wraps an established stream. Call Start to run it.
+func NewLink(nc net.Conn, cfg Config) *Link {
 	if cfg.Handler == nil {
 		cfg.Handler = refuseAll{}
 	}
@@ -89,7 +89,7 @@ func NewConn(nc net.Conn, cfg Config) *Conn {
 	if remote == "" {
 		remote = "?"
 	}
-	c := &Conn{
+	c := &Link{
 		cfg: cfg, nc: nc, remote: remote, since: time.Now(),
 		log:        log.With(zap.String("link", cfg.ID), zap.String("peer", remote)),
 		scopes:     make(map[circuitKey]*Scope),
@@ -108,30 +108,30 @@ func NewConn(nc net.Conn, cfg Config) *Conn {
 }
 
 // Start runs the link's reader and writer goroutines.
-func (c *Conn) Start() {
+func (c *Link) Start() {
 	go c.writeLoop()
 	go c.readLoop()
 }
 
 // ID returns the link's id.
-func (c *Conn) ID() string { return c.cfg.ID }
+func (c *Link) ID() string { return c.cfg.ID }
 
 // RemoteAddr returns the peer's address as text.
-func (c *Conn) RemoteAddr() string { return c.remote }
+func (c *Link) RemoteAddr() string { return c.remote }
 
 // Since returns when the link was set up.
-func (c *Conn) Since() time.Time { return c.since }
+func (c *Link) Since() time.Time { return c.since }
 
 // Logger returns the link's logger, which names the link and the peer.
-func (c *Conn) Logger() *zap.Logger { return c.log }
+func (c *Link) Logger() *zap.Logger { return c.log }
 
 // Done is closed once the link is down: both goroutines have exited and
 // every state on it has been terminated.
-func (c *Conn) Done() <-chan struct{} { return c.done }
+func (c *Link) Done() <-chan struct{} { return c.done }
 
 // Err returns why the link went down (nil for a clean end of stream or a
 // local Close), valid once Done is closed.
-func (c *Conn) Err() error {
+func (c *Link) Err() error {
 	if p := c.err.Load(); p != nil {
 		return *p
 	}
@@ -145,7 +145,7 @@ type Stats struct {
 }
 
 // Stats returns the link's counters.
-func (c *Conn) Stats() Stats {
+func (c *Link) Stats() Stats {
 	c.mu.Lock()
 	n := 0
 	for _, s := range c.scopes {
@@ -159,14 +159,14 @@ func (c *Conn) Stats() Stats {
 // Close takes the link down at once: queued messages are dropped. It is
 // safe to call from any goroutine, any number of times; the states on the
 // link are terminated by the reader before Done is closed.
-func (c *Conn) Close() error {
+func (c *Link) Close() error {
 	c.fail(nil)
 	return nil
 }
 
 // Shutdown waits until everything queued so far has been written (or ctx
 // ends), then closes the link.
-func (c *Conn) Shutdown(ctx context.Context) error {
+func (c *Link) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
 	if c.drained == nil {
 		c.drained = make(chan struct{})
@@ -190,7 +190,7 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 
 // fail records the first reason the link goes down and closes the stream,
 // which ends both goroutines.
-func (c *Conn) fail(err error) {
+func (c *Link) fail(err error) {
 	c.closeOnce.Do(func() {
 		if err != nil {
 			c.err.Store(&err)
@@ -214,11 +214,11 @@ func Panics() int64 { return panics.Load() }
 var errPanic = errors.New("internal error (panic) in link code")
 
 // Closing reports whether the link is going down or down.
-func (c *Conn) Closing() bool { return c.isClosing() }
+func (c *Link) Closing() bool { return c.isClosing() }
 
 // Closed is closed when the link starts going down, for handlers that
 // wait on something else to stop waiting.
-func (c *Conn) Closed() <-chan struct{} { return c.closing }
+func (c *Link) Closed() <-chan struct{} { return c.closing }
 
 // Pausing tells the link that its reader is about to wait for other links
 // to drain (a router pausing a legacy link while a circuit's queue is
@@ -228,4 +228,4 @@ func (c *Conn) Closed() <-chan struct{} { return c.closing }
 // socket (receive.go).
 //
 // Call it from the reader's own goroutine (its Forward hook).
-func (c *Conn) Pausing() { c.wakeRelayed(false) }
+func (c *Link) Pausing() { c.wakeRelayed(false) }

@@ -2,18 +2,18 @@
 // outbound queue and its batching writer, the transaction state machine
 // (PROTOCOL.md section 3) scoped per circuit, keepalive, and link loss.
 //
-// A Conn runs exactly two goroutines: a reader that decodes frames, runs the
+// A Link runs exactly two goroutines: a reader that decodes frames, runs the
 // state machine and calls handlers, and a writer that drains the outbound
 // queue into the socket, flushing only when the queue is empty. Every
-// handler of a Conn runs on its reader goroutine, one message at a time,
-// and never with an iocom lock held, so handlers may send on any Conn.
+// handler of a Link runs on its reader goroutine, one message at a time,
+// and never with an iocom lock held, so handlers may send on any Link.
 //
 // Circuit traffic a router relays skips the state machine (relay.go): the
 // reader offers each circuit message to the Forward hook with only its
 // header decoded, copies a relayed one as bytes into the outbound link's
 // queue, and when its input is drained writes small queues to the other
 // socket itself, without waiting, instead of waking that link's writer.
-// Whoever holds a Conn's write lock owns its socket's write side.
+// Whoever holds a Link's write lock owns its socket's write side.
 //
 // The outbound queue has a control class, written first, and a class for
 // circuit data (queue.go), so that the link's own traffic never waits
@@ -23,7 +23,7 @@
 // keeps a relayed circuit's messages that do not fit its next hop's
 // credit in a Hold (hold.go) and queues them as credit arrives.
 //
-// A Conn spends only its own peer's budgets, each enforced before what it
+// A Link spends only its own peer's budgets, each enforced before what it
 // bounds is allocated: the bytes queued for the peer (budget.go: the
 // reader stops while answers to the peer exceed the budget, a peer that
 // does not keep up is closed as a slow consumer), the transactions the
@@ -35,7 +35,7 @@
 // (report.go).
 //
 // A protocol violation, a framing error, a keepalive timeout, a spent
-// budget or a panic in a handler closes only that Conn: every transaction
+// budget or a panic in a handler closes only that Link: every transaction
 // still open on it is then terminated exactly once, children first and
 // LNK_CONN last, with a synthesized ABORT|DELETE carrying LOSTLINK.
 //

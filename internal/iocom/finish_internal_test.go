@@ -25,7 +25,7 @@ func TestARelayingReaderLeavesAMessageToFinishToTheWriter(t *testing.T) {
 			a, b := net.Pipe()
 			go io.Copy(io.Discard, b) //nolint:errcheck // ends when a closes
 			// Not started: no writer goroutine drains the queue.
-			c := NewConn(a, Config{KeepaliveInterval: -1})
+			c := NewLink(a, Config{KeepaliveInterval: -1})
 			defer c.Close()
 			finished := 0
 			m := dmsg.NewMsg(dmsg.LnkSpan | dmsg.FlagCreate)

@@ -16,10 +16,10 @@ import (
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
-// FuzzLink feeds a Conn a peer's stream and checks that whatever arrives,
+// FuzzLink feeds a Link a peer's stream and checks that whatever arrives,
 // the link neither panics nor hangs nor leaks, that every transaction its
 // handler took on sees exactly one terminating message, and that what the
-// Conn sends back is a well-formed stream obeying section 3.
+// Link sends back is a well-formed stream obeying section 3.
 //
 // With structured false the input is the raw byte stream. With structured
 // true it is a list of 4-byte message descriptions (see structuredStream)
@@ -65,7 +65,7 @@ var fuzzCmds = []uint32{
 //
 //	byte 0: flags: bit 0 CREATE, 1 DELETE, 2 REPLY, 3 ABORT, 4 REVTRANS,
 //	        5 REVCIRC, 6 circuit 1 instead of 0
-//	byte 1: low nibble msgid (0..15, so that it meets the msgids the Conn
+//	byte 1: low nibble msgid (0..15, so that it meets the msgids the Link
 //	        allocates), high nibble the error field (which the fuzz
 //	        handler reads as instructions)
 //	byte 2: command, an index into fuzzCmds
@@ -115,7 +115,7 @@ func structuredStream(tb testing.TB, data []byte) []byte {
 var fuzzSeedTuples = [][]byte{
 	// The peer opens LNK_CONN 5, a span 6 inside it, in-stream, DELETEs.
 	{0x01, 0x05, 2, 0, 0x01, 0x06, 4, 0, 0x00, 0x06, 4, 130, 0x02, 0x06, 7, 0, 0x02, 0x05, 7, 0},
-	// Replies to the transactions the Conn opened before reading (1, 2).
+	// Replies to the transactions the Link opened before reading (1, 2).
 	{0x15, 0x01, 7, 0, 0x14, 0x01, 7, 140, 0x16, 0x01, 7, 0, 0x17, 0x02, 7, 0},
 	// Refusal of an unknown command, then the opener's DELETE.
 	{0x01, 0x07, 10, 0, 0x02, 0x07, 7, 0},
@@ -133,7 +133,7 @@ var fuzzSeedTuples = [][]byte{
 	{0x01, 0x05, 5, 0, 0x00, 0x15, 7, 0, 0x00, 0x25, 7, 0, 0x00, 0x45, 7, 0, 0x02, 0x05, 7, 0},
 	// Circuit 1 messages, then a damaged tail.
 	{0x41, 0x05, 4, 0, 0x40, 0x00, 1, 0, 0x01, 0x05, 4, 200, 0x31, 0x17},
-	// Past the transaction budget (6 in the fuzz Conn): refusals with
+	// Past the transaction budget (6 in the fuzz Link): refusals with
 	// PARAM, then the overdraft (8) spent and the link closed.
 	{0x01, 1, 4, 0, 0x01, 2, 4, 0, 0x01, 3, 4, 0, 0x01, 4, 4, 0, 0x01, 5, 4, 0, 0x01, 6, 4, 0, 0x01, 7, 4, 0, 0x01, 8, 4, 0, 0x01, 9, 4, 0, 0x01, 10, 4, 0, 0x01, 11, 4, 0, 0x01, 12, 4, 0, 0x01, 13, 4, 0, 0x01, 14, 4, 0, 0x01, 15, 4, 0},
 	// Unknown commands held open up to the budget, two refused ones
@@ -178,7 +178,7 @@ func fuzzSeedStreams(tb testing.TB) [][]byte {
 
 // fuzzConn is a net.Conn whose far side is the fuzz input: Read returns the
 // input and then EOF; Write never blocks, and keeps (a bounded amount of)
-// what the Conn sent so the test can check it.
+// what the Link sent so the test can check it.
 type fuzzConn struct {
 	mu       sync.Mutex
 	in       []byte
@@ -259,7 +259,7 @@ func (h *fuzzHandler) term(tx *iocom.Tx) {
 	h.mu.Unlock()
 }
 
-func (h *fuzzHandler) open(c *iocom.Conn, cmd uint32) {
+func (h *fuzzHandler) open(c *iocom.Link, cmd uint32) {
 	if tx, err := c.Open(dmsg.NewMsg(cmd|dmsg.FlagCreate), h.txMsg); err == nil {
 		h.track(tx)
 	}
@@ -269,13 +269,13 @@ func (h *fuzzHandler) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	switch tx.Cmd() {
 	case dmsg.LnkConn, dmsg.LnkConnV2:
 		tx.Send(dmsg.NewMsg(dmsg.LnkError))
-		h.open(tx.Conn(), dmsg.LnkSpan)
+		h.open(tx.Link(), dmsg.LnkSpan)
 	case dmsg.LnkSpan:
 		tx.Send(dmsg.NewMsg(dmsg.LnkError))
 	case dmsg.LnkCirc:
 		// accepted, answered later (or never); the circuit's messages
 		// reach the same handler, within its windows if they are on
-		if s, err := tx.Conn().OpenScope(tx.MsgID(), false, h); err == nil {
+		if s, err := tx.Link().OpenScope(tx.MsgID(), false, h); err == nil {
 			h.mu.Lock()
 			h.scopes[tx] = s
 			h.mu.Unlock()
@@ -316,13 +316,13 @@ func (h *fuzzHandler) txMsg(tx *iocom.Tx, m *dmsg.Msg) {
 	case m.Error&2 != 0:
 		tx.Abort(dmsg.ErrIO)
 	case m.Error&4 != 0:
-		h.open(tx.Conn(), dmsg.LnkCirc)
+		h.open(tx.Link(), dmsg.LnkCirc)
 	default:
 		tx.Send(dmsg.NewMsg(dmsg.LnkError))
 	}
 }
 
-func (h *fuzzHandler) OneWay(c *iocom.Conn, m *dmsg.Msg) {
+func (h *fuzzHandler) OneWay(c *iocom.Link, m *dmsg.Msg) {
 	if dmsg.Base(m.Cmd) == dmsg.DbgShell && m.Cmd&dmsg.FlagReply == 0 {
 		reply := dmsg.NewMsg(dmsg.DbgShell | dmsg.FlagReply)
 		reply.SetAux([]byte("debug> \x00"))
@@ -353,7 +353,7 @@ func (h *fuzzHandler) ScopeFailed(s *iocom.Scope, _ error) {
 	}
 }
 
-// runFuzzLink runs one Conn over input and checks the outcome.
+// runFuzzLink runs one Link over input and checks the outcome.
 func runFuzzLink(t *testing.T, input []byte) {
 	goroutines := runtime.NumGoroutine()
 	h := &fuzzHandler{terms: make(map[*iocom.Tx]int), handled: make(map[*iocom.Tx]bool),
@@ -361,7 +361,7 @@ func runFuzzLink(t *testing.T, input []byte) {
 	nc := &fuzzConn{in: input}
 	// Small budgets, so that refusals over them, their overdraft and the
 	// reader's pauses for queued replies are in play.
-	c := iocom.NewConn(nc, iocom.Config{ID: "fuzz", Handler: h, KeepaliveInterval: -1, KeepaliveTimeout: -1,
+	c := iocom.NewLink(nc, iocom.Config{ID: "fuzz", Handler: h, KeepaliveInterval: -1, KeepaliveTimeout: -1,
 		QueueBytes: 4 << 10, MaxTransactions: 6, Transactions: iocom.NewTxPool(10)})
 	if len(input)%2 == 0 {
 		// Per-circuit flow control, with windows small enough that the
@@ -404,7 +404,7 @@ func runFuzzLink(t *testing.T, input []byte) {
 	checkNoLinkGoroutines(t, goroutines)
 }
 
-// checkOutput checks that what a Conn sent is a valid stream that keeps
+// checkOutput checks that what a Link sent is a valid stream that keeps
 // the rules of section 3 for the transactions it opened, and that replies
 // carry REPLY|REVTRANS.
 func checkOutput(t *testing.T, out []byte) {

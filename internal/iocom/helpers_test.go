@@ -28,7 +28,7 @@ var wantPanics atomic.Int64
 // guard makes t fail if a goroutine it started outlives it or if link code
 // recovered a panic the test did not ask for. Call it first thing, so that
 // its cleanup runs after every cleanup the test registers later (closing
-// Conns, peers and listeners).
+// Links, peers and listeners).
 func guard(tb testing.TB) {
 	tb.Helper()
 	ignore := goleak.IgnoreCurrent()
@@ -53,7 +53,7 @@ func waitUntil(tb testing.TB, what string, cond func() bool) {
 }
 
 // waitDone waits for c to be down, failing tb after testTimeout.
-func waitDone(tb testing.TB, c *iocom.Conn) {
+func waitDone(tb testing.TB, c *iocom.Link) {
 	tb.Helper()
 	t := time.NewTimer(testTimeout)
 	defer t.Stop()
@@ -65,7 +65,7 @@ func waitDone(tb testing.TB, c *iocom.Conn) {
 }
 
 // isDone reports whether c is down, without waiting.
-func isDone(c *iocom.Conn) bool {
+func isDone(c *iocom.Link) bool {
 	select {
 	case <-c.Done():
 		return true
@@ -74,10 +74,10 @@ func isDone(c *iocom.Conn) bool {
 	}
 }
 
-// startConn wraps nc in a started Conn that the test closes and waits for.
-func startConn(tb testing.TB, nc net.Conn, cfg iocom.Config) *iocom.Conn {
+// startConn wraps nc in a started Link that the test closes and waits for.
+func startConn(tb testing.TB, nc net.Conn, cfg iocom.Config) *iocom.Link {
 	tb.Helper()
-	c := iocom.NewConn(nc, cfg)
+	c := iocom.NewLink(nc, cfg)
 	c.Start()
 	tb.Cleanup(func() {
 		c.Close()
@@ -122,7 +122,7 @@ func frame(tb testing.TB, m *dmsg.Msg, seq uint8) []byte {
 
 // stream encodes msgs as one direction of a link from its first message:
 // valid framing and sequence, so that every message reaches the state
-// machine of the Conn that reads it.
+// machine of the Link that reads it.
 func stream(tb testing.TB, msgs ...*dmsg.Msg) []byte {
 	tb.Helper()
 	var out []byte
@@ -159,9 +159,9 @@ func truncate(s string, n int) string {
 
 // ---- the raw peer: hand-built frames in, decoded frames out ----
 
-// rawPeer is the far end of a Conn's stream driven by the test itself: it
+// rawPeer is the far end of a Link's stream driven by the test itself: it
 // writes frames the test builds with a dmsg.Encoder (or, to break the
-// framing on purpose, with dmsg.AppendMsg) and decodes everything the Conn
+// framing on purpose, with dmsg.AppendMsg) and decodes everything the Link
 // sends.
 type rawPeer struct {
 	tb  testing.TB
@@ -215,7 +215,7 @@ func (p *rawPeer) close() {
 }
 
 // writeRaw writes b as it is; errors are returned, not fatal, because a
-// Conn that has just closed the link legitimately stops reading.
+// Link that has just closed the link legitimately stops reading.
 func (p *rawPeer) writeRaw(b []byte) error {
 	p.nc.SetWriteDeadline(time.Now().Add(testTimeout))
 	_, err := p.nc.Write(b)
@@ -253,7 +253,7 @@ func (p *rawPeer) mustSend(msgs ...*dmsg.Msg) {
 	}
 }
 
-// next returns the next message the Conn sent, or the error that ended
+// next returns the next message the Link sent, or the error that ended
 // its stream, waiting up to testTimeout.
 func (p *rawPeer) next() (*dmsg.Msg, error) {
 	p.tb.Helper()
@@ -280,7 +280,7 @@ func (p *rawPeer) next() (*dmsg.Msg, error) {
 	}
 }
 
-// expect returns the next message the Conn sent and checks its cmd (with
+// expect returns the next message the Link sent and checks its cmd (with
 // every flag) and msgid.
 func (p *rawPeer) expect(cmd uint32, msgid uint64) *dmsg.Msg {
 	p.tb.Helper()
@@ -294,7 +294,7 @@ func (p *rawPeer) expect(cmd uint32, msgid uint64) *dmsg.Msg {
 	return m
 }
 
-// received returns how many messages the Conn sent that next has not
+// received returns how many messages the Link sent that next has not
 // consumed yet.
 func (p *rawPeer) received() int {
 	p.mu.Lock()
@@ -302,9 +302,9 @@ func (p *rawPeer) received() int {
 	return len(p.in)
 }
 
-// newRawLink starts a Conn over one end of a net.Pipe and returns it with
+// newRawLink starts a Link over one end of a net.Pipe and returns it with
 // a raw peer on the other end. Keepalive is off unless cfg says otherwise.
-func newRawLink(tb testing.TB, cfg iocom.Config) (*iocom.Conn, *rawPeer) {
+func newRawLink(tb testing.TB, cfg iocom.Config) (*iocom.Link, *rawPeer) {
 	tb.Helper()
 	a, b := net.Pipe()
 	if cfg.KeepaliveInterval == 0 {
@@ -319,7 +319,7 @@ func newRawLink(tb testing.TB, cfg iocom.Config) (*iocom.Conn, *rawPeer) {
 
 // ---- the recording handler ----
 
-// event is one call into the handlers of a Conn.
+// event is one call into the handlers of a Link.
 type event struct {
 	kind  string // "accept", "msg" (a TxHandler) or "oneway"
 	local bool   // the transaction is one this side opened
@@ -337,7 +337,7 @@ func (e event) String() string {
 type policy int
 
 const (
-	refuse      policy = iota // Accept returns nil: the Conn answers NOSUPP
+	refuse      policy = iota // Accept returns nil: the Link answers NOSUPP
 	ack                       // answer REPLY|CREATE and keep the transaction open
 	silent                    // accept without answering
 	echo                      // answer once, REPLY|CREATE|DELETE, echoing the aux data
@@ -407,7 +407,7 @@ func (r *recorder) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	return r.txHandler
 }
 
-func (r *recorder) OneWay(c *iocom.Conn, m *dmsg.Msg) {
+func (r *recorder) OneWay(c *iocom.Link, m *dmsg.Msg) {
 	r.record(eventOf("oneway", false, m))
 }
 

@@ -18,7 +18,7 @@ import (
 // concurrent use; its owner serialises every call, Frame.HoldIn and
 // Tx.CloseBehind included.
 type Hold struct {
-	to    *Conn
+	to    *Link
 	ents  []heldMsg // in send order, from head
 	head  int
 	bytes int // the credit the held messages need
@@ -38,7 +38,7 @@ type heldMsg struct {
 }
 
 // NewHold returns an empty Hold of messages toward link to.
-func NewHold(to *Conn) *Hold { return &Hold{to: to} }
+func NewHold(to *Link) *Hold { return &Hold{to: to} }
 
 // Len returns the number of entries held.
 func (h *Hold) Len() int { return len(h.ents) - h.head }

@@ -28,7 +28,7 @@ const (
 
 // expectPings reads n messages from p, all of which must be one-way
 // LNK_PINGs, answering each with LNK_PING|REPLY if answer is set. Unless
-// since is zero (the time just before the Conn started, while it has sent
+// since is zero (the time just before the Link started, while it has sent
 // nothing but pings), it also checks the pings were not sent more often
 // than every: a ping leaves only after an interval without sending, so the
 // n-th cannot arrive before n intervals have passed. (Gaps between single
@@ -107,7 +107,7 @@ func TestTwoIdleConnsKeepEachOtherUp(t *testing.T) {
 func TestASilentPeerIsClosedAsDead(t *testing.T) {
 	cases := []struct {
 		name string
-		peer func(t *testing.T) (net.Conn, func()) // the Conn's end, and the peer's
+		peer func(t *testing.T) (net.Conn, func()) // the Link's end, and the peer's
 	}{
 		{"a silent peer that reads", func(t *testing.T) (net.Conn, func()) {
 			a, b := net.Pipe()
@@ -190,7 +190,7 @@ type pausingHandler struct {
 }
 
 func (h *pausingHandler) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil }
-func (h *pausingHandler) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+func (h *pausingHandler) OneWay(_ *iocom.Link, m *dmsg.Msg) {
 	if dmsg.Base(m.Cmd) == dmsg.DbgShell {
 		close(h.paused)
 		<-h.release
@@ -208,7 +208,7 @@ func TestAReaderPausedLongerThanTheTimeoutIsNotDeclaredDead(t *testing.T) {
 	start := time.Now()
 	conn := startConn(t, x, iocom.Config{ID: "paused", Handler: h,
 		KeepaliveInterval: staysUpPingEvery, KeepaliveTimeout: staysUpTimeout})
-	t.Cleanup(func() { release.Do(func() { close(h.release) }) }) // runs before the Conn is closed
+	t.Cleanup(func() { release.Do(func() { close(h.release) }) }) // runs before the Link is closed
 	peer := newRawPeer(t, y)
 	peer.mustSend(msg(dmsg.DbgShell, 0))
 	select {
@@ -252,7 +252,7 @@ func TestAPeerTricklingBytesIsClosedAsDead(t *testing.T) {
 			start := time.Now()
 			for i := tc.prefix; i < len(b) && !isDone(conn); i++ {
 				if err := peer.writeRaw(b[i : i+1]); err != nil {
-					break // the Conn closed the link
+					break // the Link closed the link
 				}
 				time.Sleep(deadAfter / 10)
 			}

@@ -19,7 +19,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
-// These tests run two Conns against each other over real sockets made by
+// These tests run two Links against each other over real sockets made by
 // iocom.Listen and iocom.Dial.
 
 // transport makes link addresses of one kind.
@@ -74,7 +74,7 @@ func socketPair(tb testing.TB, tr transport) (dialed, accepted net.Conn) {
 
 // ---- one side of a test link ----
 
-// side is a Conn with a handler that answers the other side's
+// side is a Link with a handler that answers the other side's
 // transactions and counts every terminating message per transaction.
 //
 // It answers LNK_CONN with REPLY|CREATE; a DBG_SHELL single-message
@@ -85,7 +85,7 @@ func socketPair(tb testing.TB, tr transport) (dialed, accepted net.Conn) {
 // count and CRC of everything echoed (unless holdDelete is set).
 type side struct {
 	name       string
-	conn       *iocom.Conn
+	conn       *iocom.Link
 	holdDelete bool
 
 	mu      sync.Mutex
@@ -166,7 +166,7 @@ func (s *side) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	return nil
 }
 
-func (s *side) OneWay(*iocom.Conn, *dmsg.Msg) {}
+func (s *side) OneWay(*iocom.Link, *dmsg.Msg) {}
 
 // echoSum is the count and CRC of a sequence of aux data.
 type echoSum struct {

@@ -111,10 +111,10 @@ func TestLinkLossTerminatesEveryOpenTransactionOnce(t *testing.T) {
 
 // ---- flow control and orderly shutdown ----
 
-// stalledLink is a Conn over a net.Pipe whose far end reads nothing until
+// stalledLink is a Link over a net.Pipe whose far end reads nothing until
 // drain is called, so that its outbound queue fills up.
 type stalledLink struct {
-	conn *iocom.Conn
+	conn *iocom.Link
 	far  net.Conn
 }
 

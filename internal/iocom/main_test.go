@@ -11,7 +11,7 @@ import (
 )
 
 // TestMain fails the package if any goroutine outlives the tests (every
-// Conn a test starts must be closed and have reached Done), or if link code
+// Link a test starts must be closed and have reached Done), or if link code
 // recovered from a panic no test asked for. Each test also checks both for
 // itself (guard), so that a failure names the test that caused it.
 func TestMain(m *testing.M) {

@@ -37,13 +37,13 @@ func (tx *Tx) isControl(m *dmsg.Msg) bool {
 
 // queueEmptyLocked reports whether nothing waits in either class. Called
 // with c.mu held.
-func (c *Conn) queueEmptyLocked() bool {
+func (c *Link) queueEmptyLocked() bool {
 	return len(c.ctl) == 0 && c.qHead == len(c.q)
 }
 
 // pushLocked appends o to its class. It reports whether the queue was
 // empty before, so that the writer must be woken. Called with c.mu held.
-func (c *Conn) pushLocked(o outMsg, control bool) bool {
+func (c *Link) pushLocked(o outMsg, control bool) bool {
 	first := c.queueEmptyLocked()
 	if control {
 		c.ctl = append(c.ctl, o)
@@ -56,7 +56,7 @@ func (c *Conn) pushLocked(o outMsg, control bool) bool {
 // takeBatchLocked appends to batch every control message and then data
 // up to dataBatchMax bytes (at least one entry when there is any), and
 // removes them from the queue. Called with c.mu held.
-func (c *Conn) takeBatchLocked(batch []outMsg) []outMsg {
+func (c *Link) takeBatchLocked(batch []outMsg) []outMsg {
 	batch = append(batch, c.ctl...)
 	clear(c.ctl)
 	c.ctl = c.ctl[:0]

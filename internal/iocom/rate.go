@@ -10,7 +10,7 @@ import (
 // Fairness: the work one peer makes the router do is metered per link
 // (Config.WorkRate, Config.WorkBurst). Every message the reader hands to
 // the state machine costs one unit, replies excepted (meterWork), and handlers add what the message cost them
-// beyond that (Conn.Spend: a span relayed to every other link, a refusal).
+// beyond that (Link.Spend: a span relayed to every other link, a refusal).
 // When the link has spent its burst, its own reader waits for the bucket
 // to refill before reading on, so only that peer is slowed: the other
 // links' readers never wait for it, and nothing is refused. Circuit
@@ -72,7 +72,7 @@ func (w *workMeter) settle(now time.Time) time.Duration {
 // Spend charges the link's peer n more units of work for what one of its
 // messages cost (Config.WorkRate): the reader pays before it reads on. It
 // may be called from any goroutine.
-func (c *Conn) Spend(n int) { c.work.extra.Add(int64(n)) }
+func (c *Link) Spend(n int) { c.work.extra.Add(int64(n)) }
 
 // meterWork charges the message the reader is about to handle and, when
 // the peer has spent its burst, holds the reader until the bucket has
@@ -80,7 +80,7 @@ func (c *Conn) Spend(n int) { c.work.extra.Add(int64(n)) }
 // we sent it (span relays, keepalives), so their number is ours to bound,
 // and charging them would let a flood relayed to a peer spend that
 // peer's budget.
-func (c *Conn) meterWork(h *dmsg.Header) {
+func (c *Link) meterWork(h *dmsg.Header) {
 	if h.Cmd&dmsg.FlagReply != 0 {
 		return
 	}

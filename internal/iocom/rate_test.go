@@ -115,11 +115,11 @@ func TestRepliesAreFreeAndSpendIsCharged(t *testing.T) {
 // spender charges every one-way message n units more.
 type spender struct {
 	*recorder
-	conn *iocom.Conn
+	conn *iocom.Link
 	n    int
 }
 
-func (s *spender) OneWay(c *iocom.Conn, m *dmsg.Msg) {
+func (s *spender) OneWay(c *iocom.Link, m *dmsg.Msg) {
 	s.recorder.OneWay(c, m)
 	c.Spend(s.n)
 }

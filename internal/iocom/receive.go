@@ -18,7 +18,7 @@ import (
 
 // readLoop is the reader goroutine: decode, run the state machine, call
 // handlers; on any error take the link down and terminate its states.
-func (c *Conn) readLoop() {
+func (c *Link) readLoop() {
 	defer c.finish()
 	defer c.recoverPanic("reader")
 	c.dec = dmsg.NewDecoder(&rxStream{c: c, timeout: c.cfg.keepaliveTimeout()})
@@ -32,7 +32,7 @@ func (c *Conn) readLoop() {
 
 // readOne reads one message and relays or handles it; an error ends the
 // link.
-func (c *Conn) readOne() error {
+func (c *Link) readOne() error {
 	c.waitReplyRoom()
 	h, err := c.dec.Next()
 	if err != nil {
@@ -79,7 +79,7 @@ func (c *Conn) readOne() error {
 // the reader because only it knows when messages arrive; the writer can
 // sit blocked in a write for as long as a stuck peer does not read.
 type rxStream struct {
-	c        *Conn
+	c        *Link
 	timeout  time.Duration // <= 0: no dead-link check
 	deadline time.Time     // the read deadline currently set
 	quiet    time.Time     // silence since then: the last whole message, plus time away
@@ -189,7 +189,7 @@ func readError(err error) error {
 	return err
 }
 
-func (c *Conn) recoverPanic(where string) {
+func (c *Link) recoverPanic(where string) {
 	if r := recover(); r != nil {
 		panics.Add(1)
 		c.log.Error("panic in link code; closing the link",
@@ -199,7 +199,7 @@ func (c *Conn) recoverPanic(where string) {
 }
 
 // receive handles one decoded message.
-func (c *Conn) receive(m *dmsg.Msg) error {
+func (c *Link) receive(m *dmsg.Msg) error {
 	c.mu.Lock()
 	// A message inside a circuit counts against the window its end
 	// granted (window.go), before anything else is done with it.
@@ -261,7 +261,7 @@ type ScopeFailer interface {
 
 // failScope closes a circuit scope whose far end violated the protocol:
 // its transactions end with PARAM and its owner is told.
-func (c *Conn) failScope(s *Scope, err error) {
+func (c *Link) failScope(s *Scope, err error) {
 	c.log.Debug("circuit closed: its far end violated the protocol", zap.Uint64("circuit", s.key.id), zap.Error(err))
 	s.Close(dmsg.ErrParam)
 	if f, ok := s.handler.(ScopeFailer); ok {
@@ -269,7 +269,7 @@ func (c *Conn) failScope(s *Scope, err error) {
 	}
 }
 
-func (c *Conn) oneWay(s *Scope, m *dmsg.Msg) {
+func (c *Link) oneWay(s *Scope, m *dmsg.Msg) {
 	switch dmsg.Base(m.Cmd) {
 	case dmsg.LnkPad:
 		return
@@ -299,7 +299,7 @@ func (c *Conn) oneWay(s *Scope, m *dmsg.Msg) {
 	s.handler.OneWay(c, m)
 }
 
-func (c *Conn) accept(tx *Tx, m *dmsg.Msg) {
+func (c *Link) accept(tx *Tx, m *dmsg.Msg) {
 	h := tx.scope.handler.Accept(tx, m)
 	tx.handler = h
 	if h == nil {
@@ -309,7 +309,7 @@ func (c *Conn) accept(tx *Tx, m *dmsg.Msg) {
 
 // refuse answers a transaction nobody accepted with NOSUPP, unless the
 // handler already answered it.
-func (c *Conn) refuse(tx *Tx) {
+func (c *Link) refuse(tx *Tx) {
 	c.mu.Lock()
 	answered := tx.txCreate
 	c.mu.Unlock()
@@ -318,7 +318,7 @@ func (c *Conn) refuse(tx *Tx) {
 	}
 }
 
-func (c *Conn) deliver(tx *Tx, m *dmsg.Msg) {
+func (c *Link) deliver(tx *Tx, m *dmsg.Msg) {
 	if tx.handler == nil {
 		c.log.Debug("dropped message of a refused transaction", msgFields(m)...)
 		return
@@ -328,7 +328,7 @@ func (c *Conn) deliver(tx *Tx, m *dmsg.Msg) {
 
 // finish runs when the reader stops: it terminates every open state exactly
 // once, waits for the writer and reports the link down.
-func (c *Conn) finish() {
+func (c *Link) finish() {
 	c.wakeRelayed(false)
 	c.publishRxStats()
 	c.fail(nil)
@@ -349,7 +349,7 @@ func (c *Conn) finish() {
 
 // terminate delivers the synthesized end of tx to its handler, shielding
 // the other terminations from a panicking handler.
-func (c *Conn) terminate(tx *Tx, code uint32) {
+func (c *Link) terminate(tx *Tx, code uint32) {
 	defer c.recoverPanic("terminate")
 	if tx.handler != nil {
 		tx.handler(tx, lostLink(tx, code))
@@ -359,7 +359,7 @@ func (c *Conn) terminate(tx *Tx, code uint32) {
 // logDown writes the link's "link down" line: info, never sampled, with
 // the reason. Faults of the peer are also reported, rate-limited, as
 // warnings (report.go); a flood of them must not flood the log.
-func (c *Conn) logDown() {
+func (c *Link) logDown() {
 	err := c.Err()
 	switch {
 	case err == nil:
@@ -387,7 +387,7 @@ func headerFields(h *dmsg.Header) []zap.Field {
 // publishRxStats makes the reader's counts visible to Stats. The reader
 // counts in plain fields and publishes once per read of the socket, not
 // once per message.
-func (c *Conn) publishRxStats() {
+func (c *Link) publishRxStats() {
 	c.rxMsgs.Store(c.rx.msgs)
 	c.rxBytes.Store(c.rx.bytes)
 }

@@ -89,7 +89,7 @@ func (ch *chunk) unref() {
 // stage is what a reader has relayed to one link and not yet queued there:
 // runs of frames in its current chunk.
 type stage struct {
-	to    *Conn
+	to    *Link
 	ch    *chunk
 	runs  []stagedRun
 	bytes int
@@ -109,7 +109,7 @@ type stagedRun struct {
 type Frame struct {
 	*dmsg.Header // read-only, valid during the Forward call
 
-	c    *Conn
+	c    *Link
 	used bool  // RelayTo consumed the message
 	err  error // reading it failed: the source link is broken
 }
@@ -126,7 +126,7 @@ func (f *Frame) EncodedSize() int {
 // leaves in one batch and one write.
 //
 // An error means reading the message failed; it ends this link.
-func (f *Frame) RelayTo(to *Conn, circuit uint64, revCirc bool, acct Accounter) error {
+func (f *Frame) RelayTo(to *Link, circuit uint64, revCirc bool, acct Accounter) error {
 	if f.used {
 		return f.err
 	}
@@ -169,7 +169,7 @@ func (f *Frame) RelayTo(to *Conn, circuit uint64, revCirc bool, acct Accounter) 
 // before the caller keeps the message back (HoldIn): the circuit's order
 // holds. A caller that locks its Hold calls it first, since queueing on a
 // link that is down tells Accounters at once.
-func (f *Frame) Flush(to *Conn) { f.c.publishTo(to) }
+func (f *Frame) Flush(to *Link) { f.c.publishTo(to) }
 
 // Take consumes the message and returns it decoded, for a Forward hook
 // that handles it itself (a router's LNK_CREDIT); the caller releases it.
@@ -192,7 +192,7 @@ func (f *Frame) Drop() {
 
 // stageFor returns this reader's stage for link to. Only the reader
 // goroutine calls it.
-func (c *Conn) stageFor(to *Conn) *stage {
+func (c *Link) stageFor(to *Link) *stage {
 	for _, st := range c.stages {
 		if st.to == to {
 			return st
@@ -277,7 +277,7 @@ func (st *stage) publish() bool {
 }
 
 // publishTo queues what this reader staged for link to.
-func (c *Conn) publishTo(to *Conn) {
+func (c *Link) publishTo(to *Link) {
 	for _, st := range c.stages {
 		if st.to != to {
 			continue
@@ -292,7 +292,7 @@ func (c *Conn) publishTo(to *Conn) {
 // publishAll queues everything this reader staged and drops its stages
 // (their chunks stay alive while queue entries point into them). Only the
 // reader goroutine calls it.
-func (c *Conn) publishAll() {
+func (c *Link) publishAll() {
 	for i, st := range c.stages {
 		st.compact()
 		if st.publish() {
@@ -313,7 +313,7 @@ const maxSpareStages = 8
 
 // queueMsg queues a relayed message, to be released once written. It
 // reports whether the queue was empty before.
-func (c *Conn) queueMsg(m *dmsg.Msg, acct Accounter) bool {
+func (c *Link) queueMsg(m *dmsg.Msg, acct Accounter) bool {
 	size := m.EncodedSize()
 	c.mu.Lock()
 	if c.dead {
@@ -330,7 +330,7 @@ func (c *Conn) queueMsg(m *dmsg.Msg, acct Accounter) bool {
 
 // deferWake records that c's writer must be woken when this link's input
 // is drained. Only this link's reader goroutine calls it.
-func (c *Conn) deferWake(w *Conn) {
+func (c *Link) deferWake(w *Link) {
 	for _, x := range c.relayedTo {
 		if x == w {
 			return
@@ -343,7 +343,7 @@ func (c *Conn) deferWake(w *Conn) {
 // relayed to since its input was last drained; with direct, it sends
 // small bursts itself (writeNow). Only this link's reader goroutine calls
 // it.
-func (c *Conn) wakeRelayed(direct bool) {
+func (c *Link) wakeRelayed(direct bool) {
 	c.publishAll()
 	for i, w := range c.relayedTo {
 		if direct {

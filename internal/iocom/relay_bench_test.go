@@ -14,8 +14,8 @@ import (
 )
 
 // BenchmarkRelay measures what relaying costs a router's links alone: a
-// Conn reads b.N circuit messages from memory and its Forward hook relays
-// them to a Conn whose socket discards what it is given. No kernel, no
+// Link reads b.N circuit messages from memory and its Forward hook relays
+// them to a Link whose socket discards what it is given. No kernel, no
 // endpoints: ns/op is the CPU one relayed message takes.
 func BenchmarkRelay(b *testing.B) {
 	for _, size := range []int{64, 4 << 10} {
@@ -30,11 +30,11 @@ func BenchmarkRelay(b *testing.B) {
 				turn = append(turn, frame(b, m, uint8(seq))...)
 			}
 			sink := &discardConn{want: int64(b.N * frameSize), done: make(chan struct{})}
-			out := iocom.NewConn(sink, benchCfg("out", nil))
+			out := iocom.NewLink(sink, benchCfg("out", nil))
 			acct := &byteCount{}
 			src := &memConn{turn: turn, left: b.N * frameSize}
-			in := iocom.NewConn(src, iocom.Config{ID: "in", KeepaliveInterval: -1, KeepaliveTimeout: -1,
-				Forward: func(_ *iocom.Conn, f *iocom.Frame) bool {
+			in := iocom.NewLink(src, iocom.Config{ID: "in", KeepaliveInterval: -1, KeepaliveTimeout: -1,
+				Forward: func(_ *iocom.Link, f *iocom.Frame) bool {
 					f.RelayTo(out, 70, true, acct)
 					return true
 				}})

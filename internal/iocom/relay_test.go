@@ -20,17 +20,17 @@ import (
 // link "in" relays circuit messages to link "out", both over real sockets
 // (the relaying reader writes to them itself) or net.Pipes (it cannot).
 
-// relayRig is a Conn "in" whose Forward hook relays circuits by a table,
-// a Conn "out", and raw peers on both.
+// relayRig is a Link "in" whose Forward hook relays circuits by a table,
+// a Link "out", and raw peers on both.
 type relayRig struct {
-	in, out         *iocom.Conn
+	in, out         *iocom.Link
 	inPeer, outPeer *rawPeer
 	routes          map[uint64]route
-	hook            atomic.Pointer[func(*iocom.Conn, *iocom.Frame) bool] // replaces routes
+	hook            atomic.Pointer[func(*iocom.Link, *iocom.Frame) bool] // replaces routes
 }
 
 // setForward makes f the rig's Forward hook instead of its routes.
-func (r *relayRig) setForward(f func(*iocom.Conn, *iocom.Frame) bool) { r.hook.Store(&f) }
+func (r *relayRig) setForward(f func(*iocom.Link, *iocom.Frame) bool) { r.hook.Store(&f) }
 
 // route says where a circuit arriving on "in" leaves "out".
 type route struct {
@@ -72,7 +72,7 @@ func newRelayRig(t *testing.T, p pairs, h iocom.Handler, routes map[uint64]route
 	return r
 }
 
-func (r *relayRig) forward(c *iocom.Conn, f *iocom.Frame) bool {
+func (r *relayRig) forward(c *iocom.Link, f *iocom.Frame) bool {
 	if h := r.hook.Load(); h != nil {
 		return (*h)(c, f)
 	}
@@ -172,7 +172,7 @@ type markerHandler struct {
 
 func (h *markerHandler) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil }
 
-func (h *markerHandler) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+func (h *markerHandler) OneWay(_ *iocom.Link, m *dmsg.Msg) {
 	reply := dmsg.NewMsg(dmsg.DbgShell)
 	reply.SetAux(bytes.Clone(m.Aux))
 	h.out.SendOneWay(reply)
@@ -262,7 +262,7 @@ func TestSmallBurstsToAStuckLinkCostAboutTheirSize(t *testing.T) {
 	acct := &byteCount{}
 	x, y := net.Pipe() // one write of the peer is one read of the reader
 	in := startConn(t, x, iocom.Config{ID: "in", KeepaliveInterval: -1, KeepaliveTimeout: -1,
-		Forward: func(_ *iocom.Conn, f *iocom.Frame) bool {
+		Forward: func(_ *iocom.Link, f *iocom.Frame) bool {
 			f.RelayTo(out, 70, false, acct)
 			return true
 		}})

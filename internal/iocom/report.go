@@ -32,7 +32,7 @@ func isFramingError(err error) bool {
 // reportPeerFault logs a fault of the peer that ends the link or, inside
 // a circuit, that circuit (and counts the latter). The slow-consumer check
 // reports its own (budget.go).
-func (c *Conn) reportPeerFault(err error, circuit uint64) {
+func (c *Link) reportPeerFault(err error, circuit uint64) {
 	fields := []zap.Field{zap.String("link", c.cfg.ID), zap.String("peer", c.remote), zap.Error(err)}
 	var pe *ProtocolError
 	var te *TxBudgetError

@@ -40,17 +40,17 @@ type Accounter interface {
 
 // enqueueLocked appends m, a one-way message, to the outbound queue in its
 // class (queue.go). Called with c.mu held; it never blocks.
-func (c *Conn) enqueueLocked(m *dmsg.Msg) { c.enqueueClassLocked(m, isControl(m)) }
+func (c *Link) enqueueLocked(m *dmsg.Msg) { c.enqueueClassLocked(m, isControl(m)) }
 
 // enqueueClassLocked appends m to the control class or to the data class.
 // Called with c.mu held; it never blocks.
-func (c *Conn) enqueueClassLocked(m *dmsg.Msg, control bool) {
+func (c *Link) enqueueClassLocked(m *dmsg.Msg, control bool) {
 	c.enqueueOutLocked(outMsg{m: m}, control)
 }
 
 // enqueueOutLocked charges and appends o, an entry holding one message.
 // Called with c.mu held; it never blocks.
-func (c *Conn) enqueueOutLocked(o outMsg, control bool) {
+func (c *Link) enqueueOutLocked(o outMsg, control bool) {
 	c.chargeLocked(o.m.EncodedSize(), isReply(o.m))
 	if o.finish != nil {
 		c.finishing++
@@ -61,7 +61,7 @@ func (c *Conn) enqueueOutLocked(o outMsg, control bool) {
 }
 
 // kick wakes the writer without blocking.
-func (c *Conn) kick() {
+func (c *Link) kick() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
@@ -70,7 +70,7 @@ func (c *Conn) kick() {
 
 // SendOneWay sends a one-way message (no transaction: msgid 0, neither
 // CREATE nor DELETE) on circuit 0. m belongs to the link from now on.
-func (c *Conn) SendOneWay(m *dmsg.Msg) error {
+func (c *Link) SendOneWay(m *dmsg.Msg) error {
 	m.MsgID = 0
 	m.Circuit = 0
 	m.Cmd &^= dmsg.FlagCreate | dmsg.FlagDelete | dmsg.FlagRevTrans | dmsg.FlagRevCirc
@@ -80,7 +80,7 @@ func (c *Conn) SendOneWay(m *dmsg.Msg) error {
 	return c.sendOneWay(m)
 }
 
-func (c *Conn) sendOneWay(m *dmsg.Msg) error {
+func (c *Link) sendOneWay(m *dmsg.Msg) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dead {
@@ -93,7 +93,7 @@ func (c *Conn) sendOneWay(m *dmsg.Msg) error {
 // WaitRoom blocks until the outbound queue holds less than the configured
 // QueueBytes, the link closes, or ctx ends. Bulk senders call it before
 // each send so a slow peer slows them down instead of growing memory.
-func (c *Conn) WaitRoom(ctx context.Context) error {
+func (c *Link) WaitRoom(ctx context.Context) error {
 	limit := c.cfg.queueBytes()
 	for {
 		c.mu.Lock()
@@ -121,7 +121,7 @@ func (c *Conn) WaitRoom(ctx context.Context) error {
 }
 
 // QueuedBytes returns the bytes queued or being written.
-func (c *Conn) QueuedBytes() int {
+func (c *Link) QueuedBytes() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.qBytes
@@ -130,7 +130,7 @@ func (c *Conn) QueuedBytes() int {
 // writeLoop is the writer goroutine: it takes the whole queue at once,
 // encodes it into one buffer and flushes only when the queue is empty, so
 // a busy link sends many messages per syscall.
-func (c *Conn) writeLoop() {
+func (c *Link) writeLoop() {
 	defer close(c.writerDone)
 	defer c.recoverPanic("writer")
 	ka := newKeepalive(&c.cfg)
@@ -162,7 +162,7 @@ func (c *Conn) writeLoop() {
 // whoever queues more after it finds the queue empty and wakes the
 // writer. The caller holds c.wmu, which owns the write side of the
 // socket: the writer goroutine, or a relaying reader.
-func (c *Conn) drainLocked(try bool) error {
+func (c *Link) drainLocked(try bool) error {
 	for {
 		c.mu.Lock()
 		c.wbatch = c.takeBatchLocked(c.wbatch[:0])
@@ -195,7 +195,7 @@ const directWriteMax = writeBufferSize
 // writer. A queue holding a message to finish (OpenFinished) is the
 // writer's too: the relaying reader, another link's, must not spend its
 // time on this link's work.
-func (c *Conn) writeNow() {
+func (c *Link) writeNow() {
 	if c.out.noDeadline || c.isClosing() || !c.wmu.TryLock() {
 		c.kick()
 		return
@@ -219,7 +219,7 @@ func (c *Conn) writeNow() {
 }
 
 // markDrained reports an empty queue to a waiting Shutdown.
-func (c *Conn) markDrained() {
+func (c *Link) markDrained() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.drained != nil && c.queueEmptyLocked() && c.qBytes == 0 {
@@ -245,7 +245,7 @@ func writeError(err error) error {
 	return fmt.Errorf("write: %w", err)
 }
 
-func (c *Conn) isClosing() bool {
+func (c *Link) isClosing() bool {
 	select {
 	case <-c.closing:
 		return true
@@ -256,7 +256,7 @@ func (c *Conn) isClosing() bool {
 
 // writeBatch encodes batch into the buffer and releases its bytes from the
 // queue accounting.
-func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
+func (c *Link) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
 	n, msgs, replies, finished := 0, 0, 0, 0
 	debug := c.log.Core().Enabled(zapcore.DebugLevel)
 	for i, o := range batch {
@@ -289,7 +289,7 @@ func (c *Conn) writeBatch(enc *dmsg.Encoder, batch []outMsg) error {
 
 // writeOne encodes one queue entry and returns its size and how many
 // messages it held.
-func (c *Conn) writeOne(enc *dmsg.Encoder, o *outMsg, debug bool) (int, int, error) {
+func (c *Link) writeOne(enc *dmsg.Encoder, o *outMsg, debug bool) (int, int, error) {
 	if o.raw != nil {
 		// The frames go out from their chunk, not copied; the buffer
 		// takes over the entry's reference to it.
@@ -350,7 +350,7 @@ func (ka *keepalive) stop() {
 }
 
 // check pings a link this side has not sent anything on for an interval.
-func (ka *keepalive) check(c *Conn, now time.Time) {
+func (ka *keepalive) check(c *Link, now time.Time) {
 	if now.Sub(time.Unix(0, c.lastSend.Load())) >= ka.interval {
 		c.sendOneWay(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing}})
 	}

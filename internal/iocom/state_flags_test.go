@@ -109,7 +109,7 @@ var remoteTable = map[string][]flagCase{
 }
 
 // localTable: messages with REPLY and/or REVTRANS, looked up among the
-// transactions the Conn opened. Each row is checked with REPLY, with
+// transactions the Link opened. Each row is checked with REPLY, with
 // REVTRANS and with both.
 var localTable = map[string][]flagCase{
 	"a msgid we have not opened": {

@@ -8,10 +8,10 @@ import (
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
-// These tests drive one Conn from a raw peer: the test encodes hand-built
+// These tests drive one Link from a raw peer: the test encodes hand-built
 // messages with a dmsg.Encoder onto one end of a net.Pipe (or, to break the
-// framing, hand-sealed frames) and decodes what the Conn writes on the
-// other, so every flag on the wire is the test's choice or the Conn's.
+// framing, hand-sealed frames) and decodes what the Link writes on the
+// other, so every flag on the wire is the test's choice or the Link's.
 
 // Wire values from PROTOCOL.md section 3 and the C captures.
 const (
@@ -23,7 +23,7 @@ const (
 	unknownCmd  = 0x00500101 // a BLK command nobody handles
 )
 
-// defaultPolicies is how the Conn under test answers the peer's
+// defaultPolicies is how the Link under test answers the peer's
 // transactions unless a scenario says otherwise.
 var defaultPolicies = map[uint32]policy{
 	dmsg.LnkSpan:  ack,
@@ -36,7 +36,7 @@ var defaultPolicies = map[uint32]policy{
 
 type harness struct {
 	t    *testing.T
-	conn *iocom.Conn
+	conn *iocom.Link
 	peer *rawPeer
 	rec  *recorder
 	ours map[string]*iocom.Tx
@@ -54,7 +54,7 @@ func newHarness(t *testing.T, policies map[uint32]policy) *harness {
 
 // ref names a transaction's msgid in a scenario.
 type ref struct {
-	name string // a transaction the Conn opened, by the name open gave it
+	name string // a transaction the Link opened, by the name open gave it
 	id   uint64 // otherwise: a msgid the peer chose
 }
 
@@ -95,7 +95,7 @@ func peerSends(cmd uint32, r ref, opts ...msgOpt) step {
 	}
 }
 
-// connSends: the next message the Conn writes is exactly cmd with r's
+// connSends: the next message the Link writes is exactly cmd with r's
 // msgid, carrying error code.
 func connSends(cmd uint32, r ref, code uint32) step {
 	return func(h *harness) {
@@ -130,7 +130,7 @@ func handlerGets(kind string, cmd uint32, r ref) step {
 	}
 }
 
-// weOpen: the Conn's user opens a transaction with cmd (CREATE included).
+// weOpen: the Link's user opens a transaction with cmd (CREATE included).
 func weOpen(name string, cmd uint32, opts ...msgOpt) step {
 	return func(h *harness) {
 		h.t.Helper()
@@ -143,7 +143,7 @@ func weOpen(name string, cmd uint32, opts ...msgOpt) step {
 	}
 }
 
-// weSend: the Conn's user sends cmd in the transaction r.
+// weSend: the Link's user sends cmd in the transaction r.
 func weSend(r ref, cmd uint32) step {
 	return func(h *harness) {
 		h.t.Helper()
@@ -169,7 +169,7 @@ func weCloseError(r ref, code uint32) step {
 }
 func weAbort(r ref, code uint32) step { return func(h *harness) { h.tx(r).Abort(code) } }
 
-// openTx: the Conn holds n transactions.
+// openTx: the Link holds n transactions.
 func openTx(n int) step {
 	return func(h *harness) {
 		h.t.Helper()
@@ -189,7 +189,7 @@ func txDone(r ref, want bool) step {
 	}
 }
 
-// settle waits until the Conn has handled everything the peer sent and
+// settle waits until the Link has handled everything the peer sent and
 // sent everything that caused, then checks nothing unexpected happened.
 func settle() step { return func(h *harness) { h.settle() } }
 
@@ -206,11 +206,11 @@ func linkFails(what string, check func(error) bool) step {
 
 func violation() step { return linkFails("a *ProtocolError", isProtocolError) }
 
-// barrier uses a LNK_PING: the Conn handles messages in order and answers
+// barrier uses a LNK_PING: the Link handles messages in order and answers
 // the ping after everything before it, so once the answer is in, every
 // handler call and every message the earlier input caused has happened.
 // It returns the handler calls no expectation consumed; any message from
-// the Conn before the ping's answer is a failure.
+// the Link before the ping's answer is a failure.
 func (h *harness) barrier() []event {
 	h.t.Helper()
 	h.peer.mustSend(msg(dmsg.LnkPing, 0))

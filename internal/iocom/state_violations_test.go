@@ -89,10 +89,10 @@ func TestViolationsCloseOnlyThatLink(t *testing.T) {
 	}
 }
 
-// echoPair is two Conns over a net.Pipe whose handlers echo single-message
+// echoPair is two Links over a net.Pipe whose handlers echo single-message
 // transactions: a link that must keep working while others fail.
 type echoPair struct {
-	a, b *iocom.Conn
+	a, b *iocom.Link
 }
 
 type echoHandler struct{}
@@ -103,7 +103,7 @@ func (echoHandler) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	tx.Send(r)
 	return func(*iocom.Tx, *dmsg.Msg) {}
 }
-func (echoHandler) OneWay(*iocom.Conn, *dmsg.Msg) {}
+func (echoHandler) OneWay(*iocom.Link, *dmsg.Msg) {}
 
 func newEchoPair(t *testing.T) *echoPair {
 	x, y := net.Pipe()
@@ -203,7 +203,7 @@ func TestFramingErrorsCloseTheLink(t *testing.T) {
 			connSends(dmsg.LnkConn|C, ours("conn"), 0)(h)
 			peerSends(dmsg.DbgShell, theirs(0), withAux("fine"))(h)
 			handlerGets("oneway", dmsg.DbgShell, theirs(0))(h)
-			h.peer.writeRaw(tc.bad(h.peer)) // may fail once the Conn stops reading
+			h.peer.writeRaw(tc.bad(h.peer)) // may fail once the Link stops reading
 			h.peer.close()                  // ends truncated frames
 			waitDone(t, h.conn)
 			if err := h.conn.Err(); !errors.Is(err, tc.want) {
@@ -335,7 +335,7 @@ func TestForwardIsOfferedCircuitMessages(t *testing.T) {
 	rec := newRecorder(defaultPolicies)
 	var offered []string // only the reader goroutine appends
 	conn, peer := newRawLink(t, iocom.Config{ID: "router", Handler: rec,
-		Forward: func(c *iocom.Conn, f *iocom.Frame) bool {
+		Forward: func(c *iocom.Link, f *iocom.Frame) bool {
 			offered = append(offered, fmt.Sprintf("%d:%s", f.Circuit, dmsg.CmdString(f.Cmd)))
 			if f.Circuit != 7 {
 				return false

@@ -31,7 +31,7 @@ func keyOf(m *dmsg.Msg) circuitKey {
 // transactions this side opened and those the peer opened. Msgids are
 // unique within each table only.
 type Scope struct {
-	conn    *Conn
+	conn    *Link
 	key     circuitKey
 	handler Handler
 	local   map[uint64]*Tx // opened by this side
@@ -40,7 +40,7 @@ type Scope struct {
 	flow    *scopeFlow // per-circuit flow control; nil on circuit 0 or without it
 }
 
-func newScope(c *Conn, key circuitKey, h Handler) *Scope {
+func newScope(c *Link, key circuitKey, h Handler) *Scope {
 	return &Scope{conn: c, key: key, handler: h,
 		local: make(map[uint64]*Tx), remote: make(map[uint64]*Tx)}
 }
@@ -95,8 +95,8 @@ const (
 
 // classify runs the receive half of the state machine for m: it finds or
 // creates the transaction, checks the peer kept the rules and records
-// CREATE/DELETE. It must be called with the Conn's mutex held.
-func (c *Conn) classify(m *dmsg.Msg) (rxKind, *Tx, error) {
+// CREATE/DELETE. It must be called with the Link's mutex held.
+func (c *Link) classify(m *dmsg.Msg) (rxKind, *Tx, error) {
 	f := m.Cmd & dmsg.FlagsMask
 	if f&(dmsg.FlagCreate|dmsg.FlagDelete) == 0 && m.MsgID == 0 {
 		return rxOneWay, nil, nil
@@ -133,7 +133,7 @@ func (c *Conn) classify(m *dmsg.Msg) (rxKind, *Tx, error) {
 }
 
 // classifyLocal handles a message inside a transaction this side opened.
-func (c *Conn) classifyLocal(s *Scope, m *dmsg.Msg, abort bool) (*Tx, rxKind, error) {
+func (c *Link) classifyLocal(s *Scope, m *dmsg.Msg, abort bool) (*Tx, rxKind, error) {
 	tx := s.local[m.MsgID]
 	switch {
 	case tx == nil && abort:
@@ -156,7 +156,7 @@ func (c *Conn) classifyLocal(s *Scope, m *dmsg.Msg, abort bool) (*Tx, rxKind, er
 
 // classifyRemote handles a message inside a transaction the peer opened,
 // or opening one.
-func (c *Conn) classifyRemote(s *Scope, m *dmsg.Msg, abort bool) (*Tx, rxKind, error) {
+func (c *Link) classifyRemote(s *Scope, m *dmsg.Msg, abort bool) (*Tx, rxKind, error) {
 	tx := s.remote[m.MsgID]
 	if m.Cmd&dmsg.FlagCreate != 0 {
 		if tx != nil {
@@ -190,7 +190,7 @@ func (c *Conn) classifyRemote(s *Scope, m *dmsg.Msg, abort bool) (*Tx, rxKind, e
 
 // prepare runs the send half of the state machine for m in tx: it sets
 // msgid, circuit and the CREATE/REPLY/REVTRANS/REVCIRC flags and records
-// CREATE/DELETE. It must be called with the Conn's mutex held.
+// CREATE/DELETE. It must be called with the Link's mutex held.
 func (tx *Tx) prepare(m *dmsg.Msg) error {
 	abort := m.Cmd&dmsg.FlagAbort != 0
 	switch {
@@ -223,7 +223,7 @@ func (tx *Tx) prepare(m *dmsg.Msg) error {
 
 // allocMsgID returns a msgid not in use among the transactions this side
 // opened in s. Zero is reserved for one-way messages.
-func (c *Conn) allocMsgID(s *Scope) uint64 {
+func (c *Link) allocMsgID(s *Scope) uint64 {
 	for {
 		c.nextMsgID++
 		id := c.nextMsgID

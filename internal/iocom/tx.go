@@ -13,11 +13,11 @@ var (
 	ErrTxDone = errors.New("transaction already closed in this direction")
 )
 
-// Tx is one transaction on a Conn, seen from this side. Its flags are
-// guarded by the Conn's mutex; its handler is only called on the Conn's
+// Tx is one transaction on a Link, seen from this side. Its flags are
+// guarded by the Link's mutex; its handler is only called on the Link's
 // reader goroutine.
 type Tx struct {
-	conn    *Conn
+	conn    *Link
 	scope   *Scope
 	msgid   uint64
 	cmd     uint32 // base command of the CREATE
@@ -37,8 +37,8 @@ func (tx *Tx) MsgID() uint64 { return tx.msgid }
 // Cmd returns the base command the transaction was opened with.
 func (tx *Tx) Cmd() uint32 { return tx.cmd }
 
-// Conn returns the link the transaction runs on.
-func (tx *Tx) Conn() *Conn { return tx.conn }
+// Link returns the link the transaction runs on.
+func (tx *Tx) Link() *Link { return tx.conn }
 
 // Scope returns the circuit scope the transaction lives in.
 func (tx *Tx) Scope() *Scope { return tx.scope }
@@ -126,7 +126,7 @@ func (tx *Tx) Done() bool {
 // Open opens a transaction on the link itself (circuit 0) with m as its
 // CREATE message. h receives the peer's replies and exactly one
 // terminating message.
-func (c *Conn) Open(m *dmsg.Msg, h TxHandler) (*Tx, error) {
+func (c *Link) Open(m *dmsg.Msg, h TxHandler) (*Tx, error) {
 	return c.root.Open(m, h)
 }
 
@@ -139,12 +139,12 @@ func (c *Conn) Open(m *dmsg.Msg, h TxHandler) (*Tx, error) {
 // change its length, which the queue has charged, and must not seal it
 // (SetAux): its CRC is computed as it is encoded. A message dropped with
 // its link is never finished.
-func (c *Conn) OpenFinished(m *dmsg.Msg, finish func(*dmsg.Msg), h TxHandler) (*Tx, error) {
+func (c *Link) OpenFinished(m *dmsg.Msg, finish func(*dmsg.Msg), h TxHandler) (*Tx, error) {
 	return c.root.open(m, h, finish)
 }
 
 // Open opens a transaction in this circuit scope with m as its CREATE
-// message; see Conn.Open.
+// message; see Link.Open.
 func (s *Scope) Open(m *dmsg.Msg, h TxHandler) (*Tx, error) { return s.open(m, h, nil) }
 
 func (s *Scope) open(m *dmsg.Msg, h TxHandler, finish func(*dmsg.Msg)) (*Tx, error) {

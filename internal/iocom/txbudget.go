@@ -136,7 +136,7 @@ const (
 // chargeTxLocked charges a CREATE the peer sent, before its state exists,
 // or returns an error if the link must close instead. Called with c.mu
 // held.
-func (c *Conn) chargeTxLocked() (txCharge, error) {
+func (c *Link) chargeTxLocked() (txCharge, error) {
 	held := c.txs.charged
 	switch {
 	case c.cfg.MaxTransactions > 0 && held >= c.cfg.MaxTransactions:
@@ -149,7 +149,7 @@ func (c *Conn) chargeTxLocked() (txCharge, error) {
 }
 
 // overdraftLocked charges a CREATE refused over a budget.
-func (c *Conn) overdraftLocked(ch txCharge) (txCharge, error) {
+func (c *Link) overdraftLocked(ch txCharge) (txCharge, error) {
 	budget := c.cfg.MaxTransactions
 	if budget <= 0 {
 		budget = int(c.cfg.Transactions.max.Load())
@@ -164,7 +164,7 @@ func (c *Conn) overdraftLocked(ch txCharge) (txCharge, error) {
 
 // releaseTxLocked releases what a finished transaction was charged.
 // Called with c.mu held.
-func (c *Conn) releaseTxLocked(tx *Tx) {
+func (c *Link) releaseTxLocked(tx *Tx) {
 	switch tx.charge {
 	case txCharged:
 		c.txs.charged--
@@ -175,8 +175,8 @@ func (c *Conn) releaseTxLocked(tx *Tx) {
 	tx.charge = txFree
 }
 
-// txCounts is a Conn's count of the transactions its peer holds open,
-// guarded by the Conn's mutex.
+// txCounts is a Link's count of the transactions its peer holds open,
+// guarded by the Link's mutex.
 type txCounts struct {
 	charged   int // within the budget
 	overdraft int // refused over it, not closed by the peer yet
@@ -184,7 +184,7 @@ type txCounts struct {
 
 // refuseOverBudget answers a CREATE refused over a budget: PARAM on the
 // wire, one rate-limited line and a count.
-func (c *Conn) refuseOverBudget(tx *Tx, m *dmsg.Msg, limit string) {
+func (c *Link) refuseOverBudget(tx *Tx, m *dmsg.Msg, limit string) {
 	tx.handler = nil
 	c.cfg.Metrics.LimitHit(limit)
 	c.cfg.Events.Warn("tx_over_budget", "transaction refused: limits."+limit+" reached",
@@ -195,7 +195,7 @@ func (c *Conn) refuseOverBudget(tx *Tx, m *dmsg.Msg, limit string) {
 
 // txBudgetFailed logs and counts a link (or, inside a circuit, the
 // circuit) closed for flooding transactions.
-func (c *Conn) txBudgetFailed(err *TxBudgetError, circuit uint64) {
+func (c *Link) txBudgetFailed(err *TxBudgetError, circuit uint64) {
 	c.cfg.Metrics.LimitHit(err.Limit)
 	what := "link closed"
 	if circuit != 0 {

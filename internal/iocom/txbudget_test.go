@@ -10,7 +10,7 @@ import (
 )
 
 // openAcked opens transactions first..last (msgids) from the peer and
-// waits for the Conn's answer to each, which must be cmd with error code.
+// waits for the Link's answer to each, which must be cmd with error code.
 func openExpect(t *testing.T, p *rawPeer, first, last uint64, cmd uint32, code uint32) {
 	t.Helper()
 	for id := first; id <= last; id++ {
@@ -122,7 +122,7 @@ func TestAnUnchargedTransactionDoesNotCount(t *testing.T) {
 func TestTheSharedPoolLeavesRoomForLightLinks(t *testing.T) {
 	guard(t)
 	pool := iocom.NewTxPool(10)
-	newLink := func(id string) (*iocom.Conn, *rawPeer) {
+	newLink := func(id string) (*iocom.Link, *rawPeer) {
 		rec := newRecorder(map[uint32]policy{dmsg.LnkSpan: ack})
 		return newRawLink(t, iocom.Config{ID: id, Handler: rec, Transactions: pool})
 	}

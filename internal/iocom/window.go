@@ -24,7 +24,7 @@ import (
 //     deadlock two ends that both answer requests. What waits in a scope
 //     is bounded by its owner (WaitRoom, Pending).
 //
-// Everything here is guarded by the Conn's mutex.
+// Everything here is guarded by the Link's mutex.
 
 // windows are the circ_windows of a link's two LNK_CONNs.
 type windows struct {
@@ -36,7 +36,7 @@ type windows struct {
 // its peer on every circuit (the circ_window of our LNK_CONN), tx the one
 // the peer grants us (of its LNK_CONN). Zero turns it off. The router
 // calls it once both LNK_CONNs are known, before any circuit can exist.
-func (c *Conn) SetCircWindows(rx, tx int) {
+func (c *Link) SetCircWindows(rx, tx int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if rx <= 0 || tx <= 0 {
@@ -48,7 +48,7 @@ func (c *Conn) SetCircWindows(rx, tx int) {
 
 // CircWindows returns the windows SetCircWindows put in force; ok is false
 // when flow control is off on the link.
-func (c *Conn) CircWindows() (rx, tx int, ok bool) {
+func (c *Link) CircWindows() (rx, tx int, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return int(c.win.rx), int(c.win.tx), c.win.rx > 0
@@ -57,7 +57,7 @@ func (c *Conn) CircWindows() (rx, tx int, ok bool) {
 // SendCredit grants the peer n more bytes on circuit (a LNK_CREDIT, in
 // the control class). revCirc is set when the peer opened the circuit. A
 // router relaying a circuit calls it; circuit ends grant by themselves.
-func (c *Conn) SendCredit(circuit uint64, revCirc bool, n int) error {
+func (c *Link) SendCredit(circuit uint64, revCirc bool, n int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dead {
@@ -167,7 +167,7 @@ func (s *Scope) receivedLocked(m *dmsg.Msg, n int64) error {
 
 // handled grants back the n bytes of a message once its handler is done
 // with it.
-func (c *Conn) handled(s *Scope, n int64) {
+func (c *Link) handled(s *Scope, n int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s.flow != nil {
@@ -210,7 +210,7 @@ func (s *Scope) dropPendingLocked() {
 // behindLocked returns the scope of circuit id (this side opened it:
 // local) if messages wait in it for credit, so that its LNK_CIRC's DELETE
 // must wait behind them. Called with c.mu held.
-func (c *Conn) behindLocked(id uint64, local bool) *Scope {
+func (c *Link) behindLocked(id uint64, local bool) *Scope {
 	s := c.scopes[circuitKey{id: id, local: local}]
 	if s == nil || s.flow == nil || len(s.flow.pending) == 0 {
 		return nil
@@ -230,7 +230,7 @@ func (s *Scope) Pending() int {
 }
 
 // WaitRoom blocks until nothing waits in the scope for credit and the
-// link's queue has room (Conn.WaitRoom), or the scope closes, the link
+// link's queue has room (Link.WaitRoom), or the scope closes, the link
 // closes or ctx ends. Bulk senders inside a circuit call it before each
 // send, so that a far end that stops granting credit holds them instead
 // of growing memory.

@@ -106,12 +106,12 @@ func TestATransactionIsAbortedOnce(t *testing.T) {
 	peer.expect(dmsg.DbgShell, 0)
 }
 
-// windowLink is a Conn with flow control in force (both windows w) and a
+// windowLink is a Link with flow control in force (both windows w) and a
 // circuit it opened, and the raw peer at the far end.
 type windowLink struct {
 	t       *testing.T
-	credits []uint64 // LNK_CREDIT increments the Conn sent, seen by sync
-	c       *iocom.Conn
+	credits []uint64 // LNK_CREDIT increments the Link sent, seen by sync
+	c       *iocom.Link
 	peer    *rawPeer
 	tx      *iocom.Tx // the LNK_CIRC
 	scope   *iocom.Scope
@@ -125,7 +125,7 @@ type scopeRecorder struct {
 }
 
 func (r *scopeRecorder) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil }
-func (r *scopeRecorder) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+func (r *scopeRecorder) OneWay(_ *iocom.Link, m *dmsg.Msg) {
 	r.oneWay.Add(1)
 }
 func (r *scopeRecorder) ScopeFailed(_ *iocom.Scope, err error) { r.failed.Store(&err) }
@@ -154,13 +154,13 @@ func (w *windowLink) data(i, n int) *dmsg.Msg {
 	return m
 }
 
-// credit sends the Conn a LNK_CREDIT for its circuit.
+// credit sends the Link a LNK_CREDIT for its circuit.
 func (w *windowLink) credit(n uint64) {
-	// The Conn opened the circuit: the peer's messages on it carry REVCIRC.
+	// The Link opened the circuit: the peer's messages on it carry REVCIRC.
 	w.peer.mustSend(dmsg.NewCreditMsg(w.tx.MsgID(), true, n))
 }
 
-// sync makes sure the Conn has handled everything the peer sent and
+// sync makes sure the Link has handled everything the peer sent and
 // flushed what that made it send. LNK_CREDITs, which leave before
 // anything queued as data, are collected on the way.
 func (w *windowLink) sync() {
@@ -305,7 +305,7 @@ func TestAHoldReleasesWholeFramesWithinCreditAndKeepsTheDeleteLast(t *testing.T)
 			r := newRelayRig(t, p, nil, nil)
 			h = iocom.NewHold(r.out)
 			r.routes = nil
-			hook := func(_ *iocom.Conn, f *iocom.Frame) bool {
+			hook := func(_ *iocom.Link, f *iocom.Frame) bool {
 				f.Flush(r.out)
 				mu.Lock()
 				defer mu.Unlock()
@@ -382,7 +382,7 @@ func TestADroppedHoldSendsNothing(t *testing.T) {
 	var mu sync.Mutex
 	r := newRelayRig(t, relayPairs[0], nil, nil)
 	h := iocom.NewHold(r.out)
-	r.setForward(func(_ *iocom.Conn, f *iocom.Frame) bool {
+	r.setForward(func(_ *iocom.Link, f *iocom.Frame) bool {
 		f.Flush(r.out)
 		mu.Lock()
 		defer mu.Unlock()

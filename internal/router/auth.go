@@ -32,7 +32,7 @@ const (
 
 // linkTrust is what the router knows of a link's peer beyond its LNK_CONN.
 type linkTrust struct {
-	origin shell.Origin      // the link as a carrier of shell commands
+	origin shell.Caller      // the link as a carrier of shell commands
 	tlsKey ed25519.PublicKey // the pinned key the peer presented; nil without TLS
 
 	// signed (under link.mu) says signed advertisements are in force on
@@ -43,15 +43,15 @@ type linkTrust struct {
 }
 
 // shellOrigin classifies a new link as a carrier of shell commands.
-func shellOrigin(nc net.Conn, opts linkOptions) shell.Origin {
+func shellOrigin(nc net.Conn, opts linkOptions) shell.Caller {
 	if opts.shellSocket {
-		return shell.Origin{Carrier: shell.CarrierShellSocket, Unix: true}
+		return shell.Caller{Carrier: shell.CarrierShellSocket, Unix: true}
 	}
 	addr, ok := nc.RemoteAddr().(*net.TCPAddr)
 	if !ok {
-		return shell.Origin{Carrier: shell.CarrierUnix, Unix: true}
+		return shell.Caller{Carrier: shell.CarrierUnix, Unix: true}
 	}
-	return shell.Origin{Carrier: shell.CarrierTCP, Loopback: addr.IP.IsLoopback(), Pinned: opts.tlsKey != nil}
+	return shell.Caller{Carrier: shell.CarrierTCP, Loopback: addr.IP.IsLoopback(), Pinned: opts.tlsKey != nil}
 }
 
 // fields name the link in trust log lines: id, address and the tls.peers

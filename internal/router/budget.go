@@ -6,4 +6,4 @@ import (
 
 // Circuits returns the router's circuit relay, which also counts the
 // circuits ending here against limits.max_circuits.
-func (r *Router) Circuits() *circ.Relay { return r.circuits }
+func (r *Router) Circuits() *circ.Switch { return r.circuits }

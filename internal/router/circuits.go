@@ -17,23 +17,23 @@ import (
 
 // resolveCircuit tells the circuit relay where a span we sent leads: the
 // link and msgid we received it on, or our own node.
-func (r *Router) resolveCircuit(on *circ.Table, spanMsgID uint64) (circ.Target, bool) {
+func (r *Router) resolveCircuit(on *circ.Table, spanMsgID uint64) (circ.NextHop, bool) {
 	l, _ := on.Owner().(*link)
 	if l == nil {
-		return circ.Target{}, false
+		return circ.NextHop{}, false
 	}
 	o, ok := r.engine.RelayOrigin(l, spanMsgID)
 	if !ok {
-		return circ.Target{}, false
+		return circ.NextHop{}, false
 	}
 	if o.From == nil {
-		return circ.Target{Local: true, Label: o.Label}, true
+		return circ.NextHop{Local: true, Label: o.Label}, true
 	}
 	next, _ := o.From.(*link)
 	if next == nil {
-		return circ.Target{}, false
+		return circ.NextHop{}, false
 	}
-	return circ.Target{Next: next.circuits, NextMsgID: o.MsgID, Label: o.Label,
+	return circ.NextHop{Next: next.circuits, NextMsgID: o.MsgID, Label: o.Label,
 		NoCircuits: !next.carriesCircuits()}, true
 }
 
@@ -51,21 +51,21 @@ func (l *link) carriesCircuits() bool {
 // arrived on (auth.go).
 func (r *Router) AcceptCircuit(tx *iocom.Tx) iocom.TxHandler {
 	r.mu.Lock()
-	via := r.links[tx.Conn().ID()]
+	via := r.links[tx.Link().ID()]
 	r.mu.Unlock()
 	if via == nil {
 		tx.CloseError(dmsg.ErrCantCirc) // the link is going away
 		return nil
 	}
 	ep := &circuitShell{r: r, tx: tx, via: via}
-	scope, err := tx.Conn().OpenScope(tx.MsgID(), false, ep)
+	scope, err := tx.Link().OpenScope(tx.MsgID(), false, ep)
 	if err != nil {
 		tx.CloseError(dmsg.ErrCantCirc)
 		return nil
 	}
 	ep.scope = scope
 	tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
-	tx.Conn().Logger().Debug("circuit to this router accepted", zap.Uint64("circuit", tx.MsgID()))
+	tx.Link().Logger().Debug("circuit to this router accepted", zap.Uint64("circuit", tx.MsgID()))
 	return func(tx *iocom.Tx, m *dmsg.Msg) {
 		if m.Cmd&dmsg.FlagDelete == 0 {
 			return
@@ -90,7 +90,7 @@ func (c *circuitShell) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil
 // ScopeFailed aborts a circuit whose far end broke the protocol inside it.
 func (c *circuitShell) ScopeFailed(*iocom.Scope, error) { c.tx.Abort(dmsg.ErrParam) }
 
-func (c *circuitShell) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+func (c *circuitShell) OneWay(_ *iocom.Link, m *dmsg.Msg) {
 	if dmsg.Base(m.Cmd) != dmsg.DbgShell || m.Cmd&dmsg.FlagReply != 0 {
 		return
 	}
@@ -109,7 +109,7 @@ func (c *circuitShell) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
 	}
 	line := strings.TrimRight(string(m.Aux), "\x00")
 	// Debug: `dmsgd map` asks every router for its tree this way.
-	c.scope.Conn().Logger().Debug("remote shell command", zap.String("command", line))
+	c.scope.Link().Logger().Debug("remote shell command", zap.String("command", line))
 	c.r.metrics.ShellCommand("circuit")
 	c.session.Exec(line)
 }
@@ -124,7 +124,7 @@ func (c *circuitShell) outputStuck() bool {
 	}
 	c.r.metrics.LimitHit("circuit_queue_bytes")
 	c.r.events.Warn("circuit_shell_output", "circuit to this router aborted: its far end does not take the shell's output",
-		zap.String("link", c.tx.Conn().ID()), zap.String("peer", c.tx.Conn().RemoteAddr()),
+		zap.String("link", c.tx.Link().ID()), zap.String("peer", c.tx.Link().RemoteAddr()),
 		zap.Uint64("circuit", c.tx.MsgID()), zap.Int("waiting_bytes", c.scope.Pending()))
 	c.tx.Abort(dmsg.ErrIO)
 	return true

@@ -23,7 +23,7 @@ import (
 type link struct {
 	r     *Router
 	id    string
-	conn  *iocom.Conn
+	conn  *iocom.Link
 	opts  linkOptions
 	trust linkTrust // auth.go
 
@@ -74,7 +74,7 @@ func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 	if opts.shellSocket {
 		log = quietLogger(log) // quietlog.go
 	}
-	l.conn = iocom.NewConn(nc, iocom.Config{
+	l.conn = iocom.NewLink(nc, iocom.Config{
 		ID:                l.id,
 		Remote:            remoteName(nc, opts),
 		KeepaliveInterval: orDisabled(cfg.Keepalive.Interval),
@@ -86,7 +86,7 @@ func (r *Router) startLink(nc net.Conn, opts linkOptions) *link {
 		WorkRate:          linkRate(cfg, opts),
 		WorkBurst:         2 * linkRate(cfg, opts),
 		Handler:           l,
-		Forward:           func(c *iocom.Conn, f *iocom.Frame) bool { return l.circuits.Forward(c, f) },
+		Forward:           func(c *iocom.Link, f *iocom.Frame) bool { return l.circuits.Forward(c, f) },
 		Logger:            log,
 		Events:            r.events,
 		Metrics:           r.metrics,
@@ -210,7 +210,7 @@ func (l *link) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 }
 
 // OneWay handles shell commands and ping answers.
-func (l *link) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+func (l *link) OneWay(_ *iocom.Link, m *dmsg.Msg) {
 	switch {
 	case dmsg.Base(m.Cmd) == dmsg.DbgShell && m.Cmd&dmsg.FlagReply == 0:
 		l.shellCommand(m)

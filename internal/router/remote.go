@@ -90,7 +90,7 @@ func (rc *remoteCall) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil 
 
 // OneWay collects the far shell's output up to its prompt, and aborts the
 // circuit with IO once it would hold more than the limit.
-func (rc *remoteCall) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+func (rc *remoteCall) OneWay(_ *iocom.Link, m *dmsg.Msg) {
 	if dmsg.Base(m.Cmd) != dmsg.DbgShell || m.Cmd&dmsg.FlagReply == 0 {
 		return
 	}

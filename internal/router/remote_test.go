@@ -21,7 +21,7 @@ import (
 // toward it the test chooses.
 type farShell struct {
 	tb    testing.TB
-	conn  *iocom.Conn
+	conn  *iocom.Link
 	label string
 	mode  farMode
 	// lines is what a "lines" far shell answers, before its prompt.
@@ -56,7 +56,7 @@ func dialFarShell(tb testing.TB, r *testRouter, label string, mode farMode, wind
 		tb.Fatal(err)
 	}
 	f := &farShell{tb: tb, label: label, mode: mode, window: window, lines: lines}
-	f.conn = iocom.NewConn(nc, iocom.Config{ID: "far-" + label, Handler: f, Logger: zap.NewNop()})
+	f.conn = iocom.NewLink(nc, iocom.Config{ID: "far-" + label, Handler: f, Logger: zap.NewNop()})
 	tb.Cleanup(func() {
 		f.conn.Close()
 		<-f.conn.Done()
@@ -98,7 +98,7 @@ func (f *farShell) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	return nil
 }
 
-func (f *farShell) OneWay(*iocom.Conn, *dmsg.Msg) {}
+func (f *farShell) OneWay(*iocom.Link, *dmsg.Msg) {}
 
 // acceptCircuit answers a LNK_CIRC as the far shell's mode says.
 func (f *farShell) acceptCircuit(tx *iocom.Tx) iocom.TxHandler {
@@ -145,7 +145,7 @@ type farCircuit struct {
 
 func (c *farCircuit) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil }
 
-func (c *farCircuit) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+func (c *farCircuit) OneWay(_ *iocom.Link, m *dmsg.Msg) {
 	if dmsg.Base(m.Cmd) != dmsg.DbgShell || m.Cmd&dmsg.FlagReply != 0 {
 		return
 	}

@@ -29,10 +29,10 @@ import (
 //
 //	span.Engine.mu       the cluster mutex; the engine calls link.OpenSpan
 //	                     and relayTx.Close under it, which only queue
-//	circ.Circuit.mu      one relayed circuit, held through its setup
-//	circ.Relay.mu        the table of every relayed circuit (register)
+//	circ.Circuit.mu      one forwarded circuit, held through its setup
+//	circ.Switch.mu       the table of every forwarded circuit (register)
 //	circ.Table.mu        one link's circuit ends
-//	iocom.Conn.mu        one link's state machine and outbound queue
+//	iocom.Link.mu        one link's state machine and outbound queue
 //
 // Router.mu (links, listeners, VOLCONF slots), link.mu (its peer's
 // LNK_CONN), the admission and source buckets (admit.go, churn.go) and
@@ -45,7 +45,7 @@ import (
 // iocom handlers run on their link's reader with no iocom lock held, so
 // they may send on any link. A reader that relays circuit data may write a
 // small burst into another link's socket itself: it takes that link's
-// write lock (iocom.Conn.wmu) with TryLock only, never waiting for it, and
+// write lock (iocom.Link.wmu) with TryLock only, never waiting for it, and
 // holds nothing above it.
 
 // Router is one running dmsgd.
@@ -53,7 +53,7 @@ type Router struct {
 	log      *zap.Logger
 	engine   *span.Engine
 	signer   *signer // our key, when we have one (sigspan.go)
-	circuits *circ.Relay
+	circuits *circ.Switch
 	media    *volconf.Manager
 	nodeID   uuid.UUID
 	label    string

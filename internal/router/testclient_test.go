@@ -71,7 +71,7 @@ type leaf struct {
 	tb   testing.TB
 	cfg  leafConfig
 	nc   net.Conn
-	conn *iocom.Conn
+	conn *iocom.Link
 
 	mu         sync.Mutex
 	connTx     *iocom.Tx // our LNK_CONN
@@ -98,7 +98,7 @@ func dialLeaf(tb testing.TB, addr string, cfg leafConfig) *leaf {
 		tb.Fatalf("leaf %s: dial %s: %v", cfg.Label, addr, err)
 	}
 	l := &leaf{tb: tb, cfg: cfg, nc: nc, spans: make(map[uint64]*gotSpan)}
-	l.conn = iocom.NewConn(nc, iocom.Config{ID: "leaf-" + cfg.Label, Handler: l, Logger: zap.NewNop()})
+	l.conn = iocom.NewLink(nc, iocom.Config{ID: "leaf-" + cfg.Label, Handler: l, Logger: zap.NewNop()})
 	tb.Cleanup(l.close)
 	if !cfg.NoConn {
 		c := dmsg.Conn{PeerType: dmsg.PeerClient, PeerMask: ^uint64(0), ProtoVersion: 1}
@@ -168,7 +168,7 @@ func (l *leaf) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 }
 
 // OneWay records shell output.
-func (l *leaf) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+func (l *leaf) OneWay(_ *iocom.Link, m *dmsg.Msg) {
 	if dmsg.Base(m.Cmd) == dmsg.DbgShell && m.Cmd&dmsg.FlagReply != 0 {
 		l.mu.Lock()
 		l.shellOut = append(l.shellOut, strings.TrimRight(string(m.Aux), "\x00"))

@@ -80,10 +80,10 @@ func (c Carrier) String() string {
 	return "circuit"
 }
 
-// Origin says where a command came from: its carrier, and the link it
+// Caller says where a command came from: its carrier, and the link it
 // came in on. For a circuit that is the link the circuit arrived on at
 // this router, whoever opened it further away.
-type Origin struct {
+type Caller struct {
 	Carrier  Carrier
 	Unix     bool // the link is a unix socket
 	Loopback bool // the link is TCP from a loopback address
@@ -110,7 +110,7 @@ var ErrNoAuthority = errors.New("this session may run read-only commands only")
 // run read-only commands when shell.remote is true, and privileged ones
 // only if shell.remote_privileged admits the link they arrived on. It
 // returns nil or a *Refusal.
-func Authorize(p config.Shell, o Origin, c Class) error {
+func Authorize(p config.Shell, o Caller, c Class) error {
 	switch o.Carrier {
 	case CarrierShellSocket, CarrierUnix:
 		return nil
@@ -142,7 +142,7 @@ func Authorize(p config.Shell, o Origin, c Class) error {
 // loopback, pinned, all) admits a link. The router judges by it who may
 // make it connect somewhere: privileged shell commands, and LNK_VOLCONF
 // (volconf.from).
-func Grants(policy string, o Origin) bool {
+func Grants(policy string, o Caller) bool {
 	switch policy {
 	case config.PrivilegedAll:
 		return true

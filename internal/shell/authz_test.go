@@ -57,18 +57,18 @@ func TestEveryCommandHasTheClassTheInterfaceGivesIt(t *testing.T) {
 // came in on.
 var carriers = []struct {
 	name string
-	o    Origin
+	o    Caller
 }{
-	{"shell socket", Origin{Carrier: CarrierShellSocket, Unix: true}},
-	{"unix peer", Origin{Carrier: CarrierUnix, Unix: true}},
-	{"TCP loopback", Origin{Carrier: CarrierTCP, Loopback: true}},
-	{"TCP remote", Origin{Carrier: CarrierTCP}},
-	{"TLS pinned remote", Origin{Carrier: CarrierTCP, Pinned: true}},
-	{"TLS pinned loopback", Origin{Carrier: CarrierTCP, Pinned: true, Loopback: true}},
-	{"circuit via unix", Origin{Carrier: CarrierCircuit, Unix: true}},
-	{"circuit via TCP loopback", Origin{Carrier: CarrierCircuit, Loopback: true}},
-	{"circuit via TCP remote", Origin{Carrier: CarrierCircuit}},
-	{"circuit via TLS pinned", Origin{Carrier: CarrierCircuit, Pinned: true}},
+	{"shell socket", Caller{Carrier: CarrierShellSocket, Unix: true}},
+	{"unix peer", Caller{Carrier: CarrierUnix, Unix: true}},
+	{"TCP loopback", Caller{Carrier: CarrierTCP, Loopback: true}},
+	{"TCP remote", Caller{Carrier: CarrierTCP}},
+	{"TLS pinned remote", Caller{Carrier: CarrierTCP, Pinned: true}},
+	{"TLS pinned loopback", Caller{Carrier: CarrierTCP, Pinned: true, Loopback: true}},
+	{"circuit via unix", Caller{Carrier: CarrierCircuit, Unix: true}},
+	{"circuit via TCP loopback", Caller{Carrier: CarrierCircuit, Loopback: true}},
+	{"circuit via TCP remote", Caller{Carrier: CarrierCircuit}},
+	{"circuit via TLS pinned", Caller{Carrier: CarrierCircuit, Pinned: true}},
 }
 
 // The authorization rule, as a table: for each policy, which carriers may

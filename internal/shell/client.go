@@ -16,7 +16,7 @@ import (
 // Client is the shell side of a debug shell link: it speaks to a router's
 // shell socket as hammer2's shell client does (PROTOCOL.md section 7).
 type Client struct {
-	conn  *iocom.Conn
+	conn  *iocom.Link
 	out   chan string // DBG_SHELL|REPLY texts, in order
 	hello sync.Once   // the first prompt is asked for once
 }
@@ -35,7 +35,7 @@ func (h clientHandler) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	return nil
 }
 
-func (h clientHandler) OneWay(_ *iocom.Conn, m *dmsg.Msg) {
+func (h clientHandler) OneWay(_ *iocom.Link, m *dmsg.Msg) {
 	if dmsg.Base(m.Cmd) != dmsg.DbgShell || m.Cmd&dmsg.FlagReply == 0 {
 		return
 	}
@@ -53,7 +53,7 @@ func Dial(ctx context.Context, path, label string) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{out: make(chan string, 256)}
-	c.conn = iocom.NewConn(nc, iocom.Config{ID: "shell", Handler: clientHandler{c}, Logger: zap.NewNop()})
+	c.conn = iocom.NewLink(nc, iocom.Config{ID: "shell", Handler: clientHandler{c}, Logger: zap.NewNop()})
 	c.conn.Start()
 	conn := dmsg.Conn{PeerType: dmsg.PeerClient, ProtoVersion: 1, FsLabel: label}
 	if _, err := c.conn.Open(dmsg.NewConnMsg(0, &conn, false), func(*iocom.Tx, *dmsg.Msg) {}); err != nil {
