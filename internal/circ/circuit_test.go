@@ -385,7 +385,7 @@ func TestCircuitIDRewriting(t *testing.T) {
 	for _, c := range r1.Tree().Clusters {
 		for _, nd := range c.Nodes {
 			if nd.Label == "leaf2" {
-				fmt.Sscanf(nd.Links[0].MsgID, "%x", &r1Held)
+				fmt.Sscanf(nd.Adverts[0].MsgID, "%x", &r1Held)
 			}
 		}
 	}

@@ -127,7 +127,7 @@ const yieldWork = 64
 
 // chargeWork takes the engine's bill for sc and charges it to the source,
 // and to the link itself when ownLink is set.
-func (l *link) chargeWork(sc *span.Conn, ownLink bool) {
+func (l *link) chargeWork(sc *span.Neighbor, ownLink bool) {
 	if sc == nil {
 		return
 	}

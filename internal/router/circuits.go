@@ -175,7 +175,7 @@ func (r *Router) bestSpan(label string) (via *link, msgid uint64, found, unverif
 	snap := r.engine.Snapshot()
 	cfg := r.Config()
 	pinned := labelPinned(&cfg.TLS, label)
-	var best *span.LinkInfo
+	var best *span.AdvertInfo
 	for _, c := range snap.Clusters {
 		for _, n := range c.Nodes {
 			if n.FsLabel != label || len(n.Links) == 0 {
@@ -209,7 +209,7 @@ func (r *Router) bestSpan(label string) (via *link, msgid uint64, found, unverif
 
 // betterForCircuit ranks the best advertisements of different nodes that
 // carry the same label: verified first, then the nearest.
-func betterForCircuit(a, b *span.LinkInfo) bool {
+func betterForCircuit(a, b *span.AdvertInfo) bool {
 	if a.Verified != b.Verified {
 		return a.Verified
 	}

@@ -156,7 +156,7 @@ func TestALinkToOurselvesIsRefused(t *testing.T) {
 		}
 		eventually(t, "r drops both ends of the link", func() error { return noLinks(r) })
 		tr := r.Tree()
-		if len(tr.Clusters) != 1 || len(tr.Clusters[0].Nodes) != 1 || len(tr.Clusters[0].Nodes[0].Links) != 1 {
+		if len(tr.Clusters) != 1 || len(tr.Clusters[0].Nodes) != 1 || len(tr.Clusters[0].Nodes[0].Adverts) != 1 {
 			t.Errorf("r holds more than its own advertisement: %+v", tr.Clusters)
 		}
 	})

@@ -121,10 +121,10 @@ func findNode(t *shell.Tree, peerType, label string) *shell.Node {
 // node labelled label.
 func (r *testRouter) bestDist(label string) (uint32, error) {
 	n := findNode(r.Tree(), "router", label)
-	if n == nil || len(n.Links) == 0 {
+	if n == nil || len(n.Adverts) == 0 {
 		return 0, fmt.Errorf("%s does not hold node %s", r.label, label)
 	}
-	return n.Links[0].Dist, nil
+	return n.Adverts[0].Dist, nil
 }
 
 // lacks reports an error while the router holds a node labelled label.
@@ -155,12 +155,12 @@ func waitLinked(tb testing.TB, a, b *testRouter) {
 			if n == nil {
 				return fmt.Errorf("no node %s", y.label)
 			}
-			for _, l := range n.Links {
+			for _, l := range n.Adverts {
 				if l.Dist == 0 && l.Via != span.ViaLocal {
 					return nil
 				}
 			}
-			return fmt.Errorf("node %s links: %+v", y.label, n.Links)
+			return fmt.Errorf("node %s links: %+v", y.label, n.Adverts)
 		})
 	}
 }

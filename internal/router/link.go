@@ -30,12 +30,12 @@ type link struct {
 	circuits *circ.Table // circuits relayed over this link
 
 	mu       sync.Mutex
-	peer     *dmsg.Conn // the peer's LNK_CONN, once received
-	peerTx   *iocom.Tx  // its transaction
-	spanConn *span.Conn // its registration with the engine
-	ourTx    *iocom.Tx  // our LNK_CONN
-	ourConn  dmsg.Conn  // what it says
-	ourV2    bool       // ourTx is the libdmsg 2014+ form
+	peer     *dmsg.Conn     // the peer's LNK_CONN, once received
+	peerTx   *iocom.Tx      // its transaction
+	spanConn *span.Neighbor // its registration with the engine
+	ourTx    *iocom.Tx      // our LNK_CONN
+	ourConn  dmsg.Conn      // what it says
+	ourV2    bool           // ourTx is the libdmsg 2014+ form
 	session  *shell.Session
 	connDue  *time.Timer // limits.conn_timeout, until the peer's LNK_CONN
 

@@ -284,8 +284,8 @@ func TestTheDmsgdShellClientGetsTheTreeAsJSONAndText(t *testing.T) {
 		t.Errorf("links[0].since: %v", err)
 	}
 	self := findNode(&tr, "router", "r")
-	if len(tr.Clusters) != 1 || tr.Clusters[0].Label != "default" || self == nil || len(self.Links) != 1 ||
-		self.Links[0].Via != "local" || self.Links[0].Dist != 0 || self.Links[0].MsgID != "0000000000000000" {
+	if len(tr.Clusters) != 1 || tr.Clusters[0].Label != "default" || self == nil || len(self.Adverts) != 1 ||
+		self.Adverts[0].Via != "local" || self.Adverts[0].Dist != 0 || self.Adverts[0].MsgID != "0000000000000000" {
 		t.Errorf("clusters = %+v, want the router's own advertisement via local", tr.Clusters)
 	}
 

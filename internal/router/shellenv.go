@@ -128,14 +128,14 @@ func clusterView(c span.ClusterInfo) shell.Cluster {
 		Nodes: sized[shell.Node](len(c.Nodes))}
 	for _, n := range c.Nodes {
 		nv := shell.Node{PfsType: n.PfsType, ID: n.PfsFsid.String(), Label: n.FsLabel, Verified: n.Verified,
-			Links: sized[shell.SpanLink](len(n.Links))}
+			Adverts: sized[shell.Advert](len(n.Links))}
 		for _, l := range n.Links {
-			lv := shell.SpanLink{MsgID: shell.MsgID(l.MsgID), Dist: l.Dist, Rnss: l.Rnss, Via: l.Via, Verified: l.Verified,
+			lv := shell.Advert{MsgID: shell.MsgID(l.MsgID), Dist: l.Dist, Rnss: l.Rnss, Via: l.Via, Verified: l.Verified,
 				Relays: sized[shell.Relay](len(l.Relays))}
 			for _, rl := range l.Relays {
 				lv.Relays = append(lv.Relays, shell.Relay{MsgID: shell.MsgID(rl.MsgID), Via: rl.Via})
 			}
-			nv.Links = append(nv.Links, lv)
+			nv.Adverts = append(nv.Adverts, lv)
 		}
 		out.Nodes = append(out.Nodes, nv)
 	}

@@ -66,10 +66,10 @@ func checkPairView(t *testing.T, x, y *testRouter, tx, ty *shell.Tree) {
 	}
 
 	self := findNode(tx, "router", x.label)
-	if self == nil || len(self.Links) != 1 {
+	if self == nil || len(self.Adverts) != 1 {
 		t.Fatalf("%s: own node = %+v, want one link", x.label, self)
 	}
-	own := self.Links[0]
+	own := self.Adverts[0]
 	if own.Dist != 0 || own.Via != span.ViaLocal || own.Rnss != x.rnss() || self.ID != x.nodeID() || self.PfsType != 0 {
 		t.Errorf("%s: own advertisement = %+v in %+v, want dist 0 via local rnss %d", x.label, own, self, x.rnss())
 	}
@@ -78,10 +78,10 @@ func checkPairView(t *testing.T, x, y *testRouter, tx, ty *shell.Tree) {
 	}
 
 	other := findNode(tx, "router", y.label)
-	if other == nil || len(other.Links) != 1 {
+	if other == nil || len(other.Adverts) != 1 {
 		t.Fatalf("%s: node %s = %+v, want one link", x.label, y.label, other)
 	}
-	got := other.Links[0]
+	got := other.Adverts[0]
 	if got.Dist != 0 || got.Via != via || got.Rnss != y.rnss() || other.ID != y.nodeID() {
 		t.Errorf("%s: holds %s as %+v (id %s), want dist 0 via %s rnss %d id %s",
 			x.label, y.label, got, other.ID, via, y.rnss(), y.nodeID())
@@ -90,8 +90,8 @@ func checkPairView(t *testing.T, x, y *testRouter, tx, ty *shell.Tree) {
 		t.Errorf("%s: relays %s's advertisement back: %+v", x.label, y.label, got.Relays)
 	}
 	// y's relay of itself is the transaction x holds it under.
-	if ys := findNode(ty, "router", y.label); ys != nil && len(ys.Links) == 1 && len(ys.Links[0].Relays) == 1 {
-		if rm := ys.Links[0].Relays[0].MsgID; rm != got.MsgID {
+	if ys := findNode(ty, "router", y.label); ys != nil && len(ys.Adverts) == 1 && len(ys.Adverts[0].Relays) == 1 {
+		if rm := ys.Adverts[0].Relays[0].MsgID; rm != got.MsgID {
 			t.Errorf("%s holds %s under msgid %s, but %s relayed it as %s", x.label, y.label, got.MsgID, y.label, rm)
 		}
 	}
@@ -151,7 +151,7 @@ func TestALeafSpanCrossesALineOfFourAndIsWithdrawnEverywhere(t *testing.T) {
 			}
 			for i, r := range rs {
 				n := findNode(r.Tree(), "hammer2", "pfs1")
-				if n == nil || len(n.Links) != 1 || n.Links[0].Dist != uint32(i) {
+				if n == nil || len(n.Adverts) != 1 || n.Adverts[0].Dist != uint32(i) {
 					t.Errorf("%s holds pfs1 as %+v, want one link at dist %d", r.label, n, i)
 				}
 			}
@@ -233,7 +233,7 @@ func relayedTo(t *shell.Tree, id string) []string {
 	var out []string
 	for _, c := range t.Clusters {
 		for _, n := range c.Nodes {
-			for _, l := range n.Links {
+			for _, l := range n.Adverts {
 				for _, r := range l.Relays {
 					if r.Via == id && !slices.Contains(out, n.Label) {
 						out = append(out, n.Label)
@@ -265,8 +265,8 @@ func TestNoRouterRelaysMoreThanMaxRelaysLinksOfANodeToALink(t *testing.T) {
 			watcher.waitSpans("d", k, 2)
 			eventually(t, "a's best links of d are the two paths at dist 1", func() error {
 				n := findNode(rs["a"].Tree(), "router", "d")
-				if n == nil || len(n.Links) < 2 || n.Links[0].Dist != 1 || n.Links[1].Dist != 1 ||
-					n.Links[0].Via == n.Links[1].Via {
+				if n == nil || len(n.Adverts) < 2 || n.Adverts[0].Dist != 1 || n.Adverts[1].Dist != 1 ||
+					n.Adverts[0].Via == n.Adverts[1].Via {
 					return fmt.Errorf("a holds d as %+v", n)
 				}
 				return nil
@@ -275,7 +275,7 @@ func TestNoRouterRelaysMoreThanMaxRelaysLinksOfANodeToALink(t *testing.T) {
 				for _, c := range r.Tree().Clusters {
 					for _, n := range c.Nodes {
 						per := map[string]int{}
-						for _, l := range n.Links {
+						for _, l := range n.Adverts {
 							for _, rl := range l.Relays {
 								per[rl.Via]++
 							}
@@ -303,7 +303,7 @@ func relayCount(t *shell.Tree, label, id string) int {
 			if nd.Label != label {
 				continue
 			}
-			for _, l := range nd.Links {
+			for _, l := range nd.Adverts {
 				for _, r := range l.Relays {
 					if r.Via == id {
 						n++
@@ -332,7 +332,7 @@ func TestARouterRefusesItsOwnAdvertisementFromAPeer(t *testing.T) {
 		}
 		return nil
 	})
-	if n := findNode(r.Tree(), "router", "r"); n == nil || len(n.Links) != 1 || n.Links[0].Via != span.ViaLocal {
+	if n := findNode(r.Tree(), "router", "r"); n == nil || len(n.Adverts) != 1 || n.Adverts[0].Via != span.ViaLocal {
 		t.Fatalf("r holds itself as %+v, want only its own advertisement via local", n)
 	}
 	err := testutil.GatherAndCompare(r.Metrics().Registry(), strings.NewReader(`
@@ -382,7 +382,7 @@ func TestAPeerDeletingARelayGetsTheNextLinkUntilTheNodeChanges(t *testing.T) {
 	o1.advertise(hammer2Span("pfs", "h2", 0, 1)) // the best path
 	o2.advertise(hammer2Span("pfs", "h2", 0, 2))
 	eventually(t, "r holds both paths", func() error {
-		if n := findNode(r.Tree(), "hammer2", "pfs"); n == nil || len(n.Links) != 2 {
+		if n := findNode(r.Tree(), "hammer2", "pfs"); n == nil || len(n.Adverts) != 2 {
 			return fmt.Errorf("r holds pfs as %+v", n)
 		}
 		return nil

@@ -59,10 +59,10 @@ func refusedParam(m *dmsg.Msg) bool {
 // node labelled label arrived on, and whether it is verified.
 func (r *testRouter) bestVia(label string) (string, bool, error) {
 	n := findNode(r.Tree(), "router", label)
-	if n == nil || len(n.Links) == 0 {
+	if n == nil || len(n.Adverts) == 0 {
 		return "", false, fmt.Errorf("%s does not hold %s", r.label, label)
 	}
-	return n.Links[0].Via, n.Links[0].Verified, nil
+	return n.Adverts[0].Via, n.Adverts[0].Verified, nil
 }
 
 // Without TLS nothing proves who a peer is, but a router speaks only for
@@ -212,7 +212,7 @@ func TestAPinnedPeerWithAValidKeyCannotSpeakForOtherRouters(t *testing.T) {
 		}
 	}
 	eventually(t, "a holds mallory's unsigned copy of c", func() error {
-		if n := findNode(a.Tree(), "router", "c"); n == nil || len(n.Links) < 2 {
+		if n := findNode(a.Tree(), "router", "c"); n == nil || len(n.Adverts) < 2 {
 			return fmt.Errorf("c: %+v", n)
 		}
 		return nil
@@ -220,10 +220,10 @@ func TestAPinnedPeerWithAValidKeyCannotSpeakForOtherRouters(t *testing.T) {
 	tr := a.Tree()
 	for _, label := range []string{"b", "c"} {
 		n := findNode(tr, "router", label)
-		if !n.Verified || !n.Links[0].Verified || n.Links[0].Via != viaB {
-			t.Errorf("a's best of %s: %+v, want the verified one via b's link %s", label, n.Links[0], viaB)
+		if !n.Verified || !n.Adverts[0].Verified || n.Adverts[0].Via != viaB {
+			t.Errorf("a's best of %s: %+v, want the verified one via b's link %s", label, n.Adverts[0], viaB)
 		}
-		for _, l := range n.Links[1:] {
+		for _, l := range n.Adverts[1:] {
 			if l.Verified || len(l.Relays) != 0 {
 				t.Errorf("a holds a copy of %s verified or relayed: %+v", label, l)
 			}
@@ -236,8 +236,8 @@ func TestAPinnedPeerWithAValidKeyCannotSpeakForOtherRouters(t *testing.T) {
 		t.Errorf("@c tree did not reach c: %q", out)
 	}
 	// b never hears of mallory's copy of c.
-	if n := findNode(b.Tree(), "router", "c"); len(n.Links) != 1 {
-		t.Errorf("b holds c as %+v, want only c's own link", n.Links)
+	if n := findNode(b.Tree(), "router", "c"); len(n.Adverts) != 1 {
+		t.Errorf("b holds c as %+v, want only c's own link", n.Adverts)
 	}
 }
 

@@ -40,7 +40,7 @@ func routerTree(label string, knows []string, peers ...[2]string) *Tree {
 	t := &Tree{Node: Self{Label: label, ID: "id-" + label}}
 	c := Cluster{PeerType: "router", Label: "default"}
 	for _, k := range knows {
-		c.Nodes = append(c.Nodes, Node{Label: k, ID: "id-" + k, Links: []SpanLink{{Via: "L1"}}})
+		c.Nodes = append(c.Nodes, Node{Label: k, ID: "id-" + k, Adverts: []Advert{{Via: "L1"}}})
 	}
 	t.Clusters = []Cluster{c}
 	for _, p := range peers {

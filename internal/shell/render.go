@@ -26,7 +26,7 @@ func eachTextLine(t *Tree, emit func(line []byte)) {
 		for _, n := range c.Nodes {
 			b = fmt.Appendf(b[:0], "    Node %02x %s (%s)%s\n", n.PfsType, n.ID, n.Label, verifiedMark(n.Verified))
 			emit(b)
-			for _, l := range n.Links {
+			for _, l := range n.Adverts {
 				b = fmt.Appendf(b[:0], "\tSLink msgid %s dist=%d via %s%s\n", l.MsgID, l.Dist, l.Via, verifiedMark(l.Verified))
 				emit(b)
 				for _, r := range l.Relays {
@@ -64,8 +64,8 @@ func DOT(t *Tree) []byte {
 	reach := make(map[string][]string) // link id -> node labels
 	for _, c := range t.Clusters {
 		for _, n := range c.Nodes {
-			if len(n.Links) > 0 && n.Links[0].Via != "local" {
-				reach[n.Links[0].Via] = append(reach[n.Links[0].Via], n.Label)
+			if len(n.Adverts) > 0 && n.Adverts[0].Via != "local" {
+				reach[n.Adverts[0].Via] = append(reach[n.Adverts[0].Via], n.Label)
 			}
 		}
 	}

@@ -15,7 +15,7 @@ func sampleTree() *Tree {
 		Clusters: []Cluster{{
 			PeerType: "hammer2", ID: "11223344-5566-7788-99aa-bbccddeeff00", Label: "synthclu",
 			Nodes: []Node{{PfsType: 1, ID: "01020304-0506-0708-090a-0b0c0d0e0f10", Label: "synthpfs",
-				Links: []SpanLink{{MsgID: MsgID(0x2000), Dist: 0, Rnss: 0x10000000, Via: "L5",
+				Adverts: []Advert{{MsgID: MsgID(0x2000), Dist: 0, Rnss: 0x10000000, Via: "L5",
 					Relays: []Relay{{MsgID: MsgID(0x00007f2210001a60), Via: "L4"}, {MsgID: MsgID(0x00007f2210001b60), Via: "L8"}}}}}},
 		}},
 	}
@@ -74,7 +74,7 @@ func TestJSONOfTheSameStateIsByteIdentical(t *testing.T) {
 
 func TestDOTDrawsRouterLinksLabelledWithReachableNodes(t *testing.T) {
 	tr := sampleTree()
-	tr.Clusters[0].Nodes[0].Links[0].Via = "L4"
+	tr.Clusters[0].Nodes[0].Adverts[0].Via = "L4"
 	tr.Links = append(tr.Links, Link{ID: "L9", PeerLabel: "dmsgd-tree", PeerType: "client"})
 	got := string(DOT(tr))
 	if !strings.Contains(got, `"node-a" -- "node-b" [label="L4: synthpfs"];`) {
@@ -88,7 +88,7 @@ func TestDOTDrawsRouterLinksLabelledWithReachableNodes(t *testing.T) {
 func TestVerifiedNodesAndAdvertisementsAreMarkedInTextAndJSON(t *testing.T) {
 	tr := sampleTree()
 	n := &tr.Clusters[0].Nodes[0]
-	n.Verified, n.Links[0].Verified = true, true
+	n.Verified, n.Adverts[0].Verified = true, true
 	tr.Links[0].TLSPeer, tr.Links[0].SignedSpans = "node-b", true
 	got := TextLines(tr)
 	if got[1] != "    Node 01 01020304-0506-0708-090a-0b0c0d0e0f10 (synthpfs) verified\n" ||

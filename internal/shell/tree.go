@@ -52,10 +52,10 @@ type Cluster struct {
 
 // Node is one node of a cluster.
 type Node struct {
-	PfsType uint8      `json:"pfs_type"`
-	ID      string     `json:"id"`
-	Label   string     `json:"label"`
-	Links   []SpanLink `json:"links"`
+	PfsType uint8    `json:"pfs_type"`
+	ID      string   `json:"id"`
+	Label   string   `json:"label"`
+	Adverts []Advert `json:"links"`
 
 	// Verified says the node's best advertisement is signed by a key
 	// this router pins for the node, along a path whose every hop is
@@ -63,8 +63,8 @@ type Node struct {
 	Verified bool `json:"verified"`
 }
 
-// SpanLink is one held advertisement of a node (an "SLink").
-type SpanLink struct {
+// Advert is one held advertisement of a node (an "SLink").
+type Advert struct {
 	MsgID  string  `json:"msgid"`
 	Dist   uint32  `json:"dist"`
 	Rnss   uint32  `json:"rnss"`

@@ -65,12 +65,12 @@ func (e *jsonEncoder) node(n *Node) {
 	e.strField("id", n.ID)
 	e.strField("label", n.Label)
 	e.field("links")
-	e.list(len(n.Links), n.Links == nil, func(i int) { e.spanLink(&n.Links[i]) })
+	e.list(len(n.Adverts), n.Adverts == nil, func(i int) { e.spanLink(&n.Adverts[i]) })
 	e.boolField("verified", n.Verified)
 	e.close('}')
 }
 
-func (e *jsonEncoder) spanLink(l *SpanLink) {
+func (e *jsonEncoder) spanLink(l *Advert) {
 	e.open('{')
 	e.strField("msgid", l.MsgID)
 	e.uintField("dist", uint64(l.Dist))

@@ -28,9 +28,9 @@ func marshalJSON(t *Tree) []byte {
 		c.Clusters[i].Nodes = cloneNil(c.Clusters[i].Nodes)
 		for j := range c.Clusters[i].Nodes {
 			n := &c.Clusters[i].Nodes[j]
-			n.Links = cloneNil(n.Links)
-			for k := range n.Links {
-				if l := &n.Links[k]; l.Relays == nil {
+			n.Adverts = cloneNil(n.Adverts)
+			for k := range n.Adverts {
+				if l := &n.Adverts[k]; l.Relays == nil {
 					l.Relays = []Relay{}
 				}
 			}
@@ -83,10 +83,10 @@ func generatedTree(clusters, nodes, links int) *Tree {
 			nd := Node{PfsType: uint8(rng.Uint32()), ID: fmt.Sprintf("01020304-0506-0708-090a-%012x", n),
 				Label: str(fmt.Sprintf("node-%d", n)), Verified: rng.IntN(3) == 0}
 			if n%97 == 5 {
-				nd.Links = []SpanLink{}
+				nd.Adverts = []Advert{}
 			}
 			for k := range rng.IntN(links + 1) {
-				l := SpanLink{MsgID: MsgID(rng.Uint64()), Dist: uint32(k), Rnss: rng.Uint32(), Via: str("L3"), Verified: rng.IntN(2) == 0}
+				l := Advert{MsgID: MsgID(rng.Uint64()), Dist: uint32(k), Rnss: rng.Uint32(), Via: str("L3"), Verified: rng.IntN(2) == 0}
 				switch r := rng.IntN(4); r {
 				case 0: // nil relays
 				case 1:
@@ -96,7 +96,7 @@ func generatedTree(clusters, nodes, links int) *Tree {
 						l.Relays = append(l.Relays, Relay{MsgID: MsgID(rng.Uint64()), Via: str("L4")})
 					}
 				}
-				nd.Links = append(nd.Links, l)
+				nd.Adverts = append(nd.Adverts, l)
 			}
 			cl.Nodes = append(cl.Nodes, nd)
 		}

@@ -116,7 +116,7 @@ func (p *sinkPeer) OpenSpan(*dmsg.Span, *Relay) (SpanTx, error) {
 
 // BenchmarkMemoryPerSpan reports the bytes allocated per received span
 // (B/op) and the bytes still held per span once the garbage is collected
-// (retained-B/span), alone and with relays to other connections, and on a
+// (retained-B/span), alone and with relays to other neighbors, and on a
 // router whose source link came up after 30 others that take nothing
 // (shell clients, say): a node's state must not cost it a slot per link.
 func BenchmarkMemoryPerSpan(b *testing.B) {

@@ -14,46 +14,46 @@ import (
 )
 
 // Budget bounds what peers can make the engine hold, across all of its
-// connections. Each field is 0 for "unlimited" and is named after its key
-// under limits: in the configuration. The per-connection bound on spans is
+// neighbors. Each field is 0 for "unlimited" and is named after its key
+// under limits: in the configuration. The per-neighbor bound on spans is
 // Config.MaxSpansPerConn.
 //
 // Sharing: a cluster-wide budget spent first come, first served would let
 // one flooding peer take all of it and lock every later advertisement out,
 // a well-behaved leaf's included. So every budget is charged to the
-// connection that asked for it (spans and nodes to the connection they
-// arrived on, relays to the connection of the span they re-advertise) and
-// no connection may hold more than what is still free: a connection
+// neighbor that asked for it (spans and nodes to the neighbor they
+// arrived on, relays to the neighbor of the span they re-advertise) and
+// no neighbor may hold more than what is still free: a neighbor
 // holding h of a budget of max with total in use is refused once
-// h >= max-total. One connection alone can take half of a budget; n
-// connections flooding together take n/(n+1) of it, and the last
+// h >= max-total. One neighbor alone can take half of a budget; n
+// neighbors flooding together take n/(n+1) of it, and the last
 // 1/(n+1) stays free for everyone holding less, which is exactly the
 // light, well-behaved peers. (This is the dynamic threshold of shared
 // buffer switches: no eviction, O(1) per check, and it adapts to however
-// many connections compete.) A router's link may hold twice what is free
-// (Conn.share), so that a flood held to half of a budget at the router it
+// many neighbors compete.) A router's link may hold twice what is free
+// (Neighbor.share), so that a flood held to half of a budget at the router it
 // reaches first still leaves room at the next one. Operators size each
 // budget at twice what the busiest neighbour legitimately needs.
 type Budget struct {
 	// MaxNodes bounds the nodes held (our own included). A span that would
 	// create a node beyond it is refused.
 	MaxNodes int
-	// MaxSpans bounds the spans received on all connections. A span beyond
+	// MaxSpans bounds the spans received on all neighbors. A span beyond
 	// it is refused.
 	MaxSpans int
-	// MaxRelays bounds the relays open on all connections (Config.MaxRelays
-	// is K, per node and connection). A relay beyond it is not opened; its
+	// MaxRelays bounds the relays open on all neighbors (Config.MaxRelays
+	// is K, per node and neighbor). A relay beyond it is not opened; its
 	// node waits until relays close (see resume).
 	MaxRelays int
-	// MaxSpansPerNode bounds the spans one connection may hold for one node
+	// MaxSpansPerNode bounds the spans one neighbor may hold for one node
 	// (its paths to that node). A dmsgd neighbour sends at most its own K
 	// per node, plus ties with the symmetric option; the bound keeps the
 	// per-node work of every span event (insertion in the sorted link list,
 	// selection) from growing with what one peer sends.
 	MaxSpansPerNode int
-	// MaxRefusals is how many spans a connection may have refused per
+	// MaxRefusals is how many spans a neighbor may have refused per
 	// RefusalWindow (a token bucket: that many at once, refilled evenly
-	// over the window). A connection that keeps opening spans past its
+	// over the window). A neighbor that keeps opening spans past its
 	// budget is a flood: SpanReceived then answers ErrRefusalFlood and the
 	// daemon closes the link.
 	MaxRefusals int
@@ -94,18 +94,18 @@ func Limit(err error) string {
 // everything else is guarded by the cluster mutex.
 type budgetState struct {
 	lim     atomic.Pointer[limits]
-	spans   atomic.Int64 // spans received and held, all connections
+	spans   atomic.Int64 // spans received and held, all neighbors
 	events  *ratelog.Logger
 	metrics *metrics.Metrics
 	now     func() time.Time // tests replace it
 
 	opened   uint64 // relays opened, ever: resume's measure of progress
-	starved  int    // nodes on some connection's starved list
+	starved  int    // nodes on some neighbor's starved list
 	rr       int    // where the next resume pass starts among the conns
 	resuming bool   // a resume pass is retrying: do not count refusals again
 }
 
-// limits is the Budget in force plus the per-connection span bound, as one
+// limits is the Budget in force plus the per-neighbor span bound, as one
 // immutable value so the check before the mutex sees a consistent set.
 type limits struct {
 	Budget
@@ -114,9 +114,9 @@ type limits struct {
 
 func (b *budgetState) limits() *limits { return b.lim.Load() }
 
-// connCharge is what one connection is charged for.
+// connCharge is what one neighbor is charged for.
 type connCharge struct {
-	spans    atomic.Int64 // mirrors len(Conn.links) for the check before the mutex
+	spans    atomic.Int64 // mirrors len(Neighbor.links) for the check before the mutex
 	nodes    int          // nodes it owns (see nodeBudget)
 	relays   int          // open relays of spans received on it
 	starved  starvedList  // nodes waiting for relay budget because of its spans
@@ -125,24 +125,24 @@ type connCharge struct {
 
 // nodeBudget is a node's share of the budget bookkeeping.
 type nodeBudget struct {
-	// owner is the connection charged for the node: the one whose span
+	// owner is the neighbor charged for the node: the one whose span
 	// created it, then, when its last span of the node goes, the
-	// connection of another span still held. nil for our own node.
-	owner *Conn
-	// starvedOn is the connection whose starved list holds the node; prev
+	// neighbor of another span still held. nil for our own node.
+	owner *Neighbor
+	// starvedOn is the neighbor whose starved list holds the node; prev
 	// and next link it there.
-	starvedOn  *Conn
+	starvedOn  *Neighbor
 	prev, next *node
 }
 
 // fits reports whether c, holding held of a budget of max with total in
-// use, may take one more: no connection may hold more than what is still
+// use, may take one more: no neighbor may hold more than what is still
 // free, or twice that for a router (see Budget).
-func (c *Conn) fits(held, total, max int) bool {
+func (c *Neighbor) fits(held, total, max int) bool {
 	return max <= 0 || held < c.share()*(max-total)
 }
 
-// share is how many times what is still free of a budget the connection
+// share is how many times what is still free of a budget the neighbor
 // may hold. A router's link carries the advertisements of everything
 // behind it, a flood at its far end included: that flood holds at most
 // half of the far router's budgets (share 1), which must still leave room
@@ -150,7 +150,7 @@ func (c *Conn) fits(held, total, max int) bool {
 // twice what is free (two thirds of a budget alone). A peer that claims
 // to be a router to get more gets that, and no more: n of them leave
 // 1/(2n+1) of each budget free.
-func (c *Conn) share() int {
+func (c *Neighbor) share() int {
 	if c.info.PeerType == dmsg.PeerRouter {
 		return 2
 	}
@@ -158,10 +158,10 @@ func (c *Conn) share() int {
 }
 
 // precheck refuses, without the cluster mutex, a span that the
-// connection's own counts already rule out: a peer flooding past its
+// neighbor's own counts already rule out: a peer flooding past its
 // budget is then refused without delaying any other link's span events.
 // The counts may be a moment stale; admitSpan decides exactly.
-func (e *Engine) precheck(c *Conn) error {
+func (e *Engine) precheck(c *Neighbor) error {
 	lim := e.budget.limits()
 	held := int(c.charge.spans.Load())
 	switch {
@@ -175,7 +175,7 @@ func (e *Engine) precheck(c *Conn) error {
 
 // admitSpan checks a span against every budget before anything is
 // allocated for it. Called with the cluster mutex held.
-func (e *Engine) admitSpan(c *Conn, n *node) error {
+func (e *Engine) admitSpan(c *Neighbor, n *node) error {
 	lim := e.budget.limits()
 	held := len(c.links)
 	switch {
@@ -194,7 +194,7 @@ func (e *Engine) admitSpan(c *Conn, n *node) error {
 // refuse counts a budget refusal and charges it to c's refusal bucket; it
 // returns ErrRefusalFlood once the bucket is empty. Other errors pass
 // through uncounted.
-func (e *Engine) refuse(c *Conn, err error) error {
+func (e *Engine) refuse(c *Neighbor, err error) error {
 	limit := Limit(err)
 	if limit == "" {
 		return err
@@ -216,7 +216,7 @@ func (e *Engine) findNode(ck clusterKey, nk nodeKey) *node {
 }
 
 // heldBy counts the spans c holds for n.
-func (n *node) heldBy(c *Conn) int {
+func (n *node) heldBy(c *Neighbor) int {
 	if nc := n.stateFor(c); nc != nil {
 		return int(nc.held)
 	}
@@ -224,7 +224,7 @@ func (n *node) heldBy(c *Conn) int {
 }
 
 // chargeLink books a link that was just attached to its node.
-func (e *Engine) chargeLink(l *Link, created bool) {
+func (e *Engine) chargeLink(l *Advert, created bool) {
 	c := l.conn
 	if c == nil {
 		return // our own advertisement is never charged
@@ -240,8 +240,8 @@ func (e *Engine) chargeLink(l *Link, created bool) {
 
 // unchargeLink undoes chargeLink for a link just detached; when it was
 // the owner's last span of the node, the node is charged to the
-// connection of another span still held, if any.
-func (e *Engine) unchargeLink(l *Link) {
+// neighbor of another span still held, if any.
+func (e *Engine) unchargeLink(l *Advert) {
 	c, n := l.conn, l.node
 	if c == nil {
 		// Our own advertisement withdrawn: the node, if others still
@@ -263,7 +263,7 @@ func (e *Engine) unchargeLink(l *Link) {
 	e.recharge(n)
 }
 
-// recharge charges an unowned node to the connection of a span of it
+// recharge charges an unowned node to the neighbor of a span of it
 // still held, if any. The span detached last is no longer in n.links.
 func (e *Engine) recharge(n *node) {
 	if n.budget.owner != nil {
@@ -282,10 +282,10 @@ func (e *Engine) recharge(n *node) {
 }
 
 // relayAllowed reports whether a relay of l may be opened now. Our own
-// advertisement always may: it is one relay per connection, bounded by
+// advertisement always may: it is one relay per neighbor, bounded by
 // the link limit. When it may not, l's node waits on the starved list of
-// l's connection until relays close.
-func (e *Engine) relayAllowed(l *Link, to *Conn) bool {
+// l's neighbor until relays close.
+func (e *Engine) relayAllowed(l *Advert, to *Neighbor) bool {
 	src := l.conn
 	max := e.budget.limits().MaxRelays
 	if src == nil || src.fits(src.charge.relays, e.relays, max) {
@@ -318,10 +318,10 @@ func (e *Engine) unchargeRelay(r *Relay) {
 }
 
 // starve puts n on src's starved list. A node held back for the spans of
-// several connections waits on the list of the one charged least, whose
+// several neighbors waits on the list of the one charged least, whose
 // turn in resume is likely to come first, and moves off the list of a
-// connection that no longer holds any span of it.
-func (e *Engine) starve(n *node, src *Conn) {
+// neighbor that no longer holds any span of it.
+func (e *Engine) starve(n *node, src *Neighbor) {
 	if on := n.budget.starvedOn; on != nil {
 		if on == src || on.charge.relays <= src.charge.relays && n.heldBy(on) > 0 {
 			return
@@ -342,7 +342,7 @@ func (e *Engine) unstarve(n *node) {
 
 // takeStarved empties c's starved list (c is going down) and returns the
 // nodes that were on it, for rehomeStarved once c's spans are withdrawn.
-func (e *Engine) takeStarved(c *Conn) []*node {
+func (e *Engine) takeStarved(c *Neighbor) []*node {
 	var out []*node
 	for n := c.charge.starved.head; n != nil; n = c.charge.starved.head {
 		e.unstarve(n)
@@ -351,14 +351,14 @@ func (e *Engine) takeStarved(c *Conn) []*node {
 	return out
 }
 
-// rehomeStarved re-selects, on every connection, the nodes taken off a
-// departed connection's starved list that are still held: a node may have
-// waited there for another connection's spans too, and must wait on that
+// rehomeStarved re-selects, on every neighbor, the nodes taken off a
+// departed neighbor's starved list that are still held: a node may have
+// waited there for another neighbor's spans too, and must wait on that
 // one's list now.
 func (e *Engine) rehomeStarved(ns []*node) {
 	for _, n := range ns {
 		if n.idx >= len(e.nodes) || e.nodes[n.idx] != n {
-			continue // removed with the connection's spans
+			continue // removed with the neighbor's spans
 		}
 		for _, c := range e.conns {
 			e.reconcile(n, c)
@@ -368,13 +368,13 @@ func (e *Engine) rehomeStarved(ns []*node) {
 
 // resume opens relays held back by the relay budget, now that some may
 // fit: it is called at the end of every engine call that can close relays
-// or raise the budget. It visits the connections with starved nodes in
+// or raise the budget. It visits the neighbors with starved nodes in
 // turn, starting one further each time so that none is always served
-// first, and re-selects each waiting node on every connection while the
-// connection's spans fit the budget. A node that gets no relay opened and
-// waits again on the same connection ends that connection's turn (its
+// first, and re-selects each waiting node on every neighbor while the
+// neighbor's spans fit the budget. A node that gets no relay opened and
+// waits again on the same neighbor ends that neighbor's turn (its
 // share is spent). Every step opens a relay or shortens a list, so a pass
-// costs what it opens plus one check per connection.
+// costs what it opens plus one check per neighbor.
 func (e *Engine) resume() {
 	max := e.budget.limits().MaxRelays
 	if e.budget.starved == 0 || len(e.conns) == 0 || (max > 0 && e.relays >= max) {
@@ -412,7 +412,7 @@ type starvedList struct {
 	head, tail *node
 }
 
-func (s *starvedList) push(n *node, c *Conn) {
+func (s *starvedList) push(n *node, c *Neighbor) {
 	n.budget.prev, n.budget.next = s.tail, nil
 	if s.tail != nil {
 		s.tail.budget.next = n
@@ -437,7 +437,7 @@ func (s *starvedList) remove(n *node) {
 	n.budget.prev, n.budget.next, n.budget.starvedOn = nil, nil, nil
 }
 
-// refusalBucket is a connection's token bucket of refusals.
+// refusalBucket is a neighbor's token bucket of refusals.
 type refusalBucket struct {
 	mu     sync.Mutex
 	tokens float64

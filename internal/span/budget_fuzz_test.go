@@ -10,11 +10,11 @@ import (
 )
 
 // FuzzBudget drives one engine with tight budgets through any sequence of
-// connections coming and going, spans arriving and leaving, peers refusing
+// neighbors coming and going, spans arriving and leaving, peers refusing
 // relays and reloads, and checks after every step that the engine's
-// bookkeeping holds: what each connection is charged for matches what it
+// bookkeeping holds: what each neighbor is charged for matches what it
 // holds, nothing exceeds a budget, every relay is of a live link the
-// connection may carry, and a pair short of relays waits for budget.
+// neighbor may carry, and a pair short of relays waits for budget.
 // Everything returns to zero at the end.
 func FuzzBudget(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 0, 2, 0, 1, 0, 2, 0, 2, 0, 2, 1, 3, 0, 4, 0, 1, 1})
@@ -38,8 +38,8 @@ type fuzzEngine struct {
 	e      *Engine
 	h      *host
 	peers  []*fakePeer
-	conns  []*Conn
-	links  []*Link
+	conns  []*Neighbor
+	links  []*Advert
 	msgid  uint64
 	cfg    Config
 	relays int // charged relays open after the last step
@@ -54,7 +54,7 @@ func newFuzzEngine(t *testing.T) *fuzzEngine {
 
 func (z *fuzzEngine) step(op, arg byte) {
 	switch op % 6 {
-	case 0: // a connection comes up, as a leaf or a router, asking for all or nothing
+	case 0: // a neighbor comes up, as a leaf or a router, asking for all or nothing
 		if len(z.conns) >= 6 {
 			return
 		}
@@ -68,12 +68,12 @@ func (z *fuzzEngine) step(op, arg byte) {
 		p := newPeer(fmt.Sprintf("c%d", len(z.peers)))
 		z.peers = append(z.peers, p)
 		z.conns = append(z.conns, z.e.ConnUp(p, info))
-	case 1: // a connection goes
+	case 1: // a neighbor goes
 		if c := pick(z.conns, arg); c != nil {
 			z.e.ConnDown(c)
 			i := slices.Index(z.conns, c)
 			z.conns = slices.Delete(z.conns, i, i+1)
-			z.links = slices.DeleteFunc(z.links, func(l *Link) bool { return l.conn == c })
+			z.links = slices.DeleteFunc(z.links, func(l *Advert) bool { return l.conn == c })
 		}
 	case 2: // a span arrives: one of 8 nodes, at one of 4 dists
 		if c := pick(z.conns, arg>>3); c != nil {

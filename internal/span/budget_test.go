@@ -16,7 +16,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/ratelog"
 )
 
-// noSpans is a leaf's LNK_CONN asking for nothing: a connection that only
+// noSpans is a leaf's LNK_CONN asking for nothing: a neighbor that only
 // advertises, so the relays a test counts all go to the others.
 var noSpans = dmsg.Conn{PeerType: dmsg.PeerHammer2}
 
@@ -25,14 +25,14 @@ var routerNoSpans = dmsg.Conn{PeerType: dmsg.PeerRouter}
 
 // try delivers a span on c with a fresh msgid and returns the engine's
 // answer.
-func (f *fixture) try(c *Conn, s dmsg.Span) (*Link, error) {
+func (f *fixture) try(c *Neighbor, s dmsg.Span) (*Advert, error) {
 	f.msgid++
 	return f.e.SpanReceived(c, f.msgid, s)
 }
 
 // mustRefuse delivers a span that must be refused with want, and checks
 // that nothing was allocated for it.
-func (f *fixture) mustRefuse(c *Conn, s dmsg.Span, want error) {
+func (f *fixture) mustRefuse(c *Neighbor, s dmsg.Span, want error) {
 	f.t.Helper()
 	before := f.e.Stats()
 	if l, err := f.try(c, s); !errors.Is(err, want) || l != nil {
@@ -45,7 +45,7 @@ func (f *fixture) mustRefuse(c *Conn, s dmsg.Span, want error) {
 
 // wantNoCharges fails unless every count the budgets keep is back at zero
 // for the engine and for each of conns.
-func (f *fixture) wantNoCharges(conns ...*Conn) {
+func (f *fixture) wantNoCharges(conns ...*Neighbor) {
 	f.t.Helper()
 	f.e.mu.Lock()
 	defer f.e.mu.Unlock()
@@ -62,10 +62,10 @@ func (f *fixture) wantNoCharges(conns ...*Conn) {
 }
 
 // withdrawAll withdraws every span received on conns.
-func (f *fixture) withdrawAll(conns ...*Conn) {
+func (f *fixture) withdrawAll(conns ...*Neighbor) {
 	for _, c := range conns {
 		f.e.mu.Lock()
-		var ls []*Link
+		var ls []*Advert
 		for _, l := range c.links {
 			ls = append(ls, l)
 		}
@@ -80,10 +80,10 @@ func TestEachBudgetRefusesASpanBeforeAllocatingAndCountsReturnToZero(t *testing.
 	cases := []struct {
 		name   string
 		cfg    Config
-		script func(f *fixture, a, b, c, d *Conn)
+		script func(f *fixture, a, b, c, d *Neighbor)
 	}{
 		{"max_spans: one connection takes half, each next one half of what is left", Config{Budget: Budget{MaxSpans: 4}},
-			func(f *fixture, a, b, c, d *Conn) {
+			func(f *fixture, a, b, c, d *Neighbor) {
 				f.recv(a, rspan("a1", 0, 0))
 				f.recv(a, rspan("a2", 0, 0))
 				f.mustRefuse(a, rspan("a3", 0, 0), ErrSpanBudget)
@@ -94,7 +94,7 @@ func TestEachBudgetRefusesASpanBeforeAllocatingAndCountsReturnToZero(t *testing.
 				f.mustRefuse(a, rspan("a1", 1, 0), ErrSpanBudget) // a known node is no exception
 			}},
 		{"max_nodes: a span for a new node beyond it is refused, one for a node held is not", Config{Budget: Budget{MaxNodes: 3}},
-			func(f *fixture, a, b, c, d *Conn) {
+			func(f *fixture, a, b, c, d *Neighbor) {
 				f.recv(a, rspan("n1", 0, 0))
 				f.recv(a, rspan("n2", 0, 0))
 				f.mustRefuse(a, rspan("n3", 0, 0), ErrNodeBudget)
@@ -105,7 +105,7 @@ func TestEachBudgetRefusesASpanBeforeAllocatingAndCountsReturnToZero(t *testing.
 				f.recv(d, rspan("n4", 1, 0))
 			}},
 		{"max_spans_per_node: per connection and node", Config{Budget: Budget{MaxSpansPerNode: 2}},
-			func(f *fixture, a, b, c, d *Conn) {
+			func(f *fixture, a, b, c, d *Neighbor) {
 				f.recv(a, rspan("n", 0, 0))
 				f.recv(a, rspan("n", 1, 0))
 				f.mustRefuse(a, rspan("n", 2, 0), ErrNodeSpans)
@@ -114,7 +114,7 @@ func TestEachBudgetRefusesASpanBeforeAllocatingAndCountsReturnToZero(t *testing.
 				f.recv(b, rspan("n", 4, 0))
 			}},
 		{"max_spans_per_link", Config{MaxSpansPerConn: 1},
-			func(f *fixture, a, b, c, d *Conn) {
+			func(f *fixture, a, b, c, d *Neighbor) {
 				f.recv(a, rspan("n", 0, 0))
 				f.mustRefuse(a, rspan("m", 0, 0), ErrTooManySpans)
 				f.recv(b, rspan("m", 0, 0))
@@ -124,7 +124,7 @@ func TestEachBudgetRefusesASpanBeforeAllocatingAndCountsReturnToZero(t *testing.
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, tc.cfg)
 			dst, _ := f.conn("dst", allOf)
-			var cs []*Conn
+			var cs []*Neighbor
 			for _, id := range []string{"a", "b", "c", "d"} {
 				_, c := f.conn(id, noSpans)
 				cs = append(cs, c)
@@ -181,7 +181,7 @@ func TestANodeIsChargedToAnotherConnectionWhenItsCreatorWithdraws(t *testing.T) 
 	f.wantStats(Stats{})
 }
 
-// A connection over its budget is refused before the cluster mutex is
+// A neighbor over its budget is refused before the cluster mutex is
 // taken, so its flood does not queue behind, or hold up, the span events
 // of other links.
 func TestASpanOverItsConnectionsBudgetIsRefusedWithoutTheClusterMutex(t *testing.T) {
@@ -232,7 +232,7 @@ func TestAConnectionRefusedTooOftenIsAFlood(t *testing.T) {
 	}
 	f.mustRefuse(a, rspan("m", 0, 0), ErrRefusalFlood)
 	f.mustRefuse(a, rspan("m", 0, 0), ErrRefusalFlood)
-	f.recv(b, rspan("m", 0, 0)) // another connection's bucket is its own
+	f.recv(b, rspan("m", 0, 0)) // another neighbor's bucket is its own
 	now = now.Add(RefusalWindow / 3)
 	f.mustRefuse(a, rspan("m", 0, 0), ErrTooManySpans) // one refusal refilled
 	f.mustRefuse(a, rspan("m", 0, 0), ErrRefusalFlood)
@@ -269,13 +269,13 @@ func limitCount(t *testing.T, m *metrics.Metrics, limit string) float64 {
 	return 0
 }
 
-// relayFixture is a flooding connection, a light one and two that only
+// relayFixture is a flooding neighbor, a light one and two that only
 // listen, with a relay budget of 20.
 type relayFixture struct {
 	*fixture
-	flood, light *Conn
+	flood, light *Neighbor
 	d1, d2       *fakePeer
-	floodLinks   []*Link
+	floodLinks   []*Advert
 }
 
 func newRelayFixture(t *testing.T, cfg Config) *relayFixture {
@@ -322,7 +322,7 @@ func TestTheRelayBudgetIsSharedAndRelaysResumeWhenItFrees(t *testing.T) {
 		t.Errorf("%d log lines for 30 relays held back, want 1 in the window", n)
 	}
 
-	// A light connection's span still reaches everyone.
+	// A light neighbor's span still reaches everyone.
 	f.recv(f.light, rspan("light", 0, 0))
 	if relaysOf(f.d1, "light")+relaysOf(f.d2, "light") != 2 {
 		t.Fatalf("the light connection's span was not relayed: d1 %v d2 %v", f.d1.got(), f.d2.got())
@@ -390,7 +390,7 @@ func TestAWorsePathStaysRelayedWhileTheBudgetHoldsBackABetterOne(t *testing.T) {
 }
 
 // The self advertisement is never held back: it is the router's identity
-// and one relay per connection.
+// and one relay per neighbor.
 func TestOurOwnAdvertisementIsRelayedWhateverTheBudget(t *testing.T) {
 	f := newFixture(t, Config{Self: ptr(rspan("me", 0, 0)), Budget: Budget{MaxRelays: 1}})
 	_, src := f.conn("src", noSpans)

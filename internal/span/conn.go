@@ -8,7 +8,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
-// Peer is the engine's handle on one connection with an open LNK_CONN. The
+// Peer is the engine's handle on one neighbor with an open LNK_CONN. The
 // daemon implements it over a link; tests over an in-memory network. Its
 // methods are called with the engine's mutex held: they must not block and
 // must not call back into the engine. Peer values are map keys, so they
@@ -19,7 +19,7 @@ type Peer interface {
 	// OpenSpan sends a LNK_SPAN CREATE carrying s (a copy the callee may
 	// keep). The daemon later reports r via Engine.RelayClosed if the peer
 	// DELETEs it. An error means the link is dying: the engine forgets the
-	// relay, opens no more on this connection, and expects ConnDown.
+	// relay, opens no more on this neighbor, and expects ConnDown.
 	OpenSpan(s *dmsg.Span, r *Relay) (SpanTx, error)
 }
 
@@ -29,28 +29,28 @@ type SpanTx interface {
 	Close()        // send our DELETE; idempotent; must not block
 }
 
-// Conn is one connection with an open LNK_CONN from the peer: the filters
+// Neighbor is one neighbor with an open LNK_CONN from the peer: the filters
 // it asked for, the spans received on it and the relays sent on it.
-type Conn struct {
+type Neighbor struct {
 	peer  Peer
 	info  dmsg.Conn
-	seq   uint64            // arrival order, for stable Snapshot ordering
-	idx   int               // position in Engine.conns
-	slot  int               // index of this conn's state in every node.conns
-	links map[uint64]*Link  // received spans by msgid
-	sent  map[uint64]*Relay // relays sent on this conn, by their msgid
-	dying bool              // OpenSpan failed: open nothing more, ConnDown follows
+	seq   uint64             // arrival order, for stable Snapshot ordering
+	idx   int                // position in Engine.conns
+	slot  int                // index of this conn's state in every node.conns
+	links map[uint64]*Advert // received spans by msgid
+	sent  map[uint64]*Relay  // relays sent on this conn, by their msgid
+	dying bool               // OpenSpan failed: open nothing more, ConnDown follows
 	down  bool
 
 	charge connCharge // what it is charged for against the Budget
 	bill   workBill   // the work done for it, until the daemon takes it (steps.go)
 }
 
-// Peer is the handle the connection was registered with.
-func (c *Conn) Peer() Peer { return c.peer }
+// Peer is the handle the neighbor was registered with.
+func (c *Neighbor) Peer() Peer { return c.peer }
 
 // Info is the peer's LNK_CONN as received.
-func (c *Conn) Info() dmsg.Conn { return c.info }
+func (c *Neighbor) Info() dmsg.Conn { return c.info }
 
 // ConnUp registers the peer's LNK_CONN (its filters: PeerMask, PfsMask
 // with 0 = all, PfsClid, ClLabel, PeerType) and relays every passing
@@ -59,21 +59,21 @@ func (c *Conn) Info() dmsg.Conn { return c.info }
 //
 // Relaying the table works in steps (steps.go): other calls may run
 // between them, and changes they make reach c as they reach any
-// connection. The work is billed to c.
-func (e *Engine) ConnUp(p Peer, info dmsg.Conn) *Conn {
+// neighbor. The work is billed to c.
+func (e *Engine) ConnUp(p Peer, info dmsg.Conn) *Neighbor {
 	e.mu.Lock()
 	st := stepper{e: e, mark: e.cost()}
 	if old := e.byPeer[p]; old != nil {
 		e.log.Warn("span: LNK_CONN replaced without ConnDown", zap.String("link", p.ID()))
 		e.connDown(old, &stepper{})
 	}
-	c := &Conn{
+	c := &Neighbor{
 		peer:  p,
 		info:  info,
 		seq:   e.nextSeq(),
 		idx:   len(e.conns),
 		slot:  e.allocSlot(),
-		links: make(map[uint64]*Link),
+		links: make(map[uint64]*Advert),
 		sent:  make(map[uint64]*Relay),
 	}
 	st.c = c
@@ -88,11 +88,11 @@ func (e *Engine) ConnUp(p Peer, info dmsg.Conn) *Conn {
 	return c
 }
 
-// offerAll selects every node for a new connection c. A table larger than
+// offerAll selects every node for a new neighbor c. A table larger than
 // one step is walked from a copy of the node list, as nodes leaving
 // between steps reorder it; a node gone meanwhile is skipped, and one
 // added meanwhile was offered to c when it arrived.
-func (e *Engine) offerAll(c *Conn, st *stepper) {
+func (e *Engine) offerAll(c *Neighbor, st *stepper) {
 	nodes := e.nodes
 	if len(nodes) > holdWork {
 		nodes = slices.Clone(nodes)
@@ -114,10 +114,10 @@ func (e *Engine) offerAll(c *Conn, st *stepper) {
 // relay out of c is closed (SpanTx.Close) and forgotten. Calling it twice,
 // or after the Engine already superseded c, is a no-op.
 //
-// It works in steps (steps.go), billed to c: c leaves the connection list
+// It works in steps (steps.go), billed to c: c leaves the neighbor list
 // at once, so nothing more is offered to it, and its relays and spans go
 // a step at a time while other calls run in between.
-func (e *Engine) ConnDown(c *Conn) {
+func (e *Engine) ConnDown(c *Neighbor) {
 	if c == nil {
 		return
 	}
@@ -127,7 +127,7 @@ func (e *Engine) ConnDown(c *Conn) {
 	e.connDown(c, &st)
 }
 
-func (e *Engine) connDown(c *Conn, st *stepper) {
+func (e *Engine) connDown(c *Neighbor, st *stepper) {
 	if c.down {
 		return
 	}
@@ -145,7 +145,7 @@ func (e *Engine) connDown(c *Conn, st *stepper) {
 
 // removeConn takes c out of the conn list first, so that re-selection
 // triggered by the withdrawals below never offers anything to it.
-func (e *Engine) removeConn(c *Conn) {
+func (e *Engine) removeConn(c *Neighbor) {
 	last := e.conns[len(e.conns)-1]
 	e.conns[c.idx] = last
 	last.idx = c.idx
@@ -157,9 +157,9 @@ func (e *Engine) removeConn(c *Conn) {
 }
 
 // closeAllSent closes every relay out of c, in msgid order so that runs are
-// reproducible. c is already out of the connection list, so no selection
+// reproducible. c is already out of the neighbor list, so no selection
 // touches its relays meanwhile.
-func (e *Engine) closeAllSent(c *Conn, st *stepper) int {
+func (e *Engine) closeAllSent(c *Neighbor, st *stepper) int {
 	ids := sortedKeys(c.sent)
 	for _, id := range ids {
 		if r := c.sent[id]; r != nil {
@@ -172,8 +172,8 @@ func (e *Engine) closeAllSent(c *Conn, st *stepper) int {
 
 // freeSlot forgets c's state in every node, once nothing of c is left
 // there but closed relays, and hands its slot back: one pass over the
-// nodes for that one connection, with no selection in it.
-func (e *Engine) freeSlot(c *Conn) {
+// nodes for that one neighbor, with no selection in it.
+func (e *Engine) freeSlot(c *Neighbor) {
 	for _, n := range e.nodes {
 		if nc := n.stateFor(c); nc != nil {
 			*nc = nodeConn{}
@@ -184,7 +184,7 @@ func (e *Engine) freeSlot(c *Conn) {
 }
 
 // allocSlot hands out the lowest free slot, so slots stay as small as the
-// number of connections.
+// number of neighbors.
 func (e *Engine) allocSlot() int {
 	if len(e.freeSlots) == 0 {
 		e.slots++
@@ -199,7 +199,7 @@ func (e *Engine) allocSlot() int {
 // withdrawAllReceived removes every link received on c, in msgid order,
 // each one as SpanWithdrawn would; a node that holds several links from c
 // is re-selected once its last one from c is gone.
-func (e *Engine) withdrawAllReceived(c *Conn, st *stepper) int {
+func (e *Engine) withdrawAllReceived(c *Neighbor, st *stepper) int {
 	ids := sortedKeys(c.links)
 	for _, id := range ids {
 		l := c.links[id]

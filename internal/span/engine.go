@@ -34,13 +34,13 @@ type Config struct {
 	// (PROTOCOL.md 11.3). It is called under the engine's mutex whenever
 	// the advertisement changes, and must not call the engine.
 	SignSelf func(dmsg.Span) Proof
-	// MaxSpansPerConn bounds the spans one connection may hold open with
+	// MaxSpansPerConn bounds the spans one neighbor may hold open with
 	// us; SpanReceived beyond it fails with ErrTooManySpans. 0 = unlimited.
 	MaxSpansPerConn int
-	// Budget bounds what all connections together make the engine hold
+	// Budget bounds what all neighbors together make the engine hold
 	// (budget.go).
 	Budget Budget
-	// Logger receives topology events: connections at info, spans at
+	// Logger receives topology events: neighbors at info, spans at
 	// debug. nil = nop. The daemon must not sample it.
 	Logger *zap.Logger
 	// Metrics counts limits hit; nil counts nothing.
@@ -51,13 +51,13 @@ type Config struct {
 }
 
 // Stats counts what an Engine holds. A router that has lost every
-// connection and advertises nothing is all zero.
+// neighbor and advertises nothing is all zero.
 type Stats struct {
 	Clusters int
 	Nodes    int
-	Links    int // received links plus our own advertisement
+	Links    int // received advertisements plus our own advertisement
 	Relays   int // open relays (LNK_SPAN transactions we opened)
-	Conns    int // connections with an open LNK_CONN
+	Conns    int // neighbors with an open LNK_CONN
 	Starved  int // nodes waiting for Budget.MaxRelays to open their relays
 }
 
@@ -90,33 +90,33 @@ type Engine struct {
 	signSelf  func(dmsg.Span) Proof
 
 	clusters map[clusterKey]*cluster
-	nodes    []*node // every node, so ConnUp can walk them without the maps
-	conns    []*Conn // open connections; order is arrival order until one leaves
-	byPeer   map[Peer]*Conn
-	self     *Link
+	nodes    []*node     // every node, so ConnUp can walk them without the maps
+	conns    []*Neighbor // open neighbors; order is arrival order until one leaves
+	byPeer   map[Peer]*Neighbor
+	self     *Advert
 
-	slots     int   // slots handed out so far (see Conn.slot)
-	freeSlots []int // slots of connections gone, for reuse
+	slots     int   // slots handed out so far (see Neighbor.slot)
+	freeSlots []int // slots of neighbors gone, for reuse
 
-	seq     uint64  // tie-breaker for links and arrival order of conns
-	links   int     // received links + self
-	relays  int     // open relays
-	scratch []*Link // selection buffer, reused under mu to avoid allocating per event
-	work    uint64  // (node, conn) selections made: tests bound each event's cost with it
-	closed  uint64  // relays closed, ever: with work and budget.opened, the cost (steps.go)
-	holds   uint64  // times a stepped call released the mutex midway (steps.go)
-	longest uint64  // the most work done in one hold of the mutex, for tests
+	seq     uint64    // tie-breaker for links and arrival order of conns
+	links   int       // received advertisements + self
+	relays  int       // open relays
+	scratch []*Advert // selection buffer, reused under mu to avoid allocating per event
+	work    uint64    // (node, conn) selections made: tests bound each event's cost with it
+	closed  uint64    // relays closed, ever: with work and budget.opened, the cost (steps.go)
+	holds   uint64    // times a stepped call released the mutex midway (steps.go)
+	longest uint64    // the most work done in one hold of the mutex, for tests
 }
 
 // New returns an Engine configured by cfg. If cfg.Self is set, the
-// advertisement exists immediately and is offered to every connection that
+// advertisement exists immediately and is offered to every neighbor that
 // comes up.
 func New(cfg Config) *Engine {
 	e := &Engine{
 		log:      cfg.Logger,
 		rnss:     cfg.Rnss,
 		clusters: make(map[clusterKey]*cluster),
-		byPeer:   make(map[Peer]*Conn),
+		byPeer:   make(map[Peer]*Neighbor),
 	}
 	if e.log == nil {
 		e.log = zap.NewNop()
@@ -150,7 +150,7 @@ func (e *Engine) Rnss() uint32 { return e.rnss }
 // be re-sent), so a different non-zero Rnss is refused with ErrRnssChange
 // and nothing changes. The Logger is kept.
 //
-// Changing K or Symmetric re-selects every node on every connection: it is
+// Changing K or Symmetric re-selects every node on every neighbor: it is
 // an operator action, so the full pass is acceptable here and nowhere else.
 // A lower MaxSpansPerConn or Budget does not evict what is already held:
 // it refuses what comes next until enough is withdrawn. A higher
@@ -198,7 +198,7 @@ func (e *Engine) replaceSelf(s *dmsg.Span) {
 }
 
 func (e *Engine) addSelf(s dmsg.Span) {
-	l := &Link{span: selfSpan(s, e.rnss), seq: e.nextSeq()}
+	l := &Advert{span: selfSpan(s, e.rnss), seq: e.nextSeq()}
 	if e.signSelf != nil {
 		l.proof = e.signSelf(l.span)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
-// fakePeer records what the engine sends on one connection. Like the
+// fakePeer records what the engine sends on one neighbor. Like the
 // daemon's, it is only touched under the engine's mutex.
 type fakePeer struct {
 	id     string
@@ -95,7 +95,7 @@ func rspan(label string, dist, rnss uint32) dmsg.Span {
 	return s
 }
 
-// fixture is one engine and its fake connections.
+// fixture is one engine and its fake neighbors.
 type fixture struct {
 	t     *testing.T
 	e     *Engine
@@ -109,13 +109,13 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 	return &fixture{t: t, e: New(cfg)}
 }
 
-func (f *fixture) conn(id string, info dmsg.Conn) (*fakePeer, *Conn) {
+func (f *fixture) conn(id string, info dmsg.Conn) (*fakePeer, *Neighbor) {
 	p := newPeer(id)
 	return p, f.e.ConnUp(p, info)
 }
 
 // recv delivers a span on c with a fresh msgid.
-func (f *fixture) recv(c *Conn, s dmsg.Span) *Link {
+func (f *fixture) recv(c *Neighbor, s dmsg.Span) *Advert {
 	f.t.Helper()
 	f.msgid++
 	l, err := f.e.SpanReceived(c, f.msgid, s)

@@ -79,13 +79,13 @@ func TestFailingLinksAreSkippedNotStoppedAt(t *testing.T) {
 	cases := []struct {
 		name string
 		dst  dmsg.Conn
-		best func(f *fixture, src, dst *Conn) // delivers a best link that fails for dst
+		best func(f *fixture, src, dst *Neighbor) // delivers a best link that fails for dst
 	}{
-		{"when the best link arrived over the connection itself", allOf, func(f *fixture, _, dst *Conn) {
+		{"when the best link arrived over the connection itself", allOf, func(f *fixture, _, dst *Neighbor) {
 			f.recv(dst, rspan("n", 1, 0))
 		}},
 		{"when the best link has a pfs_type the connection does not want",
-			dmsg.Conn{PeerMask: ^uint64(0), PfsMask: 1}, func(f *fixture, src, _ *Conn) {
+			dmsg.Conn{PeerMask: ^uint64(0), PfsMask: 1}, func(f *fixture, src, _ *Neighbor) {
 				s := rspan("n", 1, 0)
 				s.PfsType = 1
 				f.recv(src, s)

@@ -74,7 +74,7 @@ type end struct {
 	q     []hmsg
 	qhead int
 	act   int // index in network.active, -1 when the queue is empty
-	conn  *Conn
+	conn  *Neighbor
 	sent  map[uint64]*htx // transactions this side opened
 	recv  map[uint64]*hrx // transactions the other side opened
 	next  uint64
@@ -102,7 +102,7 @@ func (t *htx) Close() {
 
 // hrx is a LNK_SPAN transaction received by an end.
 type hrx struct {
-	link    *Link      // a router's: what the engine made of it
+	link    *Advert    // a router's: what the engine made of it
 	span    *dmsg.Span // a leaf's: what it got
 	refused bool
 	replied bool
@@ -413,7 +413,7 @@ func (e *end) onReply(msgid uint64) {
 	}
 }
 
-// unlink cuts a link as a lost connection: queued messages are lost and
+// unlink cuts a link as a lost neighbor: queued messages are lost and
 // each router side sees link loss. Half the time (seeded) the router is
 // told the iocom way, every span transaction terminated first and the
 // LNK_CONN last; otherwise with ConnDown alone.

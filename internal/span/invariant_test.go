@@ -72,12 +72,12 @@ func (n *network) checkRouter(h *host, v *violations) {
 	checkCharges(h, v)
 }
 
-// checkCharges recounts what each connection is charged for from the
+// checkCharges recounts what each neighbor is charged for from the
 // engine's state: spans, owned nodes, relays of its spans, per-node span
 // counts and the starved lists.
 func checkCharges(h *host, v *violations) {
 	e := h.eng
-	spans, nodes, relays := map[*Conn]int{}, map[*Conn]int{}, map[*Conn]int{}
+	spans, nodes, relays := map[*Neighbor]int{}, map[*Neighbor]int{}, map[*Neighbor]int{}
 	total, starved := 0, 0
 	for _, c := range e.conns {
 		for _, r := range c.sent {
@@ -93,7 +93,7 @@ func checkCharges(h *host, v *violations) {
 		}
 	}
 	for _, nd := range e.nodes {
-		held := map[*Conn]int{}
+		held := map[*Neighbor]int{}
 		for _, l := range nd.links {
 			if l.conn != nil {
 				held[l.conn]++
@@ -126,9 +126,9 @@ func checkCharges(h *host, v *violations) {
 	}
 }
 
-// checkWire matches the engine's view of one connection with what each
+// checkWire matches the engine's view of one neighbor with what each
 // side of the wire holds open: every relay is an open transaction that the
-// peer holds with the span we meant to send, every received link is an
+// peer holds with the span we meant to send, every received advertisement is an
 // open transaction of the peer (and, for a router peer, a live relay), and
 // nothing else is open.
 func checkWire(h *host, x *end, v *violations) {
@@ -157,7 +157,7 @@ func checkWire(h *host, x *end, v *violations) {
 	}
 }
 
-func checkReceived(h *host, x *end, id uint64, l *Link, v *violations) {
+func checkReceived(h *host, x *end, id uint64, l *Advert, v *violations) {
 	rx, ptx := x.recv[id], x.peer.sent[id]
 	switch {
 	case l.dead || l.conn != x.conn || l.msgid != id:
@@ -220,7 +220,7 @@ func checkTree(h *host, v *violations) {
 	}
 }
 
-// checkConnStates checks that a node keeps state only for connections
+// checkConnStates checks that a node keeps state only for neighbors
 // that are up and that hold something of it, one entry each, by slot.
 func checkConnStates(h *host, nd *node, v *violations) {
 	live := map[int32]bool{}
@@ -240,10 +240,10 @@ func checkConnStates(h *host, nd *node, v *violations) {
 	}
 }
 
-func checkSelection(h *host, nd *node, c *Conn, v *violations) {
+func checkSelection(h *host, nd *node, c *Neighbor, v *violations) {
 	e := h.eng
 	nc := nd.stateFor(c)
-	var got, refused []*Link
+	var got, refused []*Advert
 	if nc != nil {
 		for _, x := range nc.relays {
 			if x.r.link != x.link || x.r.conn != c || x.r.dead {
@@ -270,7 +270,7 @@ func checkSelection(h *host, nd *node, c *Conn, v *violations) {
 // may have fewer relays than its selection, or a stand-in for a missing
 // one, but only while its node waits for budget, and never a relay of a
 // link it should not carry.
-func checkHeldBack(h *host, nd *node, c *Conn, got, want, refused []*Link, v *violations) {
+func checkHeldBack(h *host, nd *node, c *Neighbor, got, want, refused []*Advert, v *violations) {
 	where := fmt.Sprintf("%s: node %s on %s", h.name, nd.key.label, c.peer.ID())
 	if nd.budget.starvedOn == nil {
 		v.add("%s relays %s, want %s, and the node does not wait for budget", where, linkList(got), linkList(want))
@@ -280,17 +280,17 @@ func checkHeldBack(h *host, nd *node, c *Conn, got, want, refused []*Link, v *vi
 	}
 	for _, l := range got {
 		if l.dead || !slices.Contains(nd.links, l) || !refPasses(l, nd.cluster.key, c) || slices.Contains(refused, l) {
-			v.add("%s relays %s, which it must not carry", where, linkList([]*Link{l}))
+			v.add("%s relays %s, which it must not carry", where, linkList([]*Advert{l}))
 		}
 	}
 }
 
 // refSorted is an independent statement of PROTOCOL.md 4.2's link order,
 // with 11.3's preference for verified links of the newest sequence.
-func refSorted(ls []*Link) []*Link {
+func refSorted(ls []*Advert) []*Advert {
 	out := slices.Clone(ls)
 	trusted := refTrusted(ls)
-	slices.SortStableFunc(out, func(a, b *Link) int {
+	slices.SortStableFunc(out, func(a, b *Advert) int {
 		ka := [5]uint64{1, 1, uint64(a.span.Dist), uint64(a.span.Rnss), a.seq}
 		kb := [5]uint64{1, 1, uint64(b.span.Dist), uint64(b.span.Rnss), b.seq}
 		if a.conn == nil {
@@ -312,14 +312,14 @@ func refSorted(ls []*Link) []*Link {
 
 // refTrusted states PROTOCOL.md 11.3's trust: verified, and of the newest
 // sequence number among the node's verified links.
-func refTrusted(ls []*Link) map[*Link]bool {
+func refTrusted(ls []*Advert) map[*Advert]bool {
 	var newest uint64
 	for _, l := range ls {
 		if l.proof.Verified {
 			newest = max(newest, l.proof.Seq)
 		}
 	}
-	out := make(map[*Link]bool)
+	out := make(map[*Advert]bool)
 	for _, l := range ls {
 		out[l] = l.proof.Verified && l.proof.Seq == newest
 	}
@@ -327,10 +327,10 @@ func refTrusted(ls []*Link) map[*Link]bool {
 }
 
 // refSelect is an independent statement of PROTOCOL.md 4.3's selection,
-// with 11.3's rule: a node with a trusted received link relays only
+// with 11.3's rule: a node with a trusted received advertisement relays only
 // trusted ones.
-func refSelect(sorted []*Link, k clusterKey, c *Conn, K int, sym bool, refused []*Link) []*Link {
-	var out []*Link
+func refSelect(sorted []*Advert, k clusterKey, c *Neighbor, K int, sym bool, refused []*Advert) []*Advert {
+	var out []*Advert
 	trusted := refTrusted(sorted)
 	anyTrusted := false
 	for _, l := range sorted {
@@ -354,7 +354,7 @@ func refSelect(sorted []*Link, k clusterKey, c *Conn, K int, sym bool, refused [
 	return out
 }
 
-func refPasses(l *Link, k clusterKey, conn *Conn) bool {
+func refPasses(l *Advert, k clusterKey, conn *Neighbor) bool {
 	s, c := l.span, conn.info
 	rule1 := s.Dist < 16
 	rule2 := l.conn != conn
@@ -366,7 +366,7 @@ func refPasses(l *Link, k clusterKey, conn *Conn) bool {
 	return rule1 && rule2 && rule3 && rule4 && rule5
 }
 
-func sameLinks(a, b []*Link) bool {
+func sameLinks(a, b []*Advert) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -378,7 +378,7 @@ func sameLinks(a, b []*Link) bool {
 	return true
 }
 
-func linkList(ls []*Link) string {
+func linkList(ls []*Advert) string {
 	var parts []string
 	for _, l := range ls {
 		via := ViaLocal

@@ -32,20 +32,20 @@ type nodeKey struct {
 type node struct {
 	cluster *cluster
 	key     nodeKey
-	links   []*Link    // sorted by Link.before
-	conns   connStates // selection state per connection (nodeconn.go)
+	links   []*Advert  // sorted by Advert.before
+	conns   connStates // selection state per neighbor (nodeconn.go)
 	idx     int        // position in Engine.nodes, for O(1) removal
 	budget  nodeBudget
 	maxSeq  uint64 // the newest Seq of its verified links (verify.go)
 }
 
-// Link is one advertisement of a node that we hold: a LNK_SPAN received on
-// a connection, or our own advertisement (Conn() == nil, "via local").
-// Its span never changes, so MsgID, Span and Conn may be read without the
+// Advert is one advertisement of a node that we hold: a LNK_SPAN received on
+// a neighbor, or our own advertisement (Conn() == nil, "via local").
+// Its span never changes, so MsgID, Span and Neighbor may be read without the
 // engine's mutex.
-type Link struct {
+type Advert struct {
 	node  *node
-	conn  *Conn // nil: our own advertisement
+	conn  *Neighbor // nil: our own advertisement
 	msgid uint64
 	span  dmsg.Span
 	seq   uint64 // arrival order: the stable tie-breaker
@@ -53,20 +53,20 @@ type Link struct {
 	proof Proof  // what its signature showed (verify.go)
 }
 
-// MsgID is the msgid of the LNK_SPAN transaction on its connection (0 for
+// MsgID is the msgid of the LNK_SPAN transaction on its neighbor (0 for
 // our own advertisement).
-func (l *Link) MsgID() uint64 { return l.msgid }
+func (l *Advert) MsgID() uint64 { return l.msgid }
 
 // Span is the span as received (dist and rnss as the sender sent them).
-func (l *Link) Span() dmsg.Span { return l.span }
+func (l *Advert) Span() dmsg.Span { return l.span }
 
-// Conn is the connection the span arrived on, nil for our own.
-func (l *Link) Conn() *Conn { return l.conn }
+// Neighbor is the neighbor the span arrived on, nil for our own.
+func (l *Advert) Neighbor() *Neighbor { return l.conn }
 
 // before is the node's sort order: our own advertisement first (it always
 // counts as best), then trusted links (verify.go), then (dist, rnss) as
 // unsigned integers, then arrival.
-func (l *Link) before(o *Link) bool {
+func (l *Advert) before(o *Advert) bool {
 	if (l.conn == nil) != (o.conn == nil) {
 		return l.conn == nil
 	}
@@ -84,13 +84,13 @@ func (l *Link) before(o *Link) bool {
 
 // sameRank reports whether two links tie on (dist, rnss), which is what the
 // symmetric option relays beyond K.
-func sameRank(a, b *Link) bool {
+func sameRank(a, b *Advert) bool {
 	return a.span.Dist == b.span.Dist && a.span.Rnss == b.span.Rnss
 }
 
 // attachLink files l under its cluster and node, creating them as needed.
 // The caller re-selects the node afterwards (nodeChanged).
-func (e *Engine) attachLink(l *Link) {
+func (e *Engine) attachLink(l *Advert) {
 	ck, nk := spanKeys(&l.span)
 	cl := e.clusters[ck]
 	if cl == nil {
@@ -124,7 +124,7 @@ func spanKeys(s *dmsg.Span) (clusterKey, nodeKey) {
 // detachLink removes l from its node (and marks it dead) but leaves the
 // node in place even when empty: nodeChanged closes its relays and then
 // drops it.
-func (e *Engine) detachLink(l *Link) {
+func (e *Engine) detachLink(l *Advert) {
 	n := l.node
 	if i := slices.Index(n.links, l); i >= 0 {
 		copy(n.links[i:], n.links[i+1:])
@@ -140,7 +140,7 @@ func (e *Engine) detachLink(l *Link) {
 }
 
 // nodeChanged is called after the link set of n changed: it re-selects n
-// on every connection and forgets n (and its cluster) once it is empty.
+// on every neighbor and forgets n (and its cluster) once it is empty.
 func (e *Engine) nodeChanged(n *node) {
 	e.updateNode(n)
 	if len(n.links) == 0 {

@@ -1,10 +1,10 @@
 package span
 
-// nodeConn is the selection state of one (node, connection) pair.
+// nodeConn is the selection state of one (node, neighbor) pair.
 type nodeConn struct {
 	relays  []relayRef // open relays, one per selected link
-	refused []*Link    // links the peer DELETEd: not offered again (PROTOCOL.md 4.4)
-	held    int32      // links of the node received on the connection (Budget.MaxSpansPerNode)
+	refused []*Advert  // links the peer DELETEd: not offered again (PROTOCOL.md 4.4)
+	held    int32      // links of the node received on the neighbor (Budget.MaxSpansPerNode)
 }
 
 // idle reports whether the pair has nothing to remember: such a state is
@@ -13,19 +13,19 @@ func (nc *nodeConn) idle() bool {
 	return len(nc.relays) == 0 && len(nc.refused) == 0 && nc.held == 0
 }
 
-// connState is the state of one (node, connection) pair under the
-// connection's Conn.slot.
+// connState is the state of one (node, neighbor) pair under the
+// neighbor's Neighbor.slot.
 type connState struct {
 	slot int32
 	nodeConn
 }
 
-// connStates is a node's selection state per connection, sorted by slot,
-// with an entry only for the connections that hold a relay, a refusal or
+// connStates is a node's selection state per neighbor, sorted by slot,
+// with an entry only for the neighbors that hold a relay, a refusal or
 // a span of the node. A dense array indexed by slot costs every node an
-// entry for every connection slot ever in use at once, which a router
+// entry for every neighbor slot ever in use at once, which a router
 // with many links and many nodes pays in hundreds of megabytes; most
-// nodes are relayed on a few connections and received on one.
+// nodes are relayed on a few neighbors and received on one.
 //
 // A *nodeConn points into the array: it stays valid until an entry is
 // added to or removed from the same node.
@@ -46,7 +46,7 @@ func (cs connStates) find(slot int32) (int, bool) {
 }
 
 // stateFor returns the state of (n, c), nil when there is none.
-func (n *node) stateFor(c *Conn) *nodeConn {
+func (n *node) stateFor(c *Neighbor) *nodeConn {
 	if i, ok := n.conns.find(int32(c.slot)); ok {
 		return &n.conns[i].nodeConn
 	}
@@ -55,7 +55,7 @@ func (n *node) stateFor(c *Conn) *nodeConn {
 
 // grow returns the state of (n, c), adding an empty one when there is
 // none; the caller fills it, or calls tidy.
-func (n *node) grow(c *Conn) *nodeConn {
+func (n *node) grow(c *Neighbor) *nodeConn {
 	slot := int32(c.slot)
 	i, ok := n.conns.find(slot)
 	if !ok {
@@ -65,7 +65,7 @@ func (n *node) grow(c *Conn) *nodeConn {
 }
 
 // exactUpTo is the length up to which connStates grow one entry at a
-// time: most nodes are relayed on a few connections, and doubling would
+// time: most nodes are relayed on a few neighbors, and doubling would
 // leave them a quarter empty on average.
 const exactUpTo = 8
 
@@ -85,9 +85,9 @@ func (cs connStates) insert(i int, x connState) connStates {
 }
 
 // tidy drops the state of (n, c) once it holds nothing, so that a node
-// keeps entries only for the connections it is relayed on or received
+// keeps entries only for the neighbors it is relayed on or received
 // from. It invalidates pointers into n.conns.
-func (n *node) tidy(c *Conn) {
+func (n *node) tidy(c *Neighbor) {
 	i, ok := n.conns.find(int32(c.slot))
 	if !ok || !n.conns[i].idle() {
 		return

@@ -10,9 +10,9 @@ import (
 // step with a map holding what was set and not idle.
 func TestConnStatesBehaveLikeAMapOfNonIdleStates(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	conns := make([]*Conn, 40)
+	conns := make([]*Neighbor, 40)
 	for i := range conns {
-		conns[i] = &Conn{slot: i * 3} // sparse slots, as after links left
+		conns[i] = &Neighbor{slot: i * 3} // sparse slots, as after links left
 	}
 	n := &node{}
 	model := map[int]int32{} // slot -> held
@@ -37,7 +37,7 @@ func TestConnStatesBehaveLikeAMapOfNonIdleStates(t *testing.T) {
 	}
 }
 
-func checkStatesAgainst(t *testing.T, step int, n *node, conns []*Conn, model map[int]int32) {
+func checkStatesAgainst(t *testing.T, step int, n *node, conns []*Neighbor, model map[int]int32) {
 	t.Helper()
 	if len(n.conns) != len(model) {
 		t.Fatalf("step %d: %d states, want %d", step, len(n.conns), len(model))
@@ -63,9 +63,9 @@ func checkStatesAgainst(t *testing.T, step int, n *node, conns []*Conn, model ma
 // state and only an idle one, and that a node relayed nowhere keeps no
 // array at all.
 func TestConnStatesKeepOnlyWhatANodeHolds(t *testing.T) {
-	a, b := &Conn{slot: 7}, &Conn{slot: 2}
+	a, b := &Neighbor{slot: 7}, &Neighbor{slot: 2}
 	n := &node{}
-	n.grow(a).refused = []*Link{{}}
+	n.grow(a).refused = []*Advert{{}}
 	n.grow(b).relays = []relayRef{{}}
 	n.tidy(a)
 	n.tidy(b)
@@ -85,12 +85,12 @@ func TestConnStatesKeepOnlyWhatANodeHolds(t *testing.T) {
 }
 
 // TestConnStatesShrinkAfterAHubsBurst checks that a node once relayed on
-// many connections gives the array back when few remain.
+// many neighbors gives the array back when few remain.
 func TestConnStatesShrinkAfterAHubsBurst(t *testing.T) {
 	n := &node{}
-	conns := make([]*Conn, 64)
+	conns := make([]*Neighbor, 64)
 	for i := range conns {
-		conns[i] = &Conn{slot: i}
+		conns[i] = &Neighbor{slot: i}
 		n.grow(conns[i]).held = 1
 	}
 	for _, c := range conns[1:] {
@@ -103,11 +103,11 @@ func TestConnStatesShrinkAfterAHubsBurst(t *testing.T) {
 }
 
 // TestConnStatesOfAFewConnectionsTakeNoSpareRoom checks that a node on a
-// few connections holds an array of exactly that many entries.
+// few neighbors holds an array of exactly that many entries.
 func TestConnStatesOfAFewConnectionsTakeNoSpareRoom(t *testing.T) {
 	n := &node{}
 	for i, slot := range []int{5, 1, 3} {
-		n.grow(&Conn{slot: slot}).held = 1
+		n.grow(&Neighbor{slot: slot}).held = 1
 		if len(n.conns) != i+1 || cap(n.conns) != i+1 {
 			t.Fatalf("after %d grows: len %d cap %d", i+1, len(n.conns), cap(n.conns))
 		}

@@ -5,7 +5,7 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// QuietPeer may be implemented by a Peer whose connection's comings and
+// QuietPeer may be implemented by a Peer whose neighbor's comings and
 // goings are routine, such as a debug shell client: the engine then logs
 // them at debug instead of info, so a monitoring script polling the shell
 // does not flood the log.
@@ -14,7 +14,7 @@ type QuietPeer interface {
 	Quiet() bool
 }
 
-// logConn logs a connection event of p at info, or at debug for a quiet
+// logConn logs a neighbor event of p at info, or at debug for a quiet
 // peer.
 func (e *Engine) logConn(p Peer, msg string, fields ...zap.Field) {
 	lvl := zapcore.InfoLevel

@@ -7,12 +7,12 @@ import (
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
-// Relay is a LNK_SPAN transaction we opened on one connection to
+// Relay is a LNK_SPAN transaction we opened on one neighbor to
 // re-advertise one link. The daemon keeps the *Relay it was given in
 // Peer.OpenSpan with its transaction state, to hand it back to RelayClosed.
 type Relay struct {
-	link  *Link
-	conn  *Conn
+	link  *Advert
+	conn  *Neighbor
 	tx    SpanTx
 	msgid uint64
 	dead  bool // closed by us or by the peer; later calls naming it are no-ops
@@ -21,7 +21,7 @@ type Relay struct {
 // relaySpan is what a relay of l carries: the span with dist+1 and our
 // rnss added (wrapping), or our own advertisement unchanged (dist 0, our
 // rnss), as PROTOCOL.md 4.3 says.
-func (e *Engine) relaySpan(l *Link) *dmsg.Span {
+func (e *Engine) relaySpan(l *Advert) *dmsg.Span {
 	s := l.span
 	if l.conn != nil {
 		s.Dist++
@@ -31,8 +31,8 @@ func (e *Engine) relaySpan(l *Link) *dmsg.Span {
 }
 
 // openRelay sends a relay of l on c. On failure the link is dying: the
-// connection is marked so nothing more is opened on it until ConnDown.
-func (e *Engine) openRelay(l *Link, c *Conn) *Relay {
+// neighbor is marked so nothing more is opened on it until ConnDown.
+func (e *Engine) openRelay(l *Advert, c *Neighbor) *Relay {
 	r := &Relay{link: l, conn: c}
 	tx, err := c.peer.OpenSpan(e.relaySpan(l), r)
 	if err != nil {
@@ -65,10 +65,10 @@ func (e *Engine) closeRelay(r *Relay) {
 
 // RelayClosed is called when the peer DELETEd one of our relays (it refused
 // or dropped it). We DELETE back through SpanTx.Close, drop the relay, and
-// do not offer that link to that connection again until the node's link
-// set or the connection changes (PROTOCOL.md 4.4); the next passing link, if
+// do not offer that link to that neighbor again until the node's link
+// set or the neighbor changes (PROTOCOL.md 4.4); the next passing link, if
 // any, is offered instead. A relay we already closed, or one of a
-// connection that went down, is ignored: the daemon may report every
+// neighbor that went down, is ignored: the daemon may report every
 // relay transaction it sees terminated.
 func (e *Engine) RelayClosed(r *Relay) {
 	if r == nil {
@@ -105,14 +105,14 @@ func removeRelay(rs []relayRef, r *Relay) []relayRef {
 // Origin is where a span we sent comes from: what a virtual circuit aimed
 // at that span must be built on.
 type Origin struct {
-	From  Peer   // the connection it was received on; nil for our own advertisement
-	MsgID uint64 // its msgid on that connection
+	From  Peer   // the neighbor it was received on; nil for our own advertisement
+	MsgID uint64 // its msgid on that neighbor
 	Dist  uint32 // its dist as received
 	Label string // the node's fs_label
 }
 
 // RelayOrigin resolves a span we sent on p (a relay, by its msgid) to the
-// received link it re-advertises. For our own advertisement From is nil
+// received advertisement it re-advertises. For our own advertisement From is nil
 // and Dist 0. ok is false if msgid is not an open relay on p.
 func (e *Engine) RelayOrigin(p Peer, msgid uint64) (o Origin, ok bool) {
 	e.mu.Lock()

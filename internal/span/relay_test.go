@@ -12,20 +12,20 @@ import (
 func TestARefusedRelayIsNotOfferedAgainUntilSomethingChanges(t *testing.T) {
 	cases := []struct {
 		name   string
-		change func(f *fixture, src *Conn, dst **Conn, dstPeer **fakePeer, n2 *Link)
+		change func(f *fixture, src *Neighbor, dst **Neighbor, dstPeer **fakePeer, n2 *Advert)
 		lifted bool
 	}{
-		{"nothing happens", func(*fixture, *Conn, **Conn, **fakePeer, *Link) {}, false},
-		{"another node changes", func(f *fixture, src *Conn, _ **Conn, _ **fakePeer, _ *Link) {
+		{"nothing happens", func(*fixture, *Neighbor, **Neighbor, **fakePeer, *Advert) {}, false},
+		{"another node changes", func(f *fixture, src *Neighbor, _ **Neighbor, _ **fakePeer, _ *Advert) {
 			f.recv(src, rspan("m", 1, 0))
 		}, false},
-		{"a link is added to the node", func(f *fixture, src *Conn, _ **Conn, _ **fakePeer, _ *Link) {
+		{"a link is added to the node", func(f *fixture, src *Neighbor, _ **Neighbor, _ **fakePeer, _ *Advert) {
 			f.recv(src, rspan("n", 9, 0))
 		}, true},
-		{"a link of the node is withdrawn", func(f *fixture, _ *Conn, _ **Conn, _ **fakePeer, n2 *Link) {
+		{"a link of the node is withdrawn", func(f *fixture, _ *Neighbor, _ **Neighbor, _ **fakePeer, n2 *Advert) {
 			f.e.SpanWithdrawn(n2)
 		}, true},
-		{"the connection comes again", func(f *fixture, _ *Conn, dst **Conn, dstPeer **fakePeer, _ *Link) {
+		{"the connection comes again", func(f *fixture, _ *Neighbor, dst **Neighbor, dstPeer **fakePeer, _ *Advert) {
 			f.e.ConnDown(*dst)
 			*dstPeer, *dst = f.conn("dst2", allOf)
 		}, true},
@@ -62,10 +62,10 @@ func TestARefusedRelayIsNotOfferedAgainUntilSomethingChanges(t *testing.T) {
 func TestRelayClosedForARelayAlreadyGoneIsIgnored(t *testing.T) {
 	cases := []struct {
 		name string
-		gone func(f *fixture, l *Link, dst *Conn)
+		gone func(f *fixture, l *Advert, dst *Neighbor)
 	}{
-		{"closed by us when its link was withdrawn", func(f *fixture, l *Link, _ *Conn) { f.e.SpanWithdrawn(l) }},
-		{"closed by ConnDown", func(f *fixture, _ *Link, dst *Conn) { f.e.ConnDown(dst) }},
+		{"closed by us when its link was withdrawn", func(f *fixture, l *Advert, _ *Neighbor) { f.e.SpanWithdrawn(l) }},
+		{"closed by ConnDown", func(f *fixture, _ *Advert, dst *Neighbor) { f.e.ConnDown(dst) }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -114,12 +114,12 @@ func TestSpanReceivedRefusesWhatCannotBeAccepted(t *testing.T) {
 	cases := []struct {
 		name  string
 		msgid uint64
-		prep  func(f *fixture, c *Conn)
+		prep  func(f *fixture, c *Neighbor)
 		want  error
 	}{
-		{"msgid 0 is reserved for one-way messages", 0, func(*fixture, *Conn) {}, ErrZeroMsgID},
-		{"a connection that went down takes no spans", 5, func(f *fixture, c *Conn) { f.e.ConnDown(c) }, ErrConnDown},
-		{"a full connection refuses", 5, func(f *fixture, c *Conn) {
+		{"msgid 0 is reserved for one-way messages", 0, func(*fixture, *Neighbor) {}, ErrZeroMsgID},
+		{"a connection that went down takes no spans", 5, func(f *fixture, c *Neighbor) { f.e.ConnDown(c) }, ErrConnDown},
+		{"a full connection refuses", 5, func(f *fixture, c *Neighbor) {
 			f.recv(c, rspan("a", 0, 0))
 			f.recv(c, rspan("b", 0, 0))
 		}, ErrTooManySpans},
@@ -258,16 +258,16 @@ func TestRelayOriginResolvesARelayToWhatItRelays(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-// TestAnEventRecomputesOnlyThePairsItAffects counts (node, connection)
-// selections: a span event costs one per connection, a connection event
+// TestAnEventRecomputesOnlyThePairsItAffects counts (node, neighbor)
+// selections: a span event costs one per neighbor, a neighbor event
 // one per node, whatever else the router holds (PROTOCOL.md 4.3).
 func TestAnEventRecomputesOnlyThePairsItAffects(t *testing.T) {
 	const nodes = 300
 	type router struct {
 		f    *fixture
-		src  *Conn
+		src  *Neighbor
 		dst  *fakePeer
-		side *Conn // a fifth connection that sent one span for node n1
+		side *Neighbor // a fifth neighbor that sent one span for node n1
 	}
 	cases := []struct {
 		name  string

@@ -9,11 +9,11 @@ import (
 // relayRef keeps the link beside its relay so that comparing a selection
 // with the relays in place touches no Relay.
 type relayRef struct {
-	link *Link
+	link *Advert
 	r    *Relay
 }
 
-func (nc *nodeConn) has(l *Link) bool {
+func (nc *nodeConn) has(l *Advert) bool {
 	for _, x := range nc.relays {
 		if x.link == l {
 			return true
@@ -22,7 +22,7 @@ func (nc *nodeConn) has(l *Link) bool {
 	return false
 }
 
-func (nc *nodeConn) isRefused(l *Link) bool {
+func (nc *nodeConn) isRefused(l *Advert) bool {
 	for _, x := range nc.refused {
 		if x == l {
 			return true
@@ -31,7 +31,7 @@ func (nc *nodeConn) isRefused(l *Link) bool {
 	return false
 }
 
-// updateNode re-selects n on every connection after its link set changed.
+// updateNode re-selects n on every neighbor after its link set changed.
 // A changed link set is also what lifts refusals (PROTOCOL.md 4.4).
 func (e *Engine) updateNode(n *node) {
 	for _, c := range e.conns {
@@ -51,7 +51,7 @@ func (e *Engine) updateNode(n *node) {
 // each missing one, a relay of a link still held but no longer selected
 // stays open in its place: a worse path is better than none while the
 // budget is short. resume retries the missing ones.
-func (e *Engine) reconcile(n *node, c *Conn) {
+func (e *Engine) reconcile(n *node, c *Neighbor) {
 	e.work++
 	nc := n.stateFor(c)
 	want := e.selectLinks(n, c, nc, e.scratch[:0])
@@ -84,7 +84,7 @@ func (e *Engine) reconcile(n *node, c *Conn) {
 
 // dropUnselected closes the relays of links no longer in want, except up
 // to spare of them whose link is still held (stand-ins for missing ones).
-func (e *Engine) dropUnselected(nc *nodeConn, want []*Link, spare int) {
+func (e *Engine) dropUnselected(nc *nodeConn, want []*Advert, spare int) {
 	kept := nc.relays[:0]
 	for _, x := range nc.relays {
 		switch {
@@ -104,7 +104,7 @@ func (e *Engine) dropUnselected(nc *nodeConn, want []*Link, spare int) {
 	}
 }
 
-func containsLink(ls []*Link, l *Link) bool {
+func containsLink(ls []*Advert, l *Advert) bool {
 	for _, x := range ls {
 		if x == l {
 			return true
@@ -117,11 +117,11 @@ func containsLink(ls []*Link, l *Link) bool {
 // K passing the filters, skipping (not stopping at) the ones that fail, plus
 // with the symmetric option those tying with the K-th; only trusted ones
 // when the node has any (verify.go).
-func (e *Engine) selectLinks(n *node, c *Conn, nc *nodeConn, buf []*Link) []*Link {
+func (e *Engine) selectLinks(n *node, c *Neighbor, nc *nodeConn, buf []*Advert) []*Advert {
 	if !clusterPasses(n.cluster.key, &c.info) {
 		return buf
 	}
-	var kth *Link
+	var kth *Advert
 	onlyTrusted := n.hasTrusted()
 	for _, l := range n.links {
 		if kth != nil && (!e.symmetric || !sameRank(l, kth)) {
@@ -142,7 +142,7 @@ func (e *Engine) selectLinks(n *node, c *Conn, nc *nodeConn, buf []*Link) []*Lin
 }
 
 // clusterPasses applies the filters that depend only on the cluster:
-// the peer_type bit of peer_mask (rule 3) and, when the connection is of
+// the peer_type bit of peer_mask (rule 3) and, when the neighbor is of
 // the same peer type, its cluster id and label filters (rule 4).
 func clusterPasses(k clusterKey, c *dmsg.Conn) bool {
 	if !maskHas(c.PeerMask, k.peerType) {
@@ -159,9 +159,9 @@ func clusterPasses(k clusterKey, c *dmsg.Conn) bool {
 
 // linkPasses applies the per-link filters: the dist limit (rule 1), never
 // back where it came from (rule 2), the pfs_type bit (rule 3), and never
-// to the node it advertises (rule 5: the connection's LNK_CONN names that
+// to the node it advertises (rule 5: the neighbor's LNK_CONN names that
 // node as its sender).
-func linkPasses(l *Link, c *Conn) bool {
+func linkPasses(l *Advert, c *Neighbor) bool {
 	if l.span.Dist >= MaxDist || l.conn == c || isPeersOwn(l, c) {
 		return false
 	}
@@ -177,6 +177,6 @@ func maskHas(mask uint64, t uint8) bool {
 // isPeersOwn reports whether l advertises the node at the other end of c:
 // that peer never needs its own advertisement back, and a router refuses
 // it (ErrOwnNode).
-func isPeersOwn(l *Link, c *Conn) bool {
+func isPeersOwn(l *Advert, c *Neighbor) bool {
 	return c.info.PfsFsid != uuid.Nil && l.span.PfsFsid == c.info.PfsFsid
 }

@@ -18,12 +18,12 @@ const ViaLocal = "local"
 // state are equal.
 type Snapshot struct {
 	Rnss     uint32
-	Conns    []ConnInfo    // in the order they came up
-	Clusters []ClusterInfo // by (peer_type, pfs_clid, cl_label)
+	Conns    []NeighborInfo // in the order they came up
+	Clusters []ClusterInfo  // by (peer_type, pfs_clid, cl_label)
 }
 
-// ConnInfo is one connection with an open LNK_CONN.
-type ConnInfo struct {
+// NeighborInfo is one neighbor with an open LNK_CONN.
+type NeighborInfo struct {
 	Peer string    // Peer.ID()
 	Conn dmsg.Conn // the LNK_CONN as received
 }
@@ -42,23 +42,23 @@ type NodeInfo struct {
 	PfsType uint8
 	PfsFsid uuid.UUID
 	FsLabel string
-	Links   []LinkInfo
+	Links   []AdvertInfo
 
 	// Verified says the best link is verified (PROTOCOL.md 11.3).
 	Verified bool
 }
 
-// LinkInfo is one held advertisement. Via is the Peer ID it arrived on or
+// AdvertInfo is one held advertisement. Via is the Peer ID it arrived on or
 // ViaLocal; Dist and Rnss are as received (ours: 0 and our rnss).
-type LinkInfo struct {
+type AdvertInfo struct {
 	MsgID  uint64
 	Dist   uint32
 	Rnss   uint32
 	Via    string
 	Span   dmsg.Span
-	Relays []RelayInfo // by connection arrival, then msgid
+	Relays []RelayInfo // by neighbor arrival, then msgid
 
-	// Verified says the link counts as verified (Link.Verified).
+	// Verified says the link counts as verified (Advert.Verified).
 	Verified bool
 }
 
@@ -75,10 +75,10 @@ func (e *Engine) Snapshot() Snapshot {
 	defer e.mu.Unlock()
 	snap := Snapshot{Rnss: e.rnss}
 	conns := slices.Clone(e.conns)
-	slices.SortFunc(conns, func(a, b *Conn) int { return cmp.Compare(a.seq, b.seq) })
+	slices.SortFunc(conns, func(a, b *Neighbor) int { return cmp.Compare(a.seq, b.seq) })
 	relays := relaysByLink(conns)
 	for _, c := range conns {
-		snap.Conns = append(snap.Conns, ConnInfo{Peer: c.peer.ID(), Conn: c.info})
+		snap.Conns = append(snap.Conns, NeighborInfo{Peer: c.peer.ID(), Conn: c.info})
 	}
 	for _, cl := range sortedClusters(e.clusters) {
 		snap.Clusters = append(snap.Clusters, clusterInfo(cl, relays))
@@ -86,10 +86,10 @@ func (e *Engine) Snapshot() Snapshot {
 	return snap
 }
 
-// relaysByLink gathers every relay under its link, already in connection
+// relaysByLink gathers every relay under its link, already in neighbor
 // order because conns is.
-func relaysByLink(conns []*Conn) map[*Link][]RelayInfo {
-	m := make(map[*Link][]RelayInfo)
+func relaysByLink(conns []*Neighbor) map[*Advert][]RelayInfo {
+	m := make(map[*Advert][]RelayInfo)
 	for _, c := range conns {
 		for _, id := range sortedKeys(c.sent) {
 			r := c.sent[id]
@@ -99,13 +99,13 @@ func relaysByLink(conns []*Conn) map[*Link][]RelayInfo {
 	return m
 }
 
-func clusterInfo(cl *cluster, relays map[*Link][]RelayInfo) ClusterInfo {
+func clusterInfo(cl *cluster, relays map[*Advert][]RelayInfo) ClusterInfo {
 	// A cluster holds at least one node, a node at least one link.
 	ci := ClusterInfo{PeerType: cl.key.peerType, PfsClid: cl.key.clid, ClLabel: cl.key.label,
 		Nodes: make([]NodeInfo, 0, len(cl.nodes))}
 	for _, n := range sortedNodes(cl) {
 		ni := NodeInfo{PfsType: n.links[0].span.PfsType, PfsFsid: n.key.fsid, FsLabel: n.key.label,
-			Verified: n.links[0].trusted(), Links: make([]LinkInfo, 0, len(n.links))}
+			Verified: n.links[0].trusted(), Links: make([]AdvertInfo, 0, len(n.links))}
 		for _, l := range n.links {
 			ni.Links = append(ni.Links, linkInfo(l, relays[l]))
 		}
@@ -114,12 +114,12 @@ func clusterInfo(cl *cluster, relays map[*Link][]RelayInfo) ClusterInfo {
 	return ci
 }
 
-func linkInfo(l *Link, relays []RelayInfo) LinkInfo {
+func linkInfo(l *Advert, relays []RelayInfo) AdvertInfo {
 	via := ViaLocal
 	if l.conn != nil {
 		via = l.conn.peer.ID()
 	}
-	return LinkInfo{MsgID: l.msgid, Dist: l.span.Dist, Rnss: l.span.Rnss, Via: via, Span: l.span,
+	return AdvertInfo{MsgID: l.msgid, Dist: l.span.Dist, Rnss: l.span.Rnss, Via: via, Span: l.span,
 		Verified: l.trusted(), Relays: relays}
 }
 

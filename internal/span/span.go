@@ -14,19 +14,19 @@ import (
 // ErrOwnNode (our own node's advertisement, looped back) is routine.
 //
 // A span beyond a budget (budget.go) is refused with an error that Limit
-// names; a connection refused too often gets ErrRefusalFlood, and the
+// names; a neighbor refused too often gets ErrRefusalFlood, and the
 // daemon closes its link.
-func (e *Engine) SpanReceived(c *Conn, msgid uint64, s dmsg.Span) (*Link, error) {
+func (e *Engine) SpanReceived(c *Neighbor, msgid uint64, s dmsg.Span) (*Advert, error) {
 	return e.SpanReceivedWith(c, msgid, s, Proof{})
 }
 
 // spanReceived is SpanReceived with the advertisement's proof (verify.go),
 // called with the cluster mutex held.
-func (e *Engine) spanReceived(c *Conn, msgid uint64, s dmsg.Span, p Proof) (*Link, error) {
+func (e *Engine) spanReceived(c *Neighbor, msgid uint64, s dmsg.Span, p Proof) (*Advert, error) {
 	if err := e.admit(c, msgid, &s); err != nil {
 		return nil, e.refuse(c, err)
 	}
-	l := &Link{conn: c, msgid: msgid, span: s, seq: e.nextSeq(), proof: p}
+	l := &Advert{conn: c, msgid: msgid, span: s, seq: e.nextSeq(), proof: p}
 	c.links[msgid] = l
 	e.attachLink(l)
 	e.nodeChanged(l.node)
@@ -37,9 +37,9 @@ func (e *Engine) spanReceived(c *Conn, msgid uint64, s dmsg.Span, p Proof) (*Lin
 	return l, nil
 }
 
-// admit checks a CREATE against the connection's state and limits before
+// admit checks a CREATE against the neighbor's state and limits before
 // anything is allocated for it.
-func (e *Engine) admit(c *Conn, msgid uint64, s *dmsg.Span) error {
+func (e *Engine) admit(c *Neighbor, msgid uint64, s *dmsg.Span) error {
 	switch {
 	case c.down:
 		return ErrConnDown
@@ -58,7 +58,7 @@ func (e *Engine) admit(c *Conn, msgid uint64, s *dmsg.Span) error {
 // is closed, and its node is re-selected (a worse path may now be relayed).
 // A nil or already withdrawn link is ignored, so the daemon may call it for
 // every span transaction it terminates even after ConnDown.
-func (e *Engine) SpanWithdrawn(l *Link) {
+func (e *Engine) SpanWithdrawn(l *Advert) {
 	if l == nil {
 		return
 	}

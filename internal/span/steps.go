@@ -1,31 +1,31 @@
 package span
 
-// Fairness between connections. Every engine call runs under the cluster
+// Fairness between neighbors. Every engine call runs under the cluster
 // mutex, and the daemon calls the engine from each link's reader, so the
 // time one call holds the mutex is time every other link's reader may
 // wait: for its own span change, and so for the pings queued behind it.
 // Two rules keep that wait short and charged to whoever caused it:
 //
-//   - A connection coming up or going down touches every node (ConnUp
+//   - A neighbor coming up or going down touches every node (ConnUp
 //     relays the whole table to it, ConnDown closes those relays and
 //     withdraws its spans). Those calls work in steps of at most holdWork
 //     units and release the mutex between steps, so another link's call
 //     waits for one step, not for the whole table. Between steps the
-//     engine is consistent: a connection coming up is already in the
-//     connection list (a change to a node it has not yet been offered
+//     engine is consistent: a neighbor coming up is already in the
+//     neighbor list (a change to a node it has not yet been offered
 //     reaches it as any change does), and one going down is already out
 //     of it (nothing new is offered to it, RelayClosed ignores it) while
 //     its received spans leave one by one like ordinary withdrawals. Its
 //     slot is freed only once every node forgot it.
 //
-//   - The work of every call is billed to the connection that caused it
-//     (a span's fan-out to every other connection, the table sent to a
-//     new connection, the withdrawal of a departed one's spans), and the
-//     daemon takes the bill with Conn.TakeWork to charge the peer's work
+//   - The work of every call is billed to the neighbor that caused it
+//     (a span's fan-out to every other neighbor, the table sent to a
+//     new neighbor, the withdrawal of a departed one's spans), and the
+//     daemon takes the bill with Neighbor.TakeWork to charge the peer's work
 //     budget (limits.link_rate), so that a churning peer is the one that
 //     is slowed.
 //
-// A unit is one (node, connection) selection, one relay opened or one
+// A unit is one (node, neighbor) selection, one relay opened or one
 // relay closed: each costs about what handling one message does.
 
 import (
@@ -37,14 +37,14 @@ import (
 // At a few microseconds a unit it keeps a hold well under a millisecond.
 const holdWork = 256
 
-// workBill is what a connection's calls cost and the daemon has not taken
-// yet. It is the only Conn state read without the mutex.
+// workBill is what a neighbor's calls cost and the daemon has not taken
+// yet. It is the only Neighbor state read without the mutex.
 type workBill struct{ units atomic.Int64 }
 
 // TakeWork returns the work units the engine did for c's sake since the
 // last TakeWork (see steps.go), and resets the count. It may be called
 // from any goroutine, without the engine's mutex.
-func (c *Conn) TakeWork() int { return int(c.bill.units.Swap(0)) }
+func (c *Neighbor) TakeWork() int { return int(c.bill.units.Swap(0)) }
 
 // cost is the engine's work counter: units done so far.
 func (e *Engine) cost() uint64 { return e.work + e.budget.opened + e.closed }
@@ -52,7 +52,7 @@ func (e *Engine) cost() uint64 { return e.work + e.budget.opened + e.closed }
 // unlockFor ends a call made for c (nil for none) that began with the work
 // counter at mark: the waiting relays are opened (unlock), and everything
 // done since mark is billed to c.
-func (e *Engine) unlockFor(c *Conn, mark uint64) {
+func (e *Engine) unlockFor(c *Neighbor, mark uint64) {
 	e.resume()
 	done := e.cost() - mark
 	e.longest = max(e.longest, done)
@@ -67,7 +67,7 @@ func (e *Engine) unlockFor(c *Conn, mark uint64) {
 // that wants one hold) never releases it.
 type stepper struct {
 	e    *Engine
-	c    *Conn
+	c    *Neighbor
 	mark uint64 // work counter when the current hold began
 }
 

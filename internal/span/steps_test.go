@@ -6,13 +6,13 @@ import (
 )
 
 // stepSlack is what one item of a stepped call (a node offered, a relay
-// closed, a span withdrawn from a node relayed to a few connections) may
+// closed, a span withdrawn from a node relayed to a few neighbors) may
 // add to a step after it reached holdWork.
 const stepSlack = 32
 
 // bigTable returns an engine holding nodes spans received on src and
-// relayed to others more connections.
-func bigTable(t *testing.T, nodes, others int) (*fixture, *Conn) {
+// relayed to others more neighbors.
+func bigTable(t *testing.T, nodes, others int) (*fixture, *Neighbor) {
 	f := newFixture(t, Config{})
 	_, src := f.conn("src", allOf)
 	for i := range others {
@@ -24,28 +24,28 @@ func bigTable(t *testing.T, nodes, others int) (*fixture, *Conn) {
 	return f, src
 }
 
-// A connection coming up or going down touches every node; the engine
+// A neighbor coming up or going down touches every node; the engine
 // does it a step at a time so that other links' calls get the mutex in
 // between, and no hold does much more than holdWork.
 func TestConnectionsComingAndGoingReleaseTheEngineBetweenSteps(t *testing.T) {
 	const nodes = 2000
 	cases := []struct {
 		name  string
-		event func(f *fixture, src *Conn)
+		event func(f *fixture, src *Neighbor)
 		check func(t *testing.T, f *fixture)
 	}{
-		{"a connection coming up is offered the table in steps", func(f *fixture, _ *Conn) {
+		{"a connection coming up is offered the table in steps", func(f *fixture, _ *Neighbor) {
 			p, _ := f.conn("new", allOf)
 			if p.opened != nodes {
 				f.t.Fatalf("the new connection got %d relays, want %d", p.opened, nodes)
 			}
 		}, nil},
-		{"a connection going down withdraws its spans in steps", func(f *fixture, src *Conn) {
+		{"a connection going down withdraws its spans in steps", func(f *fixture, src *Neighbor) {
 			f.e.ConnDown(src)
 		}, func(t *testing.T, f *fixture) {
 			f.wantStats(Stats{Conns: 3})
 		}},
-		{"a connection going down closes its relays in steps", func(f *fixture, _ *Conn) {
+		{"a connection going down closes its relays in steps", func(f *fixture, _ *Neighbor) {
 			_, c := f.conn("new", allOf)
 			f.e.holds, f.e.longest = 0, 0
 			f.e.ConnDown(c)
@@ -71,13 +71,13 @@ func TestConnectionsComingAndGoingReleaseTheEngineBetweenSteps(t *testing.T) {
 	}
 }
 
-// The work a call does is billed to the connection that caused it, for
+// The work a call does is billed to the neighbor that caused it, for
 // the daemon to charge that peer's budget (limits.link_rate).
 func TestTheWorkOfACallIsBilledToTheConnectionThatCausedIt(t *testing.T) {
 	f, src := bigTable(t, 100, 3)
 	src.TakeWork()
 	f.recv(src, rspan("fanned", 0, 0))
-	// One selection per connection (src's own included) and a relay on
+	// One selection per neighbor (src's own included) and a relay on
 	// each of the three others.
 	if got := src.TakeWork(); got != 4+3 {
 		t.Errorf("a span relayed to three connections billed %d units, want 7", got)
@@ -99,7 +99,7 @@ func TestTheWorkOfACallIsBilledToTheConnectionThatCausedIt(t *testing.T) {
 	}
 }
 
-// churnOnce brings a connection up, has it advertise spans and takes it
+// churnOnce brings a neighbor up, has it advertise spans and takes it
 // down again. Its peer is only touched under the engine's mutex.
 func churnOnce(e *Engine, id string, spans int) {
 	p := newPeer(id)
@@ -112,7 +112,7 @@ func churnOnce(e *Engine, id string, spans int) {
 	e.ConnDown(c)
 }
 
-// Connections churning side by side, each going up, sending spans and
+// Neighbors churning side by side, each going up, sending spans and
 // going down while the others' stepped calls run between their steps,
 // leave nothing behind.
 func TestConnectionsChurningConcurrentlyLeaveNothingBehind(t *testing.T) {

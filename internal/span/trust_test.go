@@ -169,7 +169,7 @@ func mustIndex(t *testing.T, name string) int {
 	return i
 }
 
-func bestOf(h *host, label string) *Link {
+func bestOf(h *host, label string) *Advert {
 	for _, nd := range h.eng.nodes {
 		if nd.key.label == label {
 			return nd.links[0]

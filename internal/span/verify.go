@@ -30,14 +30,14 @@ type Proof struct {
 // be verified never travels beside, or instead of, one that can.
 
 // trusted reports whether l counts as verified for ranking and selection.
-func (l *Link) trusted() bool {
+func (l *Advert) trusted() bool {
 	return l.proof.Verified && l.node != nil && l.proof.Seq >= l.node.maxSeq
 }
 
 // Verified reports whether l counts as verified: signed by a key pinned
 // for its node, with the node's newest sequence number. Call it with the
 // engine's mutex held (from a Peer method) or on a Snapshot instead.
-func (l *Link) Verified() bool { return l.trusted() }
+func (l *Advert) Verified() bool { return l.trusted() }
 
 // Proof returns what the daemon said of the advertisement a relay
 // carries: for our own, what Config.SignSelf made. It is for Peer.OpenSpan,
@@ -46,7 +46,7 @@ func (r *Relay) Proof() Proof { return r.link.proof }
 
 // SpanReceivedWith is SpanReceived for an advertisement whose signature
 // the daemon checked: p says what it found.
-func (e *Engine) SpanReceivedWith(c *Conn, msgid uint64, s dmsg.Span, p Proof) (*Link, error) {
+func (e *Engine) SpanReceivedWith(c *Neighbor, msgid uint64, s dmsg.Span, p Proof) (*Advert, error) {
 	if err := e.precheck(c); err != nil {
 		return nil, e.refuse(c, err)
 	}
@@ -55,7 +55,7 @@ func (e *Engine) SpanReceivedWith(c *Conn, msgid uint64, s dmsg.Span, p Proof) (
 	return e.spanReceived(c, msgid, s, p)
 }
 
-// hasTrusted reports whether the node has a trusted received link. Links
+// hasTrusted reports whether the node has a trusted received advertisement. Adverts
 // are ranked trusted first after our own, so the first received one
 // tells.
 func (n *node) hasTrusted() bool {
@@ -87,7 +87,7 @@ func (n *node) refreshTrust() bool {
 
 // sortLinks restores the node's link order after trust changed.
 func (n *node) sortLinks() {
-	slices.SortStableFunc(n.links, func(a, b *Link) int {
+	slices.SortStableFunc(n.links, func(a, b *Advert) int {
 		switch {
 		case a.before(b):
 			return -1
@@ -101,7 +101,7 @@ func (n *node) sortLinks() {
 // Reverify asks judge anew about every received advertisement, after the
 // keys the router pins changed: judge returns the Proof that now holds
 // (it is called under the engine's mutex and must not call the engine).
-// Nodes whose ranking changed are re-selected on every connection. It is
+// Nodes whose ranking changed are re-selected on every neighbor. It is
 // an operator action (a reload), so the full pass is acceptable. Relays
 // it closes free relay budget for those waiting, as any engine call does.
 func (e *Engine) Reverify(judge func(s dmsg.Span, old Proof) Proof) {

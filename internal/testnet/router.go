@@ -133,7 +133,7 @@ func (r *Router) LinkTo(label string) (string, error) {
 func (r *Router) Holds(label string) error {
 	for _, c := range r.Tree().Clusters {
 		for _, n := range c.Nodes {
-			if n.Label == label && len(n.Links) > 0 {
+			if n.Label == label && len(n.Adverts) > 0 {
 				return nil
 			}
 		}
