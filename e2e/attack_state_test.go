@@ -64,6 +64,29 @@ func (r *floodResult) add(o floodResult) {
 	r.closed += o.closed
 }
 
+// floodAnswered flushes what a flood wrote (unless writing failed: err)
+// and waits until the router has answered all sent requests, the link is
+// closed (its reader ends on done) or the attack stops, and returns what
+// the router did with them.
+func (e *attackEnv) floodAnswered(p *wirePeer, err error, sent int, accepted, refused *atomic.Int64, done <-chan error) floodResult {
+	if err == nil {
+		err = p.flush()
+	}
+	r := floodResult{sent: sent}
+	var readErr error
+	for readErr == nil && err == nil && int(accepted.Load()+refused.Load()) < sent && !e.stopping() {
+		select {
+		case readErr = <-done:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if closedByRouter(readErr) || closedByRouter(err) {
+		r.closed = 1
+	}
+	r.accepted, r.refused = int(accepted.Load()), int(refused.Load())
+	return r
+}
+
 // floodSpans advertises n distinct nodes from one link, reading (and
 // answering, so that keepalive holds) what the router sends, until every
 // span is answered or the link is closed. The link stays open until the
@@ -96,22 +119,7 @@ func floodSpans(e *attackEnv, from, prefix string, linkNo uint32, n int) floodRe
 	for ; sent < n && err == nil && !e.stopping(); sent++ {
 		err = p.write(sent%512 == 511, advertSpan(uint64(10+sent), fmt.Sprintf("%s-%d", prefix, sent), seqID(4, linkNo, uint32(sent)), 0))
 	}
-	if err == nil {
-		err = p.flush()
-	}
-	r := floodResult{sent: sent}
-	var readErr error
-	for readErr == nil && err == nil && int(accepted.Load()+refused.Load()) < sent && !e.stopping() {
-		select {
-		case readErr = <-done:
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	if closedByRouter(readErr) || closedByRouter(err) {
-		r.closed = 1
-	}
-	r.accepted, r.refused = int(accepted.Load()), int(refused.Load())
-	return r
+	return e.floodAnswered(p, err, sent, &accepted, &refused, done)
 }
 
 // holdWindow keeps what the attack built in place until the measured
@@ -196,20 +204,5 @@ func floodCircuits(e *attackEnv, from string, n int) floodResult {
 		m.MsgID = uint64(1000 + sent)
 		err = p.write(sent%512 == 511, m)
 	}
-	if err == nil {
-		err = p.flush()
-	}
-	r := floodResult{sent: sent}
-	var readErr error
-	for readErr == nil && err == nil && int(accepted.Load()+refused.Load()) < sent && !e.stopping() {
-		select {
-		case readErr = <-done:
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	if closedByRouter(readErr) || closedByRouter(err) {
-		r.closed = 1
-	}
-	r.accepted, r.refused = int(accepted.Load()), int(refused.Load())
-	return r
+	return e.floodAnswered(p, err, sent, &accepted, &refused, done)
 }
