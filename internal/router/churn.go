@@ -126,14 +126,14 @@ func (l *link) workSource() string {
 const yieldWork = 64
 
 // chargeWork takes the engine's bill for sc and charges it to the source,
-// and to the link itself when ownLink is set.
-func (l *link) chargeWork(sc *span.Neighbor, ownLink bool) {
+// and to the link itself when ownLink is set, and returns it.
+func (l *link) chargeWork(sc *span.Neighbor, ownLink bool) int {
 	if sc == nil {
-		return
+		return 0
 	}
 	n := sc.TakeWork()
 	if n <= 0 {
-		return
+		return 0
 	}
 	if ownLink {
 		l.conn.Spend(n)
@@ -142,6 +142,7 @@ func (l *link) chargeWork(sc *span.Neighbor, ownLink bool) {
 		runtime.Gosched()
 	}
 	l.r.work.charge(l.workSource(), n, linkRate(l.r.Config(), l.opts), time.Now())
+	return n
 }
 
 // awaitSourceTurn holds a new link's LNK_CONN while its source is in debt

@@ -189,7 +189,8 @@ func (l *link) connDown() {
 	l.mu.Unlock()
 	if sc != nil {
 		l.r.engine.ConnDown(sc)
-		l.chargeWork(sc, false) // its withdrawal: its source pays
+		work := l.chargeWork(sc, false) // its withdrawal: its source pays
+		l.r.memory.teardown(work)
 	}
 	if peer != nil {
 		l.r.mediaConnClosed(l, peer.MediaID)

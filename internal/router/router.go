@@ -81,6 +81,7 @@ type Router struct {
 
 	admit  admitter      // link admission counts (admit.go)
 	work   sourceWork    // engine work charged to each source (churn.go)
+	memory memoryReturn  // freed memory handed back after large teardowns (memreturn.go)
 	txPool *iocom.TxPool // transactions all peers hold open
 	quit   chan struct{} // closed when shutdown begins
 	failed chan error    // the first listener whose accept loop gave up: Serve stops with it
@@ -311,6 +312,7 @@ func (r *Router) shutdown() {
 	links := r.linkList()
 	r.mu.Unlock()
 	close(r.quit)
+	r.memory.stop()
 	for _, l := range ls {
 		l.Close()
 	}
