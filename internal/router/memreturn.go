@@ -8,13 +8,13 @@ import (
 
 // The Go runtime gives freed memory back to the system at its scavenger's
 // pace, which after a flood can leave a router's RSS hundreds of MiB above
-// what it holds for minutes. When a neighbor that held much of the span
-// tree goes down, the router returns the memory at once instead, a few
-// seconds after the last such teardown, so that a burst of them costs one
+// what it holds for minutes. When neighbors that held much of the span
+// tree go down, the router returns the memory at once instead, a few
+// seconds after the last teardown, so that a burst of them costs one
 // collection.
 
 // memoryReturnWork is the span engine work (units: a node selection, a
-// relay opened or closed) of one teardown worth returning memory for.
+// relay opened or closed) of the teardowns worth returning memory for.
 const memoryReturnWork = 16384
 
 // memoryReturnDelay is the quiet time after the last large teardown.
@@ -24,20 +24,21 @@ const memoryReturnDelay = 5 * time.Second
 // zero value is ready; release is debug.FreeOSMemory unless a test sets it.
 type memoryReturn struct {
 	mu      sync.Mutex
+	work    int // teardown work since the last return
 	timer   *time.Timer
 	stopped bool
 	release func()
 }
 
-// teardown notes a neighbor's teardown that did work units of engine work.
+// teardown notes a neighbor's teardown that did work units of engine
+// work; once the teardowns since the last return add up to
+// memoryReturnWork, a return follows the last of them.
 func (m *memoryReturn) teardown(work int) {
-	if work < memoryReturnWork {
-		return
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.work += work
 	switch {
-	case m.stopped:
+	case m.stopped, m.work < memoryReturnWork:
 	case m.timer == nil:
 		m.timer = time.AfterFunc(memoryReturnDelay, m.fire)
 	default:
@@ -47,7 +48,7 @@ func (m *memoryReturn) teardown(work int) {
 
 func (m *memoryReturn) fire() {
 	m.mu.Lock()
-	m.timer = nil
+	m.timer, m.work = nil, 0
 	stopped, release := m.stopped, m.release
 	m.mu.Unlock()
 	if stopped {
