@@ -87,8 +87,21 @@ func TestTheReaderStopsWhileRepliesExceedTheBudget(t *testing.T) {
 	conn := startConn(t, x, iocom.Config{ID: "paused", QueueBytes: budget, SlowConsumerGrace: -1,
 		KeepaliveInterval: -1, KeepaliveTimeout: -1})
 	flood(t, y, ping)
-	waitUntil(t, "the answers fill the budget", func() bool { return conn.QueuedBytes() > budget })
-	read := conn.Stats().RxMsgs
+	// The writer may take a first batch of answers off the budget while
+	// it blocks on the pipe, letting the reader read once more: wait
+	// until the answers are over budget and the reader has settled.
+	var read uint64
+	var since time.Time
+	waitUntil(t, "the answers fill the budget and the reader stops", func() bool {
+		if conn.QueuedBytes() <= budget {
+			return false
+		}
+		if now := conn.Stats().RxMsgs; now != read || since.IsZero() {
+			read, since = now, time.Now()
+			return false
+		}
+		return time.Since(since) >= 50*time.Millisecond
+	})
 	// An observation window, not a synchronisation: nothing may be read
 	// in it.
 	time.Sleep(100 * time.Millisecond)
