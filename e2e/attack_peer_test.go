@@ -129,7 +129,7 @@ func closedByRouter(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-// Messages, built as PROTOCOL.md section 2 lays them out.
+// Messages, built as docs/PROTOCOL.md section 2 lays them out.
 
 // seqID returns a node id made of kind and two counters, so floods need
 // not hash a label per span.
@@ -191,7 +191,7 @@ func answer(msgid uint64, flags, code uint32) *dmsg.Msg {
 }
 
 // politeness is the book a well-behaved peer keeps on the transactions
-// the router opens on it, so that it answers each as PROTOCOL.md 3 asks:
+// the router opens on it, so that it answers each as docs/PROTOCOL.md 3 asks:
 // LNK_CONNs are acknowledged and kept open (or refused, for a shell
 // client), every DELETE is answered.
 type politeness struct {

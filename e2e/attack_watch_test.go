@@ -280,7 +280,7 @@ func (w *watcher) treeStats(from, to time.Time) treeStats {
 // errShellEnded reports a shell link the router closed before the answer.
 var errShellEnded = errors.New("the router closed the shell link before the prompt")
 
-// shellRun connects to a router's shell as `dmsgd tree` does (PROTOCOL.md
+// shellRun connects to a router's shell as `dmsgd tree` does (docs/PROTOCOL.md
 // section 7: its own LNK_CONN, the router's refused, an empty DBG_SHELL for
 // the prompt), runs line and returns its output and how long it took from
 // connecting to the prompt after the output.

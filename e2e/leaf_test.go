@@ -13,7 +13,7 @@ import (
 )
 
 // leaf is a DMSG client written against the wire protocol alone: an
-// encoder, a decoder and the few rules of PROTOCOL.md a leaf needs. It
+// encoder, a decoder and the few rules of docs/PROTOCOL.md a leaf needs. It
 // speaks to a router the way an independent implementation would. Unless
 // it offers per-circuit flow control (leafOptions.window), it is a peer
 // without it, as libdmsg or an older dmsgd is.
@@ -25,7 +25,7 @@ type leaf struct {
 	bw   *bufio.Writer
 	enc  *dmsg.Encoder
 
-	// Per-circuit flow control (PROTOCOL.md 11.2), with opts.window: the
+	// Per-circuit flow control (docs/PROTOCOL.md 11.2), with opts.window: the
 	// credit left on each circuit and what was handed to data but not yet
 	// granted back, both keyed by the circuit as the router names it.
 	fmu      sync.Mutex

@@ -11,7 +11,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
-// Per-circuit flow control (PROTOCOL.md 11.2) between real daemons.
+// Per-circuit flow control (docs/PROTOCOL.md 11.2) between real daemons.
 
 // leafWindow is the window the flow-controlled test leaves grant: the
 // smallest a LNK_CONN may offer.

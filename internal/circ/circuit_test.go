@@ -265,7 +265,7 @@ func TestCircuitFiveRoutersOrder(t *testing.T) {
 
 // TestCircuitIDRewriting follows a circuit through three routers: each
 // router lists it with the link and circuit id of each side, the ids
-// chain hop to hop, the JSON dump has the INTERFACE.md fields, and on the
+// chain hop to hop, the JSON dump has the docs/INTERFACE.md fields, and on the
 // wire between two routers (tapped) the circuit id is rewritten and
 // REVCIRC set exactly in the direction toward the router that opened it,
 // while msgid, cmd, error and aux pass through untouched.

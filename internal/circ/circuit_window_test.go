@@ -14,7 +14,7 @@ import (
 )
 
 // These tests run circuits between leaves that speak CIRC_WINDOW
-// (PROTOCOL.md 11.2), the default of a test leaf.
+// (docs/PROTOCOL.md 11.2), the default of a test leaf.
 
 func withCircuitWindow(window int) routerOption {
 	return func(c *config.Config) { c.Limits.CircuitWindow = config.ByteSize(window) }

@@ -1,4 +1,4 @@
-// Package circ owns virtual circuits as a router relays them (PROTOCOL.md
+// Package circ owns virtual circuits as a router relays them (docs/PROTOCOL.md
 // section 5): setting a circuit up hop by hop from the span a LNK_CIRC
 // targets, the per-link circuit tables, forwarding every message of a
 // circuit with its circuit id rewritten, per-circuit flow control, and
@@ -13,7 +13,7 @@
 // Forwarding runs on the reader goroutine of the arriving link and takes
 // only that link's table lock (a read lock): never the span engine's
 // cluster mutex. Flow control is per circuit, hop and direction (flow.go,
-// PROTOCOL.md 11.2): a router forwards within the credit the next hop
+// docs/PROTOCOL.md 11.2): a router forwards within the credit the next hop
 // granted, holds the rest in the circuit and grants upstream as it writes
 // downstream, so a stalled circuit never holds up its links; toward and
 // from links without the extension it keeps DMSG's old backpressure on

@@ -12,7 +12,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
-// Per-circuit flow control as a router relays it (PROTOCOL.md 11.2).
+// Per-circuit flow control as a router relays it (docs/PROTOCOL.md 11.2).
 //
 // Each direction of a circuit is a flow: messages arrive at one end and
 // leave at the other. Upstream, on a link with CIRC_WINDOW, the router

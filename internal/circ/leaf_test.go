@@ -219,7 +219,7 @@ func (l *leaf) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	switch dmsg.Base(m.Cmd) {
 	case dmsg.LnkConn, dmsg.LnkConnV2:
 		// Both LNK_CONNs known: flow control is in force when both name
-		// it (PROTOCOL.md 11.1), before any circuit can exist.
+		// it (docs/PROTOCOL.md 11.1), before any circuit can exist.
 		if rc, err := m.Conn(); err == nil && dmsg.Base(m.Cmd) == dmsg.LnkConn && l.ourConn.Shared(&rc, dmsg.CapCircWindow) {
 			l.conn.SetCircWindows(int(l.ourConn.CircWindow), int(rc.CircWindow))
 		}

@@ -27,7 +27,7 @@ const (
 // Config configures a Switch.
 type Config struct {
 	// QueueBytes bounds, per circuit and direction, what a router holds
-	// for a link without CIRC_WINDOW (PROTOCOL.md 11.2): the window of a
+	// for a link without CIRC_WINDOW (docs/PROTOCOL.md 11.2): the window of a
 	// legacy next hop, the backlog of a legacy sender. DefaultQueueBytes
 	// when 0.
 	QueueBytes int
@@ -75,7 +75,7 @@ type NextHop struct {
 	Local     bool   // the span is this router's own advertisement
 	// NoCircuits says the next hop cannot carry circuits: it speaks the
 	// libdmsg 2014+ form of the protocol, which has no LNK_CIRC
-	// (PROTOCOL.md section 10). The LNK_CIRC is refused with CANTCIRC
+	// (docs/PROTOCOL.md section 10). The LNK_CIRC is refused with CANTCIRC
 	// here and nothing is sent toward it.
 	NoCircuits bool
 }

@@ -166,7 +166,7 @@ type Copy struct {
 }
 
 // VolConf configures the outbound links peers ask for with LNK_VOLCONF
-// (PROTOCOL.md section 6): a LNK_VOLCONF makes the router connect where
+// (docs/PROTOCOL.md section 6): a LNK_VOLCONF makes the router connect where
 // it says, so it is obeyed only from the links From admits.
 type VolConf struct {
 	// From says which links' LNK_VOLCONF messages are obeyed: a
@@ -177,7 +177,7 @@ type VolConf struct {
 }
 
 // ConnForm is the LNK_CONN form a router sends on an outbound link
-// (PROTOCOL.md section 10).
+// (docs/PROTOCOL.md section 10).
 type ConnForm string
 
 const (
@@ -239,14 +239,14 @@ type Limits struct {
 	QueueBytesPerLink  ByteSize `mapstructure:"queue_bytes_per_link"`
 	// CircuitQueueBytes is per circuit, per router: what the router holds
 	// of a circuit toward, or from, a link without per-circuit flow
-	// control (PROTOCOL.md 11.2).
+	// control (docs/PROTOCOL.md 11.2).
 	CircuitQueueBytes ByteSize `mapstructure:"circuit_queue_bytes"`
 	// CircuitStall is how long a circuit may wait with a zero window (or
 	// stay full toward a link without flow control) before it is aborted.
 	CircuitStall time.Duration `mapstructure:"circuit_stall"`
 	// CircuitWindow is the window the router grants per circuit and
 	// direction on links with per-circuit flow control: the circ_window
-	// of its LNK_CONN (PROTOCOL.md 11.2).
+	// of its LNK_CONN (docs/PROTOCOL.md 11.2).
 	CircuitWindow ByteSize `mapstructure:"circuit_window"`
 	// CircuitMemory bounds what all relayed circuits together may make
 	// the router hold; a circuit that does not fit is refused.

@@ -68,7 +68,7 @@ func (b ByteSize) String() string {
 	}
 }
 
-// PeerType is a DMSG peer type (PROTOCOL.md 2.5), 0..MaxPeerType.
+// PeerType is a DMSG peer type (docs/PROTOCOL.md 2.5), 0..MaxPeerType.
 type PeerType uint8
 
 // Named peer types.

@@ -470,7 +470,7 @@ func readmeSpan(t *testing.T, cell string) (dmsg.Span, []byte) {
 }
 
 // wireUUID converts DragonFly's struct uuid bytes to a uuid.UUID
-// (PROTOCOL.md 1.5: the first three fields are little-endian on the wire).
+// (docs/PROTOCOL.md 1.5: the first three fields are little-endian on the wire).
 func wireUUID(b []byte) uuid.UUID {
 	var u uuid.UUID
 	copy(u[:], b)

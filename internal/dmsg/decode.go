@@ -224,7 +224,7 @@ func (d *Decoder) checkAux(buf []byte) error {
 	if got := CRC(buf); got != d.cur.AuxCRC {
 		return fmt.Errorf("%w in %s: got %#08x, header says %#08x", ErrAuxCRC, CmdString(d.cur.Cmd), got, d.cur.AuxCRC)
 	}
-	// aux_crc is defined over the aux data padded with zeros (PROTOCOL.md
+	// aux_crc is defined over the aux data padded with zeros (docs/PROTOCOL.md
 	// 1.4). Msg.Aux drops the padding, so a message accepted with nonzero
 	// padding that its CRC covers would re-encode with a wrong aux_crc.
 	if pad := buf[d.cur.AuxBytes:]; !bytes.Equal(pad, zeroPad[:len(pad)]) {

@@ -16,14 +16,14 @@ import (
 type intAt struct{ off, size int }
 
 // baseInts are the integers of the base header after the magic
-// (PROTOCOL.md 1.1); hdr_crc is written separately.
+// (docs/PROTOCOL.md 1.1); hdr_crc is written separately.
 var baseInts = []intAt{
 	{0x02, 2}, {0x04, 4}, {0x08, 8}, {0x10, 8}, {0x18, 8}, {0x20, 4},
 	{0x24, 4}, {0x28, 4}, {0x2C, 4}, {0x30, 8}, {0x38, 4},
 }
 
 // extIntsOf lists the integers of each extended header, from the tables of
-// PROTOCOL.md sections 2.1 to 2.4, 10, 11.1 and 11.2. UUIDs, labels, u8 fields and the
+// docs/PROTOCOL.md sections 2.1 to 2.4, 10, 11.1 and 11.2. UUIDs, labels, u8 fields and the
 // opaque span media are byte arrays.
 var extIntsOf = map[uint32][]intAt{
 	dmsg.LnkConn:    {{0x70, 8}, {0x7A, 2}, {0x7C, 4}, {0x80, 4}, {0x84, 4}, {0x88, 4}, {0xC0, 8}},
@@ -49,7 +49,7 @@ func swapAt(b []byte, f intAt) {
 // bigEndian rewrites one little-endian message as a big-endian sender would
 // have sent it: magic bytes 48 32, every integer of the base and extended
 // headers byte-swapped, and hdr_crc computed over the bytes as sent and
-// stored big-endian (PROTOCOL.md 1.2). Aux data is not touched.
+// stored big-endian (docs/PROTOCOL.md 1.2). Aux data is not touched.
 func bigEndian(le []byte) []byte {
 	b := bytes.Clone(le)
 	cmd := binary.LittleEndian.Uint32(b[0x20:])

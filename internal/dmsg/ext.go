@@ -18,7 +18,7 @@ const (
 	VolConfSize = 512
 )
 
-// Peer types (PROTOCOL.md 2.5).
+// Peer types (docs/PROTOCOL.md 2.5).
 const (
 	PeerNone    uint8 = 0
 	PeerRouter  uint8 = 1

@@ -10,7 +10,7 @@ import (
 const LabelSize = 128
 
 // putUUID writes u (RFC 4122 byte order) as DragonFly's struct uuid: the
-// first three fields little-endian (PROTOCOL.md 1.5).
+// first three fields little-endian (docs/PROTOCOL.md 1.5).
 func putUUID(b []byte, u uuid.UUID) {
 	b[0], b[1], b[2], b[3] = u[3], u[2], u[1], u[0]
 	b[4], b[5] = u[5], u[4]

@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// Framing constants of PROTOCOL.md section 1.
+// Framing constants of docs/PROTOCOL.md section 1.
 const (
 	Magic        = 0x4832 // "H2", sender has our (little-endian) byte order
 	MagicSwapped = 0x3248 // sender is opposite-endian
@@ -17,7 +17,7 @@ const (
 	MaxHeaderUnits = MaxHeaderSize / Align
 )
 
-// Flags of the cmd field (PROTOCOL.md 1.3).
+// Flags of the cmd field (docs/PROTOCOL.md 1.3).
 const (
 	FlagCreate   uint32 = 0x80000000
 	FlagDelete   uint32 = 0x40000000
@@ -44,7 +44,7 @@ const (
 	ProtoVOP uint32 = 0x00600000
 )
 
-// Base commands (protocol | command | size) of PROTOCOL.md section 2.
+// Base commands (protocol | command | size) of docs/PROTOCOL.md section 2.
 const (
 	LnkPad      uint32 = 0x00000001
 	LnkPing     uint32 = 0x00000101
@@ -59,7 +59,7 @@ const (
 	lnkConnBase uint32 = 0x00001100 // LNK_CONN command number, any size
 )
 
-// Error codes (PROTOCOL.md section 8). 0x00..0x1F are local link errors.
+// Error codes (docs/PROTOCOL.md section 8). 0x00..0x1F are local link errors.
 const (
 	ErrNone     uint32 = 0x00
 	ErrNoSupp   uint32 = 0x20

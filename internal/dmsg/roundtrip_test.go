@@ -269,7 +269,7 @@ func TestEveryMessageTypeSurvivesAnEncoderDecoderRoundTrip(t *testing.T) {
 	}
 }
 
-// paddedCRC is aux_crc computed the way PROTOCOL.md 1.4 defines it.
+// paddedCRC is aux_crc computed the way docs/PROTOCOL.md 1.4 defines it.
 func paddedCRC(aux []byte) uint32 {
 	if len(aux) == 0 {
 		return 0
@@ -351,7 +351,7 @@ func TestLabelsAreTruncatedTo127Bytes(t *testing.T) {
 }
 
 func TestUUIDsTravelInDragonFlyByteOrder(t *testing.T) {
-	// PROTOCOL.md 1.5.
+	// docs/PROTOCOL.md 1.5.
 	wire := []byte{0x44, 0x33, 0x22, 0x11, 0x66, 0x55, 0x88, 0x77, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0x00}
 	u := uuid.MustParse("11223344-5566-7788-99aa-bbccddeeff00")
 	for _, tc := range []struct {

@@ -35,7 +35,7 @@ const (
 // version 1.
 var signedMagic = [4]byte{'D', 'S', 'A', '1'}
 
-// Record offsets (PROTOCOL.md 11.3).
+// Record offsets (docs/PROTOCOL.md 11.3).
 const (
 	sigMagic     = 0x000
 	sigReserved  = 0x004

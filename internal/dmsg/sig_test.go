@@ -153,7 +153,7 @@ func TestASignedAdvertisementOfTheWrongShapeDoesNotParse(t *testing.T) {
 	}
 }
 
-// The byte layout of PROTOCOL.md 11.3, field by field.
+// The byte layout of docs/PROTOCOL.md 11.3, field by field.
 func TestTheSignedAdvertisementLayout(t *testing.T) {
 	o, a := testKey(0), testKey(1)
 	s := nodeSpan("node-o")

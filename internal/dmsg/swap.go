@@ -10,7 +10,7 @@ type intField struct {
 // extInts lists the integer fields of each known extended header, so that a
 // message from an opposite-endian sender can be brought to our byte order
 // once, in the Decoder. UUIDs, labels and byte fields are never swapped
-// (PROTOCOL.md 1.2). Commands not listed carry no integers past the base
+// (docs/PROTOCOL.md 1.2). Commands not listed carry no integers past the base
 // header, or are opaque to dmsgd and are relayed as received.
 var extInts = map[uint32][]intField{
 	LnkConn: {

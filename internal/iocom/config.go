@@ -10,7 +10,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/ratelog"
 )
 
-// Defaults of PROTOCOL.md 3.2 and the config file's limits.
+// Defaults of docs/PROTOCOL.md 3.2 and the config file's limits.
 const (
 	DefaultKeepaliveInterval = time.Second
 	DefaultKeepaliveTimeout  = 10 * time.Second

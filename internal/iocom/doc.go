@@ -1,6 +1,6 @@
 // Package iocom owns one DMSG link: the framing I/O over a byte stream, the
 // outbound queue and its batching writer, the transaction state machine
-// (PROTOCOL.md section 3) scoped per circuit, keepalive, and link loss.
+// (docs/PROTOCOL.md section 3) scoped per circuit, keepalive, and link loss.
 //
 // A Link runs exactly two goroutines: a reader that decodes frames, runs the
 // state machine and calls handlers, and a writer that drains the outbound
@@ -18,7 +18,7 @@
 // The outbound queue has a control class, written first, and a class for
 // circuit data (queue.go), so that the link's own traffic never waits
 // behind circuits. With per-circuit flow control in force (window.go,
-// PROTOCOL.md 11.2) a circuit scope sends within the credit its peer
+// docs/PROTOCOL.md 11.2) a circuit scope sends within the credit its peer
 // granted and grants credit as its handlers take messages in; a router
 // keeps a relayed circuit's messages that do not fit its next hop's
 // credit in a Hold (hold.go) and queues them as credit arrives.

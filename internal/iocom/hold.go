@@ -5,7 +5,7 @@ import (
 )
 
 // A router forwards a circuit's messages toward the next hop only within
-// the credit that hop granted (PROTOCOL.md 11.2); what does not fit waits
+// the credit that hop granted (docs/PROTOCOL.md 11.2); what does not fit waits
 // in the circuit, in a Hold, instead of in the link's queue, where it
 // would sit in front of every other circuit. The Hold is the relay path's
 // pending queue: frames are copied into it once, from the reader's

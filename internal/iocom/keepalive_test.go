@@ -12,7 +12,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
-// Short keepalive settings for tests (PROTOCOL.md 3.2 uses 1 s and 10 s).
+// Short keepalive settings for tests (docs/PROTOCOL.md 3.2 uses 1 s and 10 s).
 // Tests that a link stays up use a longer timeout, staysUpTimeout, and
 // watch it for one and a half timeouts: the timeout must be long against
 // the stalls a loaded 2-core machine running -race imposes on the whole

@@ -10,7 +10,7 @@ import "github.com/dmsgd/dmsgd/internal/dmsg"
 //     and LNK_CREDIT, which carries no data and must never wait for it;
 //   - data: every message inside a circuit, relayed or our own, and the
 //     LNK_CIRC messages that carry DELETE, which must not overtake the
-//     data of the circuit they close (PROTOCOL.md 11.2).
+//     data of the circuit they close (docs/PROTOCOL.md 11.2).
 //
 // Each class is kept in order. The writer takes all control messages
 // first, then data up to dataBatchMax bytes per batch (takeBatchLocked),

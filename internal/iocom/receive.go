@@ -68,7 +68,7 @@ func (c *Link) readOne() error {
 }
 
 // rxStream is what the reader decodes from. With a keepalive timeout it
-// implements the dead-link check of PROTOCOL.md 3.2: a link on which no
+// implements the dead-link check of docs/PROTOCOL.md 3.2: a link on which no
 // whole message arrives for that long fails with a *DeadLinkError. Bytes
 // alone do not count, so a peer that trickles a byte now and then, never
 // finishing a message, cannot hold the link (and its slot) forever.

@@ -320,7 +320,7 @@ func (c *Link) writeOne(enc *dmsg.Encoder, o *outMsg, debug bool) (int, int, err
 	return size, 1, nil
 }
 
-// keepalive implements the sending half of PROTOCOL.md 3.2 from the writer
+// keepalive implements the sending half of docs/PROTOCOL.md 3.2 from the writer
 // goroutine: a LNK_PING after an idle interval. The dead-link check is the
 // reader's (rxStream).
 type keepalive struct {

@@ -13,7 +13,7 @@ import (
 // framing, hand-sealed frames) and decodes what the Link writes on the
 // other, so every flag on the wire is the test's choice or the Link's.
 
-// Wire values from PROTOCOL.md section 3 and the C captures.
+// Wire values from docs/PROTOCOL.md section 3 and the C captures.
 const (
 	ackReply    = 0xa80fff01 // LNK_ERROR|CREATE|REPLY|REVTRANS: accepted, left open
 	closeReply  = 0x680fff01 // LNK_ERROR|DELETE|REPLY|REVTRANS: closing a peer's transaction

@@ -61,7 +61,7 @@ func (s *Scope) remove(tx *Tx) {
 	s.conn.releaseTxLocked(tx)
 }
 
-// ProtocolError is a peer's violation of PROTOCOL.md section 3. It closes
+// ProtocolError is a peer's violation of docs/PROTOCOL.md section 3. It closes
 // the link it arrived on and nothing else.
 type ProtocolError struct {
 	Reason  string

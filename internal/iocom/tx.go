@@ -134,7 +134,7 @@ func (c *Link) Open(m *dmsg.Msg, h TxHandler) (*Tx, error) {
 // the link's writer goroutine is about to encode it, outside every lock
 // of the caller and of the link (a relaying reader leaves a queue holding
 // one to the writer): work too slow to do while queueing (signing a
-// relayed advertisement, PROTOCOL.md 11.3) is done there, in the order
+// relayed advertisement, docs/PROTOCOL.md 11.3) is done there, in the order
 // the messages were queued. finish may fill m.Aux in place but not
 // change its length, which the queue has charged, and must not seal it
 // (SetAux): its CRC is computed as it is encoded. A message dropped with

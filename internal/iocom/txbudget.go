@@ -13,7 +13,7 @@ import (
 //
 // Every transaction the peer opens costs the router state until the peer
 // closes it: the state machine must remember it to accept the peer's
-// later DELETE, also after refusing it (PROTOCOL.md 3). So each CREATE is
+// later DELETE, also after refusing it (docs/PROTOCOL.md 3). So each CREATE is
 // charged before its state is allocated, in every circuit scope, refused
 // or not, and released when the transaction is finished or its link or
 // circuit is lost.

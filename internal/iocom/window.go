@@ -7,7 +7,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
-// Per-circuit flow control at a circuit's end (PROTOCOL.md 11.2). When the
+// Per-circuit flow control at a circuit's end (docs/PROTOCOL.md 11.2). When the
 // router has put CIRC_WINDOW in force on a link (SetCircWindows), every
 // circuit scope opened afterwards keeps two windows:
 //

@@ -14,7 +14,7 @@ import (
 )
 
 // These tests cover the outbound queue's classes and per-circuit flow
-// control at a circuit's end and in the relay path (PROTOCOL.md 11.2).
+// control at a circuit's end and in the relay path (docs/PROTOCOL.md 11.2).
 
 // TestControlDoesNotWaitBehindCircuitData: with megabytes of circuit data
 // queued toward a peer that has not read yet, a ping queued after them

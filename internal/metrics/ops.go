@@ -175,7 +175,7 @@ func (m *Metrics) PeerSeriesOverflow() {
 }
 
 // ErrorReason names a DMSG error code for a reason label: the lower-case
-// name of PROTOCOL.md section 8 (lostlink, cantcirc, ...), "closed" for 0
+// name of docs/PROTOCOL.md section 8 (lostlink, cantcirc, ...), "closed" for 0
 // and "other" for any other code, so that a peer cannot mint series.
 func ErrorReason(code uint32) string {
 	if code == 0 {

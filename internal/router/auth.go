@@ -19,7 +19,7 @@ import (
 
 // This file holds who may do what through a link: the shell authorization
 // rule applied to the link's commands (docs/INTERFACE.md), the identity a
-// link's peer may claim for its own advertisements (PROTOCOL.md 11.3), and
+// link's peer may claim for its own advertisements (docs/PROTOCOL.md 11.3), and
 // what a reload of tls.peers does to the links already up.
 
 // Kinds of the rate-limited trust events (ratelog kinds are constants).

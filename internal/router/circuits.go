@@ -39,7 +39,7 @@ func (r *Router) resolveCircuit(on *circ.Table, spanMsgID uint64) (circ.NextHop,
 
 // carriesCircuits reports whether LNK_CIRC may be sent on the link: not
 // when the peer spoke the libdmsg 2014+ LNK_CONN (0x1106), whose protocol
-// has no LNK_CIRC (PROTOCOL.md section 10); that service dies on one.
+// has no LNK_CIRC (docs/PROTOCOL.md section 10); that service dies on one.
 func (l *link) carriesCircuits() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()

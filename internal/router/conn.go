@@ -10,7 +10,7 @@ import (
 )
 
 // ourConn is the LNK_CONN this router sends: its identity, filters that
-// ask for every span, and the extensions it speaks (PROTOCOL.md 11.1):
+// ask for every span, and the extensions it speaks (docs/PROTOCOL.md 11.1):
 // per-circuit flow control with the window limits.circuit_window.
 func (r *Router) ourConn() dmsg.Conn {
 	cfg := r.Config()
@@ -29,7 +29,7 @@ func (r *Router) ourConn() dmsg.Conn {
 
 // sendConn opens our LNK_CONN, in the dmsgd form first or in the libdmsg
 // 2014+ form after a fallback or when the target's conn_form says so
-// (PROTOCOL.md section 10).
+// (docs/PROTOCOL.md section 10).
 func (l *link) sendConn(v2 bool) {
 	c := l.r.ourConn()
 	c.Caps |= l.ourCaps()
@@ -42,13 +42,13 @@ func (l *link) sendConn(v2 bool) {
 	l.mu.Unlock()
 	if v2 {
 		// The libdmsg form carries no extension: none is in force on the
-		// link any more (PROTOCOL.md 11.1).
+		// link any more (docs/PROTOCOL.md 11.1).
 		l.conn.SetCircWindows(0, 0)
 	}
 }
 
 // setCircWindows puts per-circuit flow control in force on the link when
-// both LNK_CONNs name it (PROTOCOL.md 11.1, 11.2), before the peer's
+// both LNK_CONNs name it (docs/PROTOCOL.md 11.1, 11.2), before the peer's
 // LNK_CONN lets any span, and so any circuit, exist on the link.
 func (l *link) setCircWindows(peer *dmsg.Conn, peerV2 bool) {
 	l.mu.Lock()

@@ -39,7 +39,7 @@ func TestTheRouterSendsItsDmsgdFormLNKCONNFirst(t *testing.T) {
 	}
 }
 
-// PROTOCOL.md section 10: a peer that shows it speaks only the libdmsg
+// docs/PROTOCOL.md section 10: a peer that shows it speaks only the libdmsg
 // form gets our LNK_CONN again in that form under a new msgid, and a
 // refusal of that form is final.
 func TestTheLNKCONNExchangeFallsBackToTheLibdmsgFormOnce(t *testing.T) {
@@ -243,7 +243,7 @@ func withConnForm(f config.ConnForm) routerOption {
 	}
 }
 
-// PROTOCOL.md section 10 lets a target force either LNK_CONN form.
+// docs/PROTOCOL.md section 10 lets a target force either LNK_CONN form.
 func TestATargetsConnFormForcesTheLNKCONNForm(t *testing.T) {
 	t.Run("libdmsg sends the 0x1106 form from the start", func(t *testing.T) {
 		addr, accept := listenRaw(t)

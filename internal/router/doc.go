@@ -13,5 +13,5 @@
 // none of the others may take: iocom must not know about spans, the span
 // engine must not know about sockets, and the shell only renders what it
 // is handed. The router owns no protocol logic of its own beyond that
-// wiring and the LNK_CONN exchange (PROTOCOL.md 4.1 and 10).
+// wiring and the LNK_CONN exchange (docs/PROTOCOL.md 4.1 and 10).
 package router

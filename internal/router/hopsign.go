@@ -10,7 +10,7 @@ import (
 )
 
 // A relay of a signed advertisement carries our hop to the link's peer
-// (PROTOCOL.md 11.3): an Ed25519 signature, by our key, of the record and
+// (docs/PROTOCOL.md 11.3): an Ed25519 signature, by our key, of the record and
 // the peer's key. It is made by the link's writer as the relay leaves
 // (signRelay, iocom's OpenFinished), never under the span engine's mutex:
 // a link coming up is sent every record held at once, and signing them

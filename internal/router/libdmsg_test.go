@@ -87,7 +87,7 @@ func openCircuit(t *testing.T, l *leaf, spanID uint64) func() uint32 {
 	}
 }
 
-// PROTOCOL.md section 10: the libdmsg 2014+ service has no LNK_CIRC. A
+// docs/PROTOCOL.md section 10: the libdmsg 2014+ service has no LNK_CIRC. A
 // circuit toward a span it advertised is refused with CANTCIRC by the
 // router next to it, whether the LNK_CIRC comes from a leaf of that
 // router or through another router, and `@node` does not try; nothing

@@ -12,7 +12,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
-// LNK_VOLCONF (PROTOCOL.md section 6): a copy slot naming span:<host>
+// LNK_VOLCONF (docs/PROTOCOL.md section 6): a copy slot naming span:<host>
 // makes the router keep an outbound link there while the LNK_CONN that
 // sent it is open. The media is the LNK_CONN's, as in the reference
 // implementation, whatever media id the VOLCONF itself carries.

@@ -41,7 +41,7 @@ const (
 	downTargetRemoved = "target_removed"    // an outbound target no longer wanted
 	downSelfLink      = "self_link"         // the peer is this router itself
 	downKeepalive     = "keepalive_timeout" // nothing received for keepalive.timeout
-	downProtocol      = "protocol_error"    // the peer broke PROTOCOL.md section 3
+	downProtocol      = "protocol_error"    // the peer broke docs/PROTOCOL.md section 3
 	downFraming       = "framing_error"     // bad magic, CRC, sequence or sizes (section 1)
 	downInternalError = "internal_error"    // a panic in link code
 	downFlood         = "limit"             // the peer kept going past a limit's refusals

@@ -131,7 +131,7 @@ func (r *Router) runRemote(ctx context.Context, via *link, spanID uint64, line s
 	// may refuse the circuit at once, and its answer, handled on the
 	// link's reader, must find the scope to close and must not close it
 	// before the command is in. A circuit may carry data before it is
-	// accepted (PROTOCOL.md section 5); on a refused one it is dropped.
+	// accepted (docs/PROTOCOL.md section 5); on a refused one it is dropped.
 	rc.mu.Lock()
 	tx, err := conn.Open(dmsg.NewCircMsg(0, &dmsg.Circ{Target: spanID}), rc.circMsg)
 	if err != nil {

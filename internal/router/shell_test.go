@@ -251,7 +251,7 @@ func TestALibdmsgShellClientSeesWhatTheCServiceShowed(t *testing.T) {
 }
 
 // The dmsgd shell client (dmsgd tree / dmsgd shell) over the shell socket:
-// `tree json` is the INTERFACE.md document, `tree` the section 7 text,
+// `tree json` is the docs/INTERFACE.md document, `tree` the section 7 text,
 // `ping` answers asynchronously.
 func TestTheDmsgdShellClientGetsTheTreeAsJSONAndText(t *testing.T) {
 	r := newRouter(t, "r")
@@ -272,7 +272,7 @@ func TestTheDmsgdShellClientGetsTheTreeAsJSONAndText(t *testing.T) {
 	dec := json.NewDecoder(strings.NewReader(out))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&tr); err != nil {
-		t.Fatalf("tree json does not decode as the INTERFACE.md document: %v\n%s", err, out)
+		t.Fatalf("tree json does not decode as the docs/INTERFACE.md document: %v\n%s", err, out)
 	}
 	if tr.Node != (shell.Self{Label: "r", ID: r.nodeID(), Rnss: r.rnss()}) {
 		t.Errorf("node = %+v", tr.Node)
@@ -311,7 +311,7 @@ func TestTheDmsgdShellClientGetsTheTreeAsJSONAndText(t *testing.T) {
 	}
 }
 
-// checkTreeJSONSchema checks that every key INTERFACE.md documents is
+// checkTreeJSONSchema checks that every key docs/INTERFACE.md documents is
 // present, with lists rendered as lists (never null).
 func checkTreeJSONSchema(t *testing.T, b []byte) {
 	t.Helper()

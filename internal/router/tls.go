@@ -19,7 +19,7 @@ import (
 
 // tlsConfig builds the TLS 1.3 configuration of every tls:// listener and
 // span+tls: target: our certificate, and peers authenticated by pinning
-// their Ed25519 public keys (PROTOCOL.md section 9). No CA is involved:
+// their Ed25519 public keys (docs/PROTOCOL.md section 9). No CA is involved:
 // keygen's certificates are self-signed and the pins are the trust. pins
 // is asked at every handshake, so a reloaded tls.peers applies to the
 // listeners already bound.

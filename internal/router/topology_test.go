@@ -16,7 +16,7 @@ import (
 
 // Two linked routers: each holds the other's advertisement at dist 0 over
 // the link and its own at dist 0 via local; its own is relayed to the
-// other (PROTOCOL.md 4.3), the other's is not relayed back where it came
+// other (docs/PROTOCOL.md 4.3), the other's is not relayed back where it came
 // from (rule 2). The relay msgid one side shows is the msgid the other
 // side holds the span under.
 func TestTwoLinkedRoutersHoldEachOtherAtDistZeroAndRelayOnlyThemselves(t *testing.T) {
@@ -165,7 +165,7 @@ func TestALeafSpanCrossesALineOfFourAndIsWithdrawnEverywhere(t *testing.T) {
 	}
 }
 
-// The LNK_CONN filters of PROTOCOL.md 4.3, end to end: what a leaf
+// The LNK_CONN filters of docs/PROTOCOL.md 4.3, end to end: what a leaf
 // receives depends on its peer_mask, pfs_mask and, against spans of its
 // own peer type only, its pfs_clid and cl_label.
 func TestALeafReceivesOnlyTheSpansItsLNKCONNFiltersLetThrough(t *testing.T) {
@@ -372,7 +372,7 @@ func TestAPeerIsNotOfferedItsOwnAdvertisement(t *testing.T) {
 	}
 }
 
-// PROTOCOL.md 4.4: a peer that DELETEs one of our relays gets a DELETE
+// docs/PROTOCOL.md 4.4: a peer that DELETEs one of our relays gets a DELETE
 // back and the next passing link instead; the refused link is offered
 // again once the node's link set changes.
 func TestAPeerDeletingARelayGetsTheNextLinkUntilTheNodeChanges(t *testing.T) {

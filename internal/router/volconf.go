@@ -13,7 +13,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/volconf"
 )
 
-// LNK_VOLCONF (PROTOCOL.md section 6) makes the router keep an outbound
+// LNK_VOLCONF (docs/PROTOCOL.md section 6) makes the router keep an outbound
 // link wherever it says: the power of the shell's privileged `span`. It
 // is obeyed only from the links volconf.from admits (judged as privileged
 // shell commands are, shell.Grants), and what the links admitted make the

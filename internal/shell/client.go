@@ -14,7 +14,7 @@ import (
 )
 
 // Client is the shell side of a debug shell link: it speaks to a router's
-// shell socket as hammer2's shell client does (PROTOCOL.md section 7).
+// shell socket as hammer2's shell client does (docs/PROTOCOL.md section 7).
 type Client struct {
 	conn  *iocom.Link
 	out   chan string // DBG_SHELL|REPLY texts, in order

@@ -1,7 +1,7 @@
-// Package shell owns the debug shell of PROTOCOL.md section 7: the command
+// Package shell owns the debug shell of docs/PROTOCOL.md section 7: the command
 // interpreter a router runs for each shell peer (help, tree, ping, span,
 // links) and the three renderings of a router's view of the cluster — the
-// section 7 text dump, the JSON document of INTERFACE.md and a Graphviz
+// section 7 text dump, the JSON document of docs/INTERFACE.md and a Graphviz
 // DOT graph. It also holds the client side used by `dmsgd tree` and
 // `dmsgd shell`.
 //

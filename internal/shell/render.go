@@ -45,7 +45,7 @@ func verifiedMark(v bool) string {
 	return ""
 }
 
-// JSON renders t as the INTERFACE.md document, indented, ending in a
+// JSON renders t as the docs/INTERFACE.md document, indented, ending in a
 // newline. Empty lists render as [] rather than null. The shell streams
 // the same bytes (writeJSON) rather than building them whole.
 func JSON(t *Tree) []byte {

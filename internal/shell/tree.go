@@ -10,7 +10,7 @@ import (
 )
 
 // Tree is one router's view of the cluster, in the shape of the JSON
-// document of INTERFACE.md. Every list is already sorted by its producer,
+// document of docs/INTERFACE.md. Every list is already sorted by its producer,
 // so two renderings of the same state are byte-identical.
 type Tree struct {
 	Node     Self      `json:"node"`
@@ -114,7 +114,7 @@ var peerTypeNames = map[uint8]string{
 }
 
 // PeerTypeName is the JSON name of a peer type: the lower-case name of
-// PROTOCOL.md 2.5, or the decimal number of any other type.
+// docs/PROTOCOL.md 2.5, or the decimal number of any other type.
 func PeerTypeName(t uint8) string {
 	if s, ok := peerTypeNames[t]; ok {
 		return s

@@ -5,7 +5,7 @@ import (
 	"strconv"
 )
 
-// writeJSON writes t to w as the INTERFACE.md document, byte for byte
+// writeJSON writes t to w as the docs/INTERFACE.md document, byte for byte
 // what encoding/json's MarshalIndent(t, "", "  ") plus a newline makes of
 // it with empty lists as [] (see JSON), while walking t: a tree of a
 // hundred thousand spans is tens of megabytes of JSON, and building it

@@ -1,8 +1,8 @@
-// Package span owns the span engine of PROTOCOL.md section 4: the
+// Package span owns the span engine of docs/PROTOCOL.md section 4: the
 // router's model of the cluster (clusters, nodes, received advertisements, relays),
 // relay selection (best K per node and neighbor, with the LNK_CONN
 // filters), withdrawal cascades, and the router's own advertisement. It
-// also ranks verified advertisements (PROTOCOL.md 11.3) before any other:
+// also ranks verified advertisements (docs/PROTOCOL.md 11.3) before any other:
 // the daemon checks signatures and tells the engine what it found (a
 // Proof); the engine does no cryptography (verify.go).
 //

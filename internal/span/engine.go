@@ -13,7 +13,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/ratelog"
 )
 
-// DefaultMaxRelays is K when Config.MaxRelays is 0 (PROTOCOL.md 4.3).
+// DefaultMaxRelays is K when Config.MaxRelays is 0 (docs/PROTOCOL.md 4.3).
 const DefaultMaxRelays = 2
 
 // MaxDist is the largest dist a relay may carry. A link is relayed only
@@ -31,7 +31,7 @@ type Config struct {
 	Self *dmsg.Span
 	// SignSelf, when set, signs our own advertisement as it is sent
 	// (dist 0, our rnss): its Proof travels with every relay of it
-	// (PROTOCOL.md 11.3). It is called under the engine's mutex whenever
+	// (docs/PROTOCOL.md 11.3). It is called under the engine's mutex whenever
 	// the advertisement changes, and must not call the engine.
 	SignSelf func(dmsg.Span) Proof
 	// MaxSpansPerConn bounds the spans one neighbor may hold open with
@@ -74,7 +74,7 @@ var (
 
 // ErrOwnNode refuses an advertisement of this router's own node that came
 // back from a peer: holding or relaying it would only feed loops
-// (PROTOCOL.md 4.4). It is routine, not a violation.
+// (docs/PROTOCOL.md 4.4). It is routine, not a violation.
 var ErrOwnNode = errors.New("span: advertisement of this router's own node")
 
 // Engine is the span engine of one router. The zero value is not usable;
@@ -210,7 +210,7 @@ func (e *Engine) addSelf(s dmsg.Span) {
 }
 
 // selfSpan is our advertisement as it is held and sent: dist 0 and our
-// rnss, never accumulated (PROTOCOL.md 4.3).
+// rnss, never accumulated (docs/PROTOCOL.md 4.3).
 func selfSpan(s dmsg.Span, rnss uint32) dmsg.Span {
 	s.Dist = 0
 	s.Rnss = rnss

@@ -338,7 +338,7 @@ func (e *end) onConn(c dmsg.Conn) {
 		e.conn = e.owner.eng.ConnUp(e, c)
 		return
 	}
-	// A leaf advertises once it knows the router listens (PROTOCOL.md 4.1).
+	// A leaf advertises once it knows the router listens (docs/PROTOCOL.md 4.1).
 	e.open(e.owner.ad, nil)
 }
 

@@ -175,7 +175,7 @@ func checkReceived(h *host, x *end, id uint64, l *Advert, v *violations) {
 	}
 }
 
-// sentSpan states PROTOCOL.md 4.3 independently of the engine: a relay
+// sentSpan states docs/PROTOCOL.md 4.3 independently of the engine: a relay
 // carries dist+1 and rnss plus the router's (wrapping); our own
 // advertisement goes out as held (dist 0, our rnss).
 func sentSpan(e *Engine, r *Relay) dmsg.Span {
@@ -285,7 +285,7 @@ func checkHeldBack(h *host, nd *node, c *Neighbor, got, want, refused []*Advert,
 	}
 }
 
-// refSorted is an independent statement of PROTOCOL.md 4.2's link order,
+// refSorted is an independent statement of docs/PROTOCOL.md 4.2's link order,
 // with 11.3's preference for verified links of the newest sequence.
 func refSorted(ls []*Advert) []*Advert {
 	out := slices.Clone(ls)
@@ -310,7 +310,7 @@ func refSorted(ls []*Advert) []*Advert {
 	return out
 }
 
-// refTrusted states PROTOCOL.md 11.3's trust: verified, and of the newest
+// refTrusted states docs/PROTOCOL.md 11.3's trust: verified, and of the newest
 // sequence number among the node's verified links.
 func refTrusted(ls []*Advert) map[*Advert]bool {
 	var newest uint64
@@ -326,7 +326,7 @@ func refTrusted(ls []*Advert) map[*Advert]bool {
 	return out
 }
 
-// refSelect is an independent statement of PROTOCOL.md 4.3's selection,
+// refSelect is an independent statement of docs/PROTOCOL.md 4.3's selection,
 // with 11.3's rule: a node with a trusted received advertisement relays only
 // trusted ones.
 func refSelect(sorted []*Advert, k clusterKey, c *Neighbor, K int, sym bool, refused []*Advert) []*Advert {

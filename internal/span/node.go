@@ -9,7 +9,7 @@ import (
 	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
-// clusterKey identifies a cluster (PROTOCOL.md 4.2).
+// clusterKey identifies a cluster (docs/PROTOCOL.md 4.2).
 type clusterKey struct {
 	peerType uint8
 	clid     uuid.UUID

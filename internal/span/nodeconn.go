@@ -3,7 +3,7 @@ package span
 // nodeConn is the selection state of one (node, neighbor) pair.
 type nodeConn struct {
 	relays  []relayRef // open relays, one per selected link
-	refused []*Advert  // links the peer DELETEd: not offered again (PROTOCOL.md 4.4)
+	refused []*Advert  // links the peer DELETEd: not offered again (docs/PROTOCOL.md 4.4)
 	held    int32      // links of the node received on the neighbor (Budget.MaxSpansPerNode)
 }
 

@@ -20,7 +20,7 @@ type Relay struct {
 
 // relaySpan is what a relay of l carries: the span with dist+1 and our
 // rnss added (wrapping), or our own advertisement unchanged (dist 0, our
-// rnss), as PROTOCOL.md 4.3 says.
+// rnss), as docs/PROTOCOL.md 4.3 says.
 func (e *Engine) relaySpan(l *Advert) *dmsg.Span {
 	s := l.span
 	if l.conn != nil {
@@ -66,7 +66,7 @@ func (e *Engine) closeRelay(r *Relay) {
 // RelayClosed is called when the peer DELETEd one of our relays (it refused
 // or dropped it). We DELETE back through SpanTx.Close, drop the relay, and
 // do not offer that link to that neighbor again until the node's link
-// set or the neighbor changes (PROTOCOL.md 4.4); the next passing link, if
+// set or the neighbor changes (docs/PROTOCOL.md 4.4); the next passing link, if
 // any, is offered instead. A relay we already closed, or one of a
 // neighbor that went down, is ignored: the daemon may report every
 // relay transaction it sees terminated.

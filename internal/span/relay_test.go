@@ -8,7 +8,7 @@ import (
 )
 
 // TestARefusedRelayIsNotOfferedAgainUntilSomethingChanges checks the
-// no-loop rule of PROTOCOL.md 4.4.
+// no-loop rule of docs/PROTOCOL.md 4.4.
 func TestARefusedRelayIsNotOfferedAgainUntilSomethingChanges(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -260,7 +260,7 @@ func ptr[T any](v T) *T { return &v }
 
 // TestAnEventRecomputesOnlyThePairsItAffects counts (node, neighbor)
 // selections: a span event costs one per neighbor, a neighbor event
-// one per node, whatever else the router holds (PROTOCOL.md 4.3).
+// one per node, whatever else the router holds (docs/PROTOCOL.md 4.3).
 func TestAnEventRecomputesOnlyThePairsItAffects(t *testing.T) {
 	const nodes = 300
 	type router struct {

@@ -32,7 +32,7 @@ func (nc *nodeConn) isRefused(l *Advert) bool {
 }
 
 // updateNode re-selects n on every neighbor after its link set changed.
-// A changed link set is also what lifts refusals (PROTOCOL.md 4.4).
+// A changed link set is also what lifts refusals (docs/PROTOCOL.md 4.4).
 func (e *Engine) updateNode(n *node) {
 	for _, c := range e.conns {
 		if nc := n.stateFor(c); nc != nil {

@@ -14,7 +14,7 @@ import (
 const ViaLocal = "local"
 
 // Snapshot is a deep copy of an Engine's state for the tree dump. Every list
-// is sorted (PROTOCOL.md 4.2 and INTERFACE.md), so two snapshots of the same
+// is sorted (docs/PROTOCOL.md 4.2 and docs/INTERFACE.md), so two snapshots of the same
 // state are equal.
 type Snapshot struct {
 	Rnss     uint32
@@ -44,7 +44,7 @@ type NodeInfo struct {
 	FsLabel string
 	Links   []AdvertInfo
 
-	// Verified says the best link is verified (PROTOCOL.md 11.3).
+	// Verified says the best link is verified (docs/PROTOCOL.md 11.3).
 	Verified bool
 }
 

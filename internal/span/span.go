@@ -10,7 +10,7 @@ import (
 // SpanReceived records a LNK_SPAN CREATE that arrived on c with msgid and
 // relays it where it is now among a node's best. On error nothing is
 // recorded and the daemon refuses the span (REPLY|DELETE); ErrDuplicate is
-// a protocol violation (PROTOCOL.md 3) and should close the link, while
+// a protocol violation (docs/PROTOCOL.md 3) and should close the link, while
 // ErrOwnNode (our own node's advertisement, looped back) is routine.
 //
 // A span beyond a budget (budget.go) is refused with an error that Limit

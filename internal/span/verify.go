@@ -21,7 +21,7 @@ type Proof struct {
 	Record []byte
 }
 
-// Trust, in the order links of a node are ranked (PROTOCOL.md 11.3): our
+// Trust, in the order links of a node are ranked (docs/PROTOCOL.md 11.3): our
 // own advertisement first, then verified links before every other, then
 // (dist, rnss). A verified link is trusted only while its Seq is the
 // newest verified Seq of its node: an older one is a replay of what the

@@ -12,7 +12,7 @@ type Backoff struct {
 	next     time.Duration
 }
 
-// Default redial bounds (PROTOCOL.md section 6).
+// Default redial bounds (docs/PROTOCOL.md section 6).
 const (
 	DefaultMinBackoff = time.Second
 	DefaultMaxBackoff = 30 * time.Second

@@ -1,6 +1,6 @@
 // Package volconf owns dmsgd's outbound links: the set of targets a router
 // must keep a link to, from its config file's static media and from the
-// LNK_VOLCONF messages of its peers (PROTOCOL.md section 6). Each target
+// LNK_VOLCONF messages of its peers (docs/PROTOCOL.md section 6). Each target
 // keeps one link, redialled with exponential backoff and jitter while it is
 // wanted and closed when it no longer is. Setting one source's targets
 // costs what that source holds, whatever the others hold, and the lines

@@ -7,7 +7,7 @@ import (
 )
 
 // MaxSlot is the highest copy slot index a LNK_VOLCONF may set: a media
-// has 256 copies (PROTOCOL.md section 6).
+// has 256 copies (docs/PROTOCOL.md section 6).
 const MaxSlot = 255
 
 // Slots is what peers' LNK_VOLCONF messages set: each media's copy slots,
