@@ -59,6 +59,11 @@ const (
 	lnkConnBase uint32 = 0x00001100 // LNK_CONN command number, any size
 )
 
+// ShellPrompt ends the output of every debug shell command (docs/PROTOCOL.md
+// section 7): a shell client reads DBG_SHELL replies until one carries
+// exactly this text.
+const ShellPrompt = "debug> "
+
 // Error codes (docs/PROTOCOL.md section 8). 0x00..0x1F are local link errors.
 const (
 	ErrNone     uint32 = 0x00

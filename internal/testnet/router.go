@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -139,4 +140,13 @@ func (r *Router) Holds(label string) error {
 		}
 	}
 	return fmt.Errorf("%s does not hold node %s", r.Label, label)
+}
+
+// SpanTo links r to the router (or proxy) listening at addr, as the
+// shell's `span <host>` does, and fails the test if r does not connect.
+func (r *Router) SpanTo(addr string) {
+	r.TB.Helper()
+	if out := r.Span(addr); !strings.HasPrefix(out, "Connected to ") {
+		r.TB.Fatalf("%s: span %s: %q", r.Label, addr, out)
+	}
 }
