@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 	"github.com/dmsgd/dmsgd/internal/shell"
 )
 
@@ -48,13 +49,13 @@ func newMapCmd() *cobra.Command {
 			defer cancel()
 			path := resolveShellSocket(cmd, socket)
 			dctx, dcancel := context.WithTimeout(ctx, clientTimeout)
-			c, err := shell.Dial(dctx, path, "dmsgd-map")
+			c, err := endpoint.DialShell(dctx, "unix", path, "dmsgd-map")
 			dcancel()
 			if err != nil {
 				return fmt.Errorf("cannot reach the daemon at %s: %w", path, err)
 			}
 			defer c.Close()
-			m, err := shell.GatherMap(ctx, c.Run)
+			m, err := shell.GatherMap(ctx, c.Shell)
 			if err != nil {
 				return fmt.Errorf("map from %s: %w", path, err)
 			}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 	"github.com/dmsgd/dmsgd/internal/shell"
 )
 
@@ -26,7 +27,7 @@ func newShellCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path := resolveShellSocket(cmd, socket)
 			dctx, cancel := context.WithTimeout(cmd.Context(), clientTimeout)
-			c, err := shell.Dial(dctx, path, "dmsgd-shell")
+			c, err := endpoint.DialShell(dctx, "unix", path, "dmsgd-shell")
 			cancel()
 			if err != nil {
 				return fmt.Errorf("cannot reach the daemon at %s: %w", path, err)
@@ -42,7 +43,7 @@ func newShellCmd() *cobra.Command {
 
 // runShell sends each input line and prints its output; on a terminal it
 // shows the prompt between commands.
-func runShell(ctx context.Context, c *shell.Client, in io.Reader, out io.Writer, interactive bool) error {
+func runShell(ctx context.Context, c *endpoint.Endpoint, in io.Reader, out io.Writer, interactive bool) error {
 	sc := bufio.NewScanner(in)
 	for {
 		if interactive {
@@ -51,8 +52,8 @@ func runShell(ctx context.Context, c *shell.Client, in io.Reader, out io.Writer,
 		if !sc.Scan() {
 			break
 		}
-		text, err := c.Run(ctx, sc.Text())
-		fmt.Fprint(out, text, c.Async())
+		text, err := c.Shell(ctx, sc.Text())
+		fmt.Fprint(out, text, c.ShellAsync())
 		if err != nil {
 			return err
 		}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dmsgd/dmsgd/internal/shell"
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 )
 
 func init() { rootCmd.AddCommand(newTreeCmd()) }
@@ -33,12 +33,12 @@ func newTreeCmd() *cobra.Command {
 			ctx, cancel := context.WithTimeout(cmd.Context(), clientTimeout)
 			defer cancel()
 			path := resolveShellSocket(cmd, socket)
-			c, err := shell.Dial(ctx, path, "dmsgd-tree")
+			c, err := endpoint.DialShell(ctx, "unix", path, "dmsgd-tree")
 			if err != nil {
 				return fmt.Errorf("cannot reach the daemon at %s: %w", path, err)
 			}
 			defer c.Close()
-			out, err := c.Run(ctx, "tree "+format)
+			out, err := c.Shell(ctx, "tree "+format)
 			if err != nil {
 				return fmt.Errorf("tree from %s: %w", path, err)
 			}

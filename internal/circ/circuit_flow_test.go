@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 	"github.com/dmsgd/dmsgd/internal/shell"
 )
 
@@ -154,12 +155,12 @@ func TestRemoteShell(t *testing.T) {
 	waitConverged(t, rs)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	sh, err := shell.Dial(ctx, r1.Socket, "tester")
+	sh, err := endpoint.DialShell(ctx, "unix", r1.Socket, "tester")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sh.Close()
-	out, err := sh.Run(ctx, "@r4 tree")
+	out, err := sh.Shell(ctx, "@r4 tree")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,14 +169,14 @@ func TestRemoteShell(t *testing.T) {
 	}
 	eventually(t, "the remote call's circuit is freed", func() error { return noCircuits(rs...) })
 
-	out, err = sh.Run(ctx, "@r5 tree")
+	out, err = sh.Shell(ctx, "@r5 tree")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out, "refused") || strings.Contains(out, "Cluster") {
 		t.Errorf("@r5 tree with shell.remote false: %q", out)
 	}
-	out, err = sh.Run(ctx, "@nosuch tree")
+	out, err = sh.Shell(ctx, "@nosuch tree")
 	if err != nil || !strings.Contains(out, "no such node") {
 		t.Errorf("@nosuch tree: %q, %v", out, err)
 	}

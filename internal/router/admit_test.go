@@ -15,7 +15,7 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
-	"github.com/dmsgd/dmsgd/internal/shell"
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 	"github.com/dmsgd/dmsgd/internal/testnet"
 )
 
@@ -82,11 +82,11 @@ func TestTheShellSocketAndOwnLinksGetInWhenTheNetworkSlotsAreFull(t *testing.T) 
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	sh, err := shell.Dial(ctx, r.socket, "operator")
+	sh, err := endpoint.DialShell(ctx, "unix", r.socket, "operator")
 	if err != nil {
 		t.Fatalf("the shell socket refused the operator with the network slots full: %v", err)
 	}
-	out, err := sh.Run(ctx, "tree")
+	out, err := sh.Shell(ctx, "tree")
 	sh.Close()
 	if err != nil || !strings.Contains(out, "(r)") {
 		t.Fatalf("tree over the shell socket: %q, %v", out, err)

@@ -9,7 +9,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/dmsgd/dmsgd/internal/shell"
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 	"github.com/dmsgd/dmsgd/internal/testnet"
 )
 
@@ -29,11 +29,11 @@ func TestShellSocketClientsLogAtDebugOnly(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	c, err := shell.Dial(ctx, r.Socket, "dmsgd-tree")
+	c, err := endpoint.DialShell(ctx, "unix", r.Socket, "dmsgd-tree")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Run(ctx, "tree"); err != nil {
+	if _, err := c.Shell(ctx, "tree"); err != nil {
 		t.Fatal(err)
 	}
 	c.Close()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 	"github.com/dmsgd/dmsgd/internal/shell"
 )
 
@@ -257,13 +258,13 @@ func TestTheDmsgdShellClientGetsTheTreeAsJSONAndText(t *testing.T) {
 	r := newRouter(t, "r")
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	c, err := shell.Dial(ctx, r.socket, "tester")
+	c, err := endpoint.DialShell(ctx, "unix", r.socket, "tester")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 
-	out, err := c.Run(ctx, "tree json")
+	out, err := c.Shell(ctx, "tree json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +290,7 @@ func TestTheDmsgdShellClientGetsTheTreeAsJSONAndText(t *testing.T) {
 		t.Errorf("clusters = %+v, want the router's own advertisement via local", tr.Clusters)
 	}
 
-	text, err := c.Run(ctx, "tree")
+	text, err := c.Shell(ctx, "tree")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,16 +298,16 @@ func TestTheDmsgdShellClientGetsTheTreeAsJSONAndText(t *testing.T) {
 		t.Errorf("tree =\n%s\nwant\n%s", text, want)
 	}
 
-	if out, err := c.Run(ctx, "ping"); err != nil || out != "sending ping\n" {
+	if out, err := c.Shell(ctx, "ping"); err != nil || out != "sending ping\n" {
 		t.Errorf("ping = %q, %v", out, err)
 	}
 	eventually(t, "ping reply arrives after the prompt", func() error {
-		if a := c.Async(); a != "ping reply\n" {
+		if a := c.ShellAsync(); a != "ping reply\n" {
 			return fmt.Errorf("async output %q", a)
 		}
 		return nil
 	})
-	if out, err := c.Run(ctx, "bogus"); err != nil || out != "Unrecognized command: bogus\n" {
+	if out, err := c.Shell(ctx, "bogus"); err != nil || out != "Unrecognized command: bogus\n" {
 		t.Errorf("bogus = %q, %v", out, err)
 	}
 }

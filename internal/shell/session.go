@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+
+	"github.com/dmsgd/dmsgd/internal/dmsg"
 )
 
-// Prompt ends the output of every command.
-const Prompt = "debug> "
+// Prompt ends the output of every command (dmsg.ShellPrompt).
+const Prompt = dmsg.ShellPrompt
 
 // chunkSize bounds one output message of a bulk rendering (tree in any
 // format): far below the 1 MiB aux limit, large enough to keep message
