@@ -84,8 +84,8 @@ type NextHop struct {
 // there is no such open span (the LNK_CIRC gets CANTCIRC).
 type Resolver func(on *Table, spanMsgID uint64) (t NextHop, ok bool)
 
-// Endpoint accepts circuits that end at this router (its own node).
-type Endpoint interface {
+// LocalNode accepts circuits that end at this router (its own node).
+type LocalNode interface {
 	AcceptCircuit(tx *iocom.Tx) iocom.TxHandler
 }
 
@@ -101,7 +101,7 @@ type Switch struct {
 	log     *zap.Logger
 	events  *ratelog.Logger
 	resolve Resolver
-	local   Endpoint
+	local   LocalNode
 	metrics *metrics.Metrics
 	adm     admission // admit.go
 
@@ -119,7 +119,7 @@ type spanRef struct {
 }
 
 // New returns an empty Switch.
-func New(cfg Config, resolve Resolver, local Endpoint) *Switch {
+func New(cfg Config, resolve Resolver, local LocalNode) *Switch {
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()

@@ -65,19 +65,19 @@ const MaxLabelLen = 127
 type Config struct {
 	// Listen lists where peers connect: tcp://HOST:PORT, tls://HOST:PORT,
 	// unix://PATH.
-	Listen    []string  `mapstructure:"listen"`
-	Shell     Shell     `mapstructure:"shell"`
-	Node      Node      `mapstructure:"node"`
-	Span      Span      `mapstructure:"span"`
-	Keepalive Keepalive `mapstructure:"keepalive"`
+	Listen    []string   `mapstructure:"listen"`
+	Shell     Shell      `mapstructure:"shell"`
+	Node      Node       `mapstructure:"node"`
+	Span      SpanEngine `mapstructure:"span"`
+	Keepalive Keepalive  `mapstructure:"keepalive"`
 	// Media are static volume copies; their span paths are outbound links.
 	Media []Media `mapstructure:"media"`
 	// VolConf says whose LNK_VOLCONF messages make outbound links.
-	VolConf VolConf `mapstructure:"volconf"`
-	TLS     TLS     `mapstructure:"tls"`
-	Limits  Limits  `mapstructure:"limits"`
-	Log     Log     `mapstructure:"log"`
-	Metrics Metrics `mapstructure:"metrics"`
+	VolConf VolConfPolicy `mapstructure:"volconf"`
+	TLS     TLS           `mapstructure:"tls"`
+	Limits  Limits        `mapstructure:"limits"`
+	Log     Log           `mapstructure:"log"`
+	Metrics MetricsHTTP   `mapstructure:"metrics"`
 
 	// File is the file the configuration was loaded from, "" if none.
 	File string `mapstructure:"-"`
@@ -131,8 +131,8 @@ type Node struct {
 	PeerType PeerType `mapstructure:"peer_type"`
 }
 
-// Span configures the span engine.
-type Span struct {
+// SpanEngine configures the span engine.
+type SpanEngine struct {
 	// MaxRelays is how many relays a router keeps per node (>= 1).
 	MaxRelays int  `mapstructure:"max_relays"`
 	Symmetric bool `mapstructure:"symmetric"`
@@ -165,10 +165,10 @@ type Copy struct {
 	Target Target `mapstructure:"-"`
 }
 
-// VolConf configures the outbound links peers ask for with LNK_VOLCONF
+// VolConfPolicy configures the outbound links peers ask for with LNK_VOLCONF
 // (docs/PROTOCOL.md section 6): a LNK_VOLCONF makes the router connect where
 // it says, so it is obeyed only from the links From admits.
-type VolConf struct {
+type VolConfPolicy struct {
 	// From says which links' LNK_VOLCONF messages are obeyed: a
 	// Privileged* policy, as for privileged shell commands. The default,
 	// PrivilegedLoopback, admits unix sockets and loopback peers, where a
@@ -306,8 +306,8 @@ type Log struct {
 	Format string `mapstructure:"format"`
 }
 
-// Metrics configures the metrics HTTP endpoint.
-type Metrics struct {
+// MetricsHTTP configures the metrics HTTP endpoint.
+type MetricsHTTP struct {
 	// Listen is host:port serving /metrics, /healthz and /readyz; empty
 	// is off.
 	Listen string `mapstructure:"listen"`
@@ -334,8 +334,8 @@ func Defaults() *Config {
 			ClusterLabel: "default",
 			PeerType:     PeerRouter,
 		},
-		Span:      Span{MaxRelays: 2},
-		VolConf:   VolConf{From: PrivilegedLoopback},
+		Span:      SpanEngine{MaxRelays: 2},
+		VolConf:   VolConfPolicy{From: PrivilegedLoopback},
 		Keepalive: Keepalive{Interval: time.Second, Timeout: 10 * time.Second},
 		Limits: Limits{
 			MaxLinks:           1024,

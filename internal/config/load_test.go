@@ -207,13 +207,13 @@ metrics:
 			ClusterID:    uuid.NewSHA1(uuid.NameSpaceOID, []byte("lab")),
 			PeerType:     PeerHammer2,
 		},
-		Span:      Span{MaxRelays: 4, Symmetric: true},
+		Span:      SpanEngine{MaxRelays: 4, Symmetric: true},
 		Keepalive: Keepalive{Interval: 2 * time.Second, Timeout: 0},
 		Media: []Media{{Name: "lab", Copies: []Copy{
 			{CopyID: 1, Path: "span+tls:10.0.0.2", Target: Target{Name: "lab", TLS: true, Host: "10.0.0.2", Port: 987}},
 			{CopyID: 2, Path: "span:[::1]:9871", ConnForm: "libdmsg", Target: Target{Name: "lab", Host: "::1", Port: 9871, ConnForm: ConnLibdmsg}},
 		}}},
-		VolConf: VolConf{From: PrivilegedPinned},
+		VolConf: VolConfPolicy{From: PrivilegedPinned},
 		TLS: TLS{Cert: "node.crt", Key: "node.key", Peers: []Peer{{
 			Name: "node-b", PubKey: "ed25519:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", Key: pub,
 			Nodes: []string{"node-b", "b-backup", "0f3b1c2a-7d4e-4f60-9a8b-1c2d3e4f5a6b"},
@@ -231,7 +231,7 @@ metrics:
 			MemoryLimit: 512 << 20,
 		},
 		Log:     Log{Level: LogDebug, Format: LogConsole},
-		Metrics: Metrics{Listen: "127.0.0.1:9881", ReadyTargets: 2},
+		Metrics: MetricsHTTP{Listen: "127.0.0.1:9881", ReadyTargets: 2},
 		File:    path,
 		Listeners: []Listener{
 			{Network: NetworkTLS, Address: "0.0.0.0:987"},
