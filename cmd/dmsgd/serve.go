@@ -60,7 +60,11 @@ func runServe(cmd *cobra.Command, _ []string) error {
 	if err := r.Listen(inherited); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+	// Registered before READY=1: a SIGTERM right after it must find it.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	ctx, stop := context.WithCancel(cmd.Context())
 	defer stop()
 	r.Metrics().SetBuildInfo(version, buildCommit())
 	applyMemoryLimit(log, cfg)
@@ -73,9 +77,50 @@ func runServe(cmd *cobra.Command, _ []string) error {
 			level.SetLevel(l)
 		}
 	})
-	err = r.Serve(ctx)
-	notify(log, daemon.SdNotifyStopping+"\n"+status("shutting down"))
+	shut := make(chan error, 1)
+	go func() { shut <- shutdownOnSignal(ctx, r, sigs, log) }()
+	err = r.Serve(context.Background())
+	if errors.Is(err, router.ErrRouterClosed) {
+		return <-shut // a signal or the command's context asked for it
+	}
+	// A listener gave up: stop as a signal would have, and exit 1 naming it.
+	stop()
+	<-shut
 	return err
+}
+
+// shutdownGrace bounds a graceful shutdown: how long links get to write
+// what they queued (our LNK_CONN DELETEs, the withdrawals of our spans)
+// before they are closed. The shipped unit's TimeoutStopSec (30 s)
+// leaves room for it.
+const shutdownGrace = 5 * time.Second
+
+// shutdownOnSignal waits for SIGTERM or SIGINT, or for ctx to end, then
+// shuts the router down within shutdownGrace; a second signal meanwhile
+// closes what is still open at once. Links that had not drained when the
+// grace ended are logged, not an error: the daemon still stopped as told.
+func shutdownOnSignal(ctx context.Context, r *router.Router, sigs <-chan os.Signal, log *zap.Logger) error {
+	select {
+	case sig := <-sigs:
+		log.Info("shutting down", zap.Stringer("signal", sig), zap.Duration("grace", shutdownGrace))
+	case <-ctx.Done():
+		log.Info("shutting down", zap.Duration("grace", shutdownGrace))
+	}
+	notify(log, daemon.SdNotifyStopping+"\n"+status("shutting down"))
+	grace, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	go func() {
+		select {
+		case sig := <-sigs:
+			log.Warn("second signal: closing every link now", zap.Stringer("signal", sig))
+			cancel()
+		case <-grace.Done():
+		}
+	}()
+	if err := r.Shutdown(grace); err != nil {
+		log.Warn("links closed before they drained", zap.Error(err))
+	}
+	return nil
 }
 
 // notify tells systemd about a state change when running under it.

@@ -337,7 +337,7 @@ func (r *Router) waitTurn(d time.Duration) bool {
 	select {
 	case <-t.C:
 		return true
-	case <-r.quit:
+	case <-r.ctx.Done():
 		return false
 	}
 }

@@ -155,7 +155,7 @@ func (r *Router) Remote(label, line string) []string {
 	case via == nil:
 		return []string{"@" + label + ": no such node\n"}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+	ctx, cancel := context.WithTimeout(r.ctx, remoteTimeout) // ends with the router
 	defer cancel()
 	out, err := r.runRemote(ctx, via, spanID, line)
 	if err != nil {

@@ -5,9 +5,10 @@
 // an iocom link with its peer's budgets, runs the LNK_CONN and
 // LNK_SPAN transactions of each link against the span engine, serves the
 // debug shell on links allowed to use it, keeps outbound links through
-// volconf, and shuts all of it down in order. It charges the span engine's
-// work to the peer that caused it, per link and per source address
-// (churn.go).
+// volconf, and shuts all of it down in order, within the caller's
+// context (lifecycle.go: Serve, Shutdown and Close in net/http's
+// shape). It charges the span engine's work to the peer that caused it,
+// per link and per source address (churn.go).
 //
 // It exists as its own package because this wiring is a responsibility
 // none of the others may take: iocom must not know about spans, the span

@@ -1,15 +1,22 @@
 package router_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
 
+	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/router"
+	"github.com/dmsgd/dmsgd/internal/testnet"
 )
 
 // LNK_VOLCONF (docs/PROTOCOL.md section 6): a copy slot naming span:<host>
@@ -55,7 +62,58 @@ func TestAVolconfSlotKeepsAnOutboundLinkWhileItsLNKCONNIsOpen(t *testing.T) {
 	}
 }
 
-// Cancelling Serve's context DELETEs the router's LNK_CONN on every link
+// Shutdown is bounded by its caller's context. A peer that never reads
+// (here over a net.Pipe, which buffers nothing) keeps its link from
+// draining, and nothing else would end the link for an hour: when the
+// context ends, Shutdown closes the link at once and returns the
+// context's error, and nothing the router started outlives it.
+func TestShutdownReturnsItsContextsErrorWhenAPeerDoesNotDrain(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	cfg := testnet.Config(t, "r", withKeepaliveTimeout(time.Hour), withLimits(func(l *config.Limits) {
+		l.SlowConsumerGrace = time.Hour
+		l.ConnTimeout = time.Hour
+	}))
+	r := router.New(cfg, testLogger(t))
+	pl := newPipeListener()
+	if err := r.Listen([]net.Listener{pl}); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- r.Serve(context.Background()) }()
+	peer := pl.dial()
+	defer peer.Close()
+	go dmsg.NewEncoder(peer).Encode(connMsg(libdmsgConn(), false, 0x1000)) // and never read
+	eventually(t, "the peer's LNK_CONN is in", func() error {
+		if ls := r.Tree().Links; len(ls) != 1 || ls[0].PeerType == "" {
+			return fmt.Errorf("links: %+v", ls)
+		}
+		return nil
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- r.Shutdown(ctx) }()
+	select {
+	case err := <-shut:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown returned %v, want context.DeadlineExceeded", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("Shutdown did not return within %v of its context ending", waitTimeout)
+	}
+	if ls := r.Tree().Links; len(ls) != 0 {
+		t.Errorf("links open after Shutdown: %+v", ls)
+	}
+	if err := <-served; !errors.Is(err, router.ErrRouterClosed) {
+		t.Errorf("Serve returned %v, want ErrRouterClosed", err)
+	}
+	if err := goleak.Find(before); err != nil {
+		t.Errorf("goroutines left after Shutdown gave up draining: %v", err)
+	}
+}
+
+// Shutdown DELETEs the router's LNK_CONN on every link
 // (peers see a DELETE on the wire, not just the socket going away), closes
 // every link and returns; TestMain checks nothing outlives it.
 func TestShutdownDeletesOurLNKCONNOnEveryLinkAndReturns(t *testing.T) {
@@ -68,7 +126,7 @@ func TestShutdownDeletesOurLNKCONNOnEveryLinkAndReturns(t *testing.T) {
 	l.waitSpans("other", 1)
 
 	if err := r.stop(); err != nil {
-		t.Errorf("Serve returned %v, want nil", err)
+		t.Errorf("Shutdown or Serve returned %v, want nil and ErrRouterClosed", err)
 	}
 	waitChan(t, "the leaf's link to go down", l.done())
 	rcs := l.routerConns()

@@ -227,8 +227,9 @@ func (l *link) OneWay(_ *iocom.Link, m *dmsg.Msg) {
 }
 
 // shutdown closes our LNK_CONN and the peer's, which withdraws every span
-// relayed over the link, then drains and closes it.
-func (l *link) shutdown(ctx context.Context) {
+// relayed over the link, then drains and closes it. It returns ctx's
+// error when ctx ended before the link drained: it is then closed at once.
+func (l *link) shutdown(ctx context.Context) error {
 	l.mu.Lock()
 	our, peer := l.ourTx, l.peerTx
 	if l.closeReason == "" {
@@ -242,6 +243,7 @@ func (l *link) shutdown(ctx context.Context) {
 		l.connDown()
 		peer.Close()
 	}
-	l.conn.Shutdown(ctx)
+	err := l.conn.Shutdown(ctx)
 	<-l.conn.Done()
+	return err
 }

@@ -68,11 +68,15 @@ func (r *Router) MetricsAddr() net.Addr { return r.metricsAddr }
 // information and reload results to.
 func (r *Router) Metrics() *metrics.Metrics { return r.metrics }
 
-func (r *Router) stopMetrics() {
+// stopMetrics closes the metrics endpoint, letting a scrape in flight
+// finish within a second and within ctx.
+func (r *Router) stopMetrics(ctx context.Context) {
 	if r.metricsSrv == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	r.metricsSrv.Shutdown(ctx)
+	if r.metricsSrv.Shutdown(ctx) != nil {
+		r.metricsSrv.Close()
+	}
 }

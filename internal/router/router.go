@@ -73,6 +73,7 @@ type Router struct {
 	peers     peerBook // traffic and churn of closed links, by peer identity
 	serving   bool     // Serve is accepting on every listener
 	stopped   []string // listeners whose accept loop gave up, and why
+	served    bool     // Serve was called: it may be called once
 
 	health prober // /healthz (health.go)
 
@@ -83,8 +84,16 @@ type Router struct {
 	work   sourceWork    // engine work charged to each source (churn.go)
 	memory memoryReturn  // freed memory handed back after large teardowns (memreturn.go)
 	txPool *iocom.TxPool // transactions all peers hold open
-	quit   chan struct{} // closed when shutdown begins
 	failed chan error    // the first listener whose accept loop gave up: Serve stops with it
+
+	// ctx ends when Shutdown or Close begins: the work the router does
+	// for links outside their readers (TLS handshakes, turns under the
+	// accept rate, the shell's dials and `@node` circuits) derives from
+	// it, so none of it outlives the router (lifecycle.go).
+	ctx       context.Context
+	cancel    context.CancelFunc
+	stopOnce  sync.Once // the first steps of stopping (beginStop)
+	finalOnce sync.Once // the last (finish)
 
 	nextLink   atomic.Uint64
 	shellTasks atomic.Int64   // background shell commands of peers (shellenv.go)
@@ -113,9 +122,9 @@ func New(cfg *config.Config, log *zap.Logger) *Router {
 		events:  ratelog.New(log, 0),
 		metrics: metrics.New(),
 		txPool:  iocom.NewTxPool(cfg.Limits.MaxTransactions),
-		quit:    make(chan struct{}),
 		failed:  make(chan error, 1),
 	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.signer = loadSigner(cfg, log)
 	if cfg.Node.IDFromKey && r.signer.id != nil {
 		r.nodeID = config.KeyNodeID(r.signer.id.Pub)
@@ -266,72 +275,6 @@ func (r *Router) Addrs() []net.Addr {
 		out = append(out, l.Addr())
 	}
 	return out
-}
-
-// Serve accepts links on every listener and keeps the configured outbound
-// links until ctx ends or a listener fails, then shuts down gracefully
-// (bounded by shutdownGrace) and returns what stopped it: nil when ctx
-// ended, the listener's error when one gave up. A daemon that no longer
-// accepts where it was told to is broken in a way only a restart cures,
-// so it stops loudly rather than lingering half deaf.
-func (r *Router) Serve(ctx context.Context) error {
-	r.mu.Lock()
-	ls := r.listeners
-	r.mu.Unlock()
-	if len(ls) == 0 {
-		return errors.New("serve: no listeners bound")
-	}
-	for _, l := range ls {
-		r.log.Info("listening", zap.String("addr", l.addr), zap.Bool("shell", l.shell))
-		r.wg.Add(1)
-		go r.acceptLoop(l)
-	}
-	r.mu.Lock()
-	r.serving = true
-	r.mu.Unlock()
-	r.media.Set("config", r.Config().Targets())
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-r.failed:
-		r.log.Error("shutting down: a listener failed", zap.Error(err))
-	}
-	r.shutdown()
-	return err
-}
-
-// shutdownGrace bounds how long shutdown waits for links to drain.
-const shutdownGrace = 5 * time.Second
-
-// shutdown stops accepting, closes outbound targets, withdraws our
-// LNK_CONNs, drains every link and waits for everything started to end.
-func (r *Router) shutdown() {
-	r.mu.Lock()
-	r.closing = true
-	ls := r.listeners
-	links := r.linkList()
-	r.mu.Unlock()
-	close(r.quit)
-	r.memory.stop()
-	for _, l := range ls {
-		l.Close()
-	}
-	r.stopMetrics()
-	r.media.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, l := range links {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l.shutdown(ctx)
-		}()
-	}
-	wg.Wait()
-	r.wg.Wait()
-	r.events.Close()
-	r.log.Info("shutdown complete")
 }
 
 func (r *Router) acceptLoop(l *listener) {

@@ -202,7 +202,7 @@ func (r *Router) Span(target string) string {
 	if r.media.Kick(t) {
 		return "Redialling " + t.Addr()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), spanDialTimeout)
+	ctx, cancel := context.WithTimeout(r.ctx, spanDialTimeout) // ends with the router
 	defer cancel()
 	if _, err := r.dial(ctx, t); err != nil {
 		return fmt.Sprintf("Connection to %s failed: %v", t.Addr(), err)

@@ -94,28 +94,19 @@ func (r *Router) listenTLS(pl config.Listener, tc *tls.Config) (net.Listener, er
 
 // handshake finishes an accepted TLS connection off the accept loop by
 // deadline (limits.handshake_timeout), so a peer that connects and says
-// nothing cannot hold a goroutine or a pending slot, nor delay a shutdown,
-// which abandons it. A failure drops the connection with a rate-limited
-// line: peers can repeat it at will.
+// nothing cannot hold a goroutine or a pending slot. It ends with the
+// router (r.ctx), so a shutdown abandons it. A failure drops the
+// connection with a rate-limited line: peers can repeat it at will.
 func (r *Router) handshake(nc *tls.Conn, deadline time.Time) error {
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithDeadline(r.ctx, deadline)
 	defer cancel()
-	go func() {
-		select {
-		case <-r.quit:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	err := nc.HandshakeContext(ctx)
 	if err == nil {
 		return nil
 	}
-	select {
-	case <-r.quit:
+	if r.ctx.Err() != nil {
 		nc.Close() // shutting down: not the peer's failure
 		return err
-	default:
 	}
 	r.countTLSFailure(dirInbound, err)
 	if errors.Is(err, context.DeadlineExceeded) {

@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -30,9 +31,9 @@ type Router struct {
 	Port   int    // its tcp listener's port
 	Socket string // its shell socket
 
-	cancel   context.CancelFunc
 	served   chan struct{}
 	serveErr error
+	stopErr  error
 	stopOnce sync.Once
 }
 
@@ -56,11 +57,9 @@ func Start(tb testing.TB, label string, log *zap.Logger, opts ...Option) *Router
 	if r.Port == 0 {
 		tb.Fatalf("router %s: no tcp listener among %v", label, r.Addrs())
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
 	go func() {
 		defer close(r.served)
-		r.serveErr = r.Serve(ctx)
+		r.serveErr = r.Serve(context.Background())
 	}()
 	panics := iocom.Panics()
 	tb.Cleanup(func() {
@@ -98,18 +97,25 @@ func Config(tb testing.TB, label string, opts ...Option) *config.Config {
 	return cfg
 }
 
-// Stop cancels Serve's context, waits for Serve to return and returns its
-// error. Calling it again returns the same result.
+// Stop shuts the router down gracefully (Shutdown, within Timeout),
+// waits for Serve to return and reports what went wrong: the error Serve
+// stopped with if not ErrRouterClosed (a listener that failed), else
+// Shutdown's. Calling it again returns the same result.
 func (r *Router) Stop() error {
 	r.stopOnce.Do(func() {
-		r.cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+		defer cancel()
+		r.stopErr = r.Shutdown(ctx)
 		select {
 		case <-r.served:
+			if !errors.Is(r.serveErr, router.ErrRouterClosed) {
+				r.stopErr = r.serveErr
+			}
 		case <-time.After(Timeout):
-			r.TB.Errorf("router %s: Serve did not return within %v of its context ending", r.Label, Timeout)
+			r.TB.Errorf("router %s: Serve did not return within %v of Shutdown", r.Label, Timeout)
 		}
 	})
-	return r.serveErr
+	return r.stopErr
 }
 
 // Addr is the router's tcp listener, host:port.
