@@ -2,8 +2,6 @@ package shell
 
 import (
 	"errors"
-	"fmt"
-	"strings"
 
 	"github.com/dmsgd/dmsgd/internal/config"
 )
@@ -27,35 +25,6 @@ func (c Class) String() string {
 		return "read-only"
 	}
 	return "privileged"
-}
-
-// MaxRemoteHops bounds the `@node` prefixes of one command line: each one
-// makes a router open a circuit and wait for it.
-const MaxRemoteHops = 8
-
-// Classify returns the class of a command line: that of its command, and
-// for `@node cmd` that of cmd, which the far router runs on this router's
-// behalf. name is the command word that decided it, for messages. A line
-// with more than MaxRemoteHops `@` prefixes is an error.
-func Classify(line string) (class Class, name string, err error) {
-	line = strings.TrimSpace(strings.TrimRight(line, "\x00"))
-	remote := 0
-	for strings.HasPrefix(line, "@") {
-		if remote++; remote > MaxRemoteHops {
-			return Privileged, "@", fmt.Errorf("at most %d @node hops in one command", MaxRemoteHops)
-		}
-		_, rest, _ := strings.Cut(line, " ")
-		line = strings.TrimSpace(rest)
-	}
-	name, _, _ = strings.Cut(line, " ")
-	c, known := commands[name]
-	switch {
-	case known:
-		return c.class, name, nil
-	case remote > 0 && name != "":
-		return Privileged, name, nil
-	}
-	return ReadOnly, name, nil // it only prints that it is unknown
 }
 
 // Carrier is what brought a command to the router.

@@ -39,9 +39,12 @@ func TestEveryCommandHasTheClassTheInterfaceGivesIt(t *testing.T) {
 			t.Errorf("Classify(%q) = %s, %v; want %s", tt.line, got, err, tt.want)
 		}
 	}
-	for name, c := range commands {
-		if got, _, _ := Classify(name); got != c.class {
-			t.Errorf("command %s classifies as %s, its table says %s", name, got, c.class)
+	for _, c := range commands {
+		if c.prefix {
+			continue // classified by what it runs, above
+		}
+		if got, _, _ := Classify(c.name); got != c.class {
+			t.Errorf("command %s classifies as %s, its table says %s", c.name, got, c.class)
 		}
 	}
 	deep := strings.Repeat("@n ", MaxRemoteHops+1) + "tree"

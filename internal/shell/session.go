@@ -64,38 +64,6 @@ func NewSession(env Env, out func(string), ping func() error, spawn Spawner) *Se
 // before the first Exec.
 func (s *Session) SetAuthorizer(a Authorizer) { s.authorize = a }
 
-// command is one shell command: its class and what it runs. run returns
-// true when it prints the prompt itself, later (span).
-type command struct {
-	class Class
-	run   func(s *Session, arg string) (async bool)
-}
-
-// commands are the shell's commands. A command exists only here, with its
-// class: nothing can be dispatched that was not classified.
-var commands map[string]command
-
-func init() {
-	commands = map[string]command{
-		"help":     {ReadOnly, func(s *Session, _ string) bool { s.lines(helpLines); return false }},
-		"tree":     {ReadOnly, func(s *Session, arg string) bool { s.tree(arg); return false }},
-		"ping":     {ReadOnly, func(s *Session, _ string) bool { s.sendPing(); return false }},
-		"links":    {ReadOnly, func(s *Session, _ string) bool { s.lines(LinkLines(s.env.Tree())); return false }},
-		"circuits": {ReadOnly, func(s *Session, _ string) bool { s.lines(CircuitLines(s.env.Tree())); return false }},
-		"span":     {Privileged, func(s *Session, arg string) bool { s.span(arg); return true }},
-	}
-}
-
-var helpLines = []string{
-	"help            Command help\n",
-	"span <host>     Span to target host\n",
-	"tree [json|dot] Dump spanning tree\n",
-	"ping            Ping the shell peer\n",
-	"links           List connected peers\n",
-	"circuits        List virtual circuits\n",
-	"@<node> <cmd>   Run cmd on a remote router via circuit\n",
-}
-
 // Exec runs one command line and writes its output followed by the prompt
 // (for span and @node, once they finish). A line the session's Authorizer
 // refuses is answered with the reason and the prompt.
@@ -112,18 +80,14 @@ func (s *Session) Exec(line string) {
 		s.out(Prompt)
 		return
 	}
-	if strings.HasPrefix(line, "@") {
-		s.remote(line)
-		return
-	}
-	cmd, arg, _ := strings.Cut(line, " ")
-	arg = strings.TrimSpace(arg)
-	if c, ok := commands[cmd]; ok {
+	c, word, arg := lookup(line)
+	switch {
+	case c != nil:
 		if c.run(s, arg) {
 			return
 		}
-	} else if cmd != "" {
-		s.out("Unrecognized command: " + cmd + "\n")
+	case word != "":
+		s.out("Unrecognized command: " + word + "\n")
 	}
 	s.out(Prompt)
 }
@@ -180,24 +144,27 @@ func (s *Session) PingReply() {
 	}
 }
 
-func (s *Session) span(target string) {
+// span runs `span <host>`; it reports whether it prints the prompt later.
+func (s *Session) span(target string) (async bool) {
 	if target == "" {
 		s.out("usage: span <host>[:port]\n")
-		s.out(Prompt)
-		return
+		return false
 	}
 	s.background(func() { s.out(s.env.Span(target) + "\n") })
+	return true
 }
 
-func (s *Session) remote(line string) {
-	label, cmd, _ := strings.Cut(line[1:], " ")
+// remote runs `@<node> <cmd>`, given "<node> <cmd>"; it reports whether
+// it prints the prompt later.
+func (s *Session) remote(arg string) (async bool) {
+	label, cmd, _ := strings.Cut(arg, " ")
 	cmd = strings.TrimSpace(cmd)
 	if label == "" || cmd == "" {
 		s.out("usage: @<node> <cmd>\n")
-		s.out(Prompt)
-		return
+		return false
 	}
 	s.background(func() { s.lines(s.env.Remote(label, cmd)) })
+	return true
 }
 
 // background runs work, a command that blocks (span, @node), off the

@@ -38,7 +38,15 @@ func TestSessionCommands(t *testing.T) {
 	}{
 		{"an empty line asks only for the prompt", "", []string{Prompt}},
 		{"a NUL-terminated empty line too", "\x00", []string{Prompt}},
-		{"help lists one command per message", "help", append(append([]string{}, helpLines...), Prompt)},
+		{"help lists one command per message", "help", []string{
+			"help            Command help\n",
+			"span <host>     Span to target host\n",
+			"tree [json|dot] Dump spanning tree\n",
+			"ping            Ping the shell peer\n",
+			"links           List connected peers\n",
+			"circuits        List virtual circuits\n",
+			"@<node> <cmd>   Run cmd on a remote router via circuit\n",
+			Prompt}},
 		{"an unknown command is named", "bogus", []string{"Unrecognized command: bogus\n", Prompt}},
 		{"ping says it is sending", "ping", []string{"sending ping\n", Prompt}},
 		{"span connects and reports", "span 127.0.0.1:9", []string{"Connected to 127.0.0.1:9\n", Prompt}},
@@ -187,5 +195,40 @@ func TestASessionRunsOneBackgroundCommandAtATime(t *testing.T) {
 	full.Exec("@r4 tree") // the refusal left the session free
 	if got := <-outs; !strings.HasPrefix(got, "refused: busy: limits") {
 		t.Fatalf("got %q", got)
+	}
+}
+
+// Every command the shell dispatches is in `help`, and every command help
+// lists is dispatched: a command added beside the registry, or a help
+// line without a command, fails here.
+func TestHelpListsExactlyTheCommandsTheShellRuns(t *testing.T) {
+	help := run(&fakeEnv{}, nil, "help")
+	help = help[:len(help)-1] // the prompt
+	listed := make(map[string]bool)
+	for _, line := range help {
+		word, _, _ := strings.Cut(line, " ")
+		listed[word] = true
+		if c, _, _ := lookup(word); c == nil {
+			t.Errorf("help lists %q, which the shell does not run", word)
+		}
+		if out := run(&fakeEnv{}, nil, word); strings.HasPrefix(out[0], "Unrecognized command") {
+			t.Errorf("help lists %q, which Exec answers with %q", word, out[0])
+		}
+	}
+	dispatched := make([]string, 0, len(byName)+len(prefixed))
+	for name := range byName {
+		dispatched = append(dispatched, name)
+	}
+	for _, c := range prefixed { // help shows "@<node>": the prefix and its first argument
+		word, _, _ := strings.Cut(c.synopsis(), " ")
+		dispatched = append(dispatched, word)
+	}
+	for _, name := range dispatched {
+		if !listed[name] {
+			t.Errorf("the shell runs %q, which help does not list (help: %q)", name, help)
+		}
+	}
+	if len(dispatched) != len(help) {
+		t.Errorf("%d commands dispatched, %d help lines", len(dispatched), len(help))
 	}
 }
