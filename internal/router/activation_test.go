@@ -9,6 +9,7 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 	"github.com/dmsgd/dmsgd/internal/router"
 	"github.com/dmsgd/dmsgd/internal/shell"
 	"github.com/dmsgd/dmsgd/internal/testnet"
@@ -82,19 +83,15 @@ func TestAnInheritedSocketNamedByATLSEntryIsServedWithTLS(t *testing.T) {
 
 	p := dialRawTLS(t, l.Addr().String(), peer)
 	p.send(connMsg(routerLNKConn("b"), false, 0x1000))
-	p.expect("the router's LNK_CONN over TLS", isConnCreate)
+	p.Expect("the router's LNK_CONN over TLS", isConnCreate)
 
 	plain := dialRaw(t, "tcp://"+l.Addr().String(), false)
 	plain.send(connMsg(routerLNKConn("c"), false, 0x1000))
-	if err := plain.waitEOF(); err == nil {
+	if err := plain.WaitEnd(); err == nil {
 		t.Fatal("a plain peer's read ended without an error")
 	}
-	plain.rewind()
-	plain.mu.Lock()
-	got := len(plain.msgs)
-	plain.mu.Unlock()
-	if got != 0 {
-		t.Fatalf("a plain peer on the TLS socket got %d DMSG messages:\n%s", got, plain.transcript())
+	if got := plain.Len(); got != 0 {
+		t.Fatalf("a plain peer on the TLS socket got %d DMSG messages:\n%s", got, plain.Transcript())
 	}
 }
 
@@ -133,7 +130,7 @@ func TestAnInheritedPlainSocketOffLoopbackNeedsInsecurePlainTCP(t *testing.T) {
 			}
 			p := dialRaw(t, "tcp://"+l.Addr().String(), true)
 			p.send(connMsg(routerLNKConn("b"), false, 0x1000))
-			p.expect("the router's LNK_CONN", isConnCreate)
+			p.Expect("the router's LNK_CONN", isConnCreate)
 		})
 	}
 }
@@ -158,10 +155,10 @@ func TestAnInheritedShellSocketIsTheShellSocket(t *testing.T) {
 	}
 	p := dialRaw(t, "unix://"+cfg.Shell.Socket, true)
 	p.send(connMsg(dmsg.Conn{PeerType: dmsg.PeerClient, PeerMask: ^uint64(0), ProtoVersion: 1, FsLabel: "op"}, false, 0x1000))
-	p.expect("the router's LNK_CONN", isConnCreate)
+	p.Expect("the router's LNK_CONN", isConnCreate)
 	p.send(shellMsg("span 127.0.0.1:1"))
-	out := p.expect("the answer to span", func(m *dmsg.Msg) bool { return isShellReply(m) && auxText(m) != shell.Prompt })
-	if !strings.HasPrefix(auxText(out), "Connection to 127.0.0.1:1 failed") {
-		t.Fatalf("a privileged command on the inherited shell socket was not run: %q", auxText(out))
+	out := p.Expect("the answer to span", func(m *dmsg.Msg) bool { return isShellReply(m) && dmsgtest.Text(m) != shell.Prompt })
+	if !strings.HasPrefix(dmsgtest.Text(out), "Connection to 127.0.0.1:1 failed") {
+		t.Fatalf("a privileged command on the inherited shell socket was not run: %q", dmsgtest.Text(out))
 	}
 }

@@ -47,10 +47,10 @@ func dialRawFrom(tb testing.TB, r *testRouter, ip string, autoPong bool) *rawPee
 // sending anything: refused before it became a link.
 func refusedAtOnce(tb testing.TB, p *rawPeer, what string) {
 	tb.Helper()
-	if err := p.waitEOF(); !closedByRouter(err) {
+	if err := p.WaitEnd(); !closedByRouter(err) {
 		tb.Errorf("%s ended with %v, want EOF from the router", what, err)
 	}
-	if tr := p.transcript(); tr != "" {
+	if tr := p.Transcript(); tr != "" {
 		tb.Errorf("%s received:\n%s", what, tr)
 	}
 }
@@ -62,14 +62,14 @@ func TestASourceHoldsAtMostItsShareOfLinks(t *testing.T) {
 	r := newRouter(t, "r", withLimits(func(l *config.Limits) { l.MaxLinksPerSource = 2 }))
 	for i := range 2 {
 		p := dialRawFrom(t, r, "127.0.0.1", true)
-		p.expect(fmt.Sprintf("the router's LNK_CONN on link %d", i+1), isConnCreate)
+		p.Expect(fmt.Sprintf("the router's LNK_CONN on link %d", i+1), isConnCreate)
 	}
 	refusedAtOnce(t, dialRawFrom(t, r, "127.0.0.1", true), "a third connection from 127.0.0.1")
 	if n := limitHits(t, r, "max_links_per_source"); n != 1 {
 		t.Errorf("max_links_per_source refusals counted %v, want 1", n)
 	}
 	other := dialRawFrom(t, r, "127.0.0.2", true)
-	other.expect("the router's LNK_CONN on a link from 127.0.0.2", isConnCreate)
+	other.Expect("the router's LNK_CONN on a link from 127.0.0.2", isConnCreate)
 }
 
 // The reserve: with every network link slot taken, the operator's shell
@@ -104,9 +104,9 @@ func TestALinkWithoutLNKCONNIsClosedAfterTheTimeout(t *testing.T) {
 		l.MaxPendingLinks = 1
 	}))
 	silent := dialRaw(t, r.tcpURL(), true)
-	silent.expect("the router's LNK_CONN", isConnCreate)
+	silent.Expect("the router's LNK_CONN", isConnCreate)
 	refusedAtOnce(t, dialRaw(t, r.tcpURL(), true), "a second pending connection from the same source")
-	if err := silent.waitEOF(); !closedByRouter(err) {
+	if err := silent.WaitEnd(); !closedByRouter(err) {
 		t.Errorf("the silent connection ended with %v, want EOF", err)
 	}
 	if n := limitHits(t, r, "conn_timeout"); n != 1 {
@@ -120,7 +120,7 @@ func TestALinkWithoutLNKCONNIsClosedAfterTheTimeout(t *testing.T) {
 	l := dialLeaf(t, r.tcpURL(), leafConfig{Label: "prompt"})
 	l.waitAcked()
 	time.Sleep(2 * time.Second) // twice the timeout: an observation window
-	if _, closed, _ := l.connState(); closed {
+	if l.ConnState().Closed {
 		t.Fatal("a link whose LNK_CONN arrived in time was closed")
 	}
 	if _, err := r.LinkTo("prompt"); err != nil {
@@ -136,13 +136,13 @@ func TestPendingLinksCannotCrowdOutEstablishedOnes(t *testing.T) {
 	r := newRouter(t, "r", withLimits(func(l *config.Limits) { l.MaxPendingLinks = 2 }))
 	a := dialRaw(t, r.tcpURL(), true)
 	b := dialRaw(t, r.tcpURL(), true)
-	a.expect("the router's LNK_CONN on a", isConnCreate)
-	b.expect("the router's LNK_CONN on b", isConnCreate)
+	a.Expect("the router's LNK_CONN on a", isConnCreate)
+	b.Expect("the router's LNK_CONN on b", isConnCreate)
 	refusedAtOnce(t, dialRaw(t, r.tcpURL(), true), "a third pending connection from the same source")
 	a.send(connMsg(libdmsgConn(), false, 0x1000))
-	a.expect("the acknowledgement of a's LNK_CONN", isCmd(dmsg.LnkError, dmsg.FlagCreate|dmsg.FlagReply|dmsg.FlagRevTrans))
+	a.Expect("the acknowledgement of a's LNK_CONN", isCmd(dmsg.LnkError, dmsg.FlagCreate|dmsg.FlagReply|dmsg.FlagRevTrans))
 	c := dialRaw(t, r.tcpURL(), true)
-	c.expect("the router's LNK_CONN on c", isConnCreate)
+	c.Expect("the router's LNK_CONN on c", isConnCreate)
 }
 
 // Nor can a flood of them from a few sources keep new sources out: with
@@ -153,14 +153,14 @@ func TestPendingLinksCannotCrowdOutEstablishedOnes(t *testing.T) {
 func TestAFloodOfPendingLinksCannotKeepANewSourceOut(t *testing.T) {
 	r := newRouter(t, "r", withLimits(func(l *config.Limits) { l.MaxPendingLinks = 2 }))
 	oldest := dialRawFrom(t, r, "127.0.0.2", true)
-	oldest.expect("the router's LNK_CONN on the flood's first link", isConnCreate)
+	oldest.Expect("the router's LNK_CONN on the flood's first link", isConnCreate)
 	newer := dialRawFrom(t, r, "127.0.0.2", true)
-	newer.expect("the router's LNK_CONN on the flood's second link", isConnCreate)
+	newer.Expect("the router's LNK_CONN on the flood's second link", isConnCreate)
 	refusedAtOnce(t, dialRawFrom(t, r, "127.0.0.2", true), "the flood's third pending connection")
 
 	fresh := dialLeaf(t, r.tcpURL(), leafConfig{Label: "fresh"}) // from 127.0.0.1
 	fresh.waitAcked()
-	if err := oldest.waitEOF(); !closedByRouter(err) {
+	if err := oldest.WaitEnd(); !closedByRouter(err) {
 		t.Errorf("the flood's oldest pending link ended with %v, want EOF from the router", err)
 	}
 	if n := limitHits(t, r, "max_pending_links"); n != 2 {
@@ -168,11 +168,11 @@ func TestAFloodOfPendingLinksCannotKeepANewSourceOut(t *testing.T) {
 	}
 	waitSample(t, r.Metrics().Registry(), "dmsgd_link_downs_total", map[string]string{"reason": "displaced"},
 		"the displaced link's down counted as displaced", equal(1))
-	if _, closed, _ := fresh.connState(); closed {
+	if fresh.ConnState().Closed {
 		t.Fatal("the new source's link was closed")
 	}
 	newer.send(connMsg(libdmsgConn(), false, 0x1000))
-	newer.expect("the acknowledgement of the flood's second LNK_CONN", isCmd(dmsg.LnkError, dmsg.FlagCreate|dmsg.FlagReply|dmsg.FlagRevTrans))
+	newer.Expect("the acknowledgement of the flood's second LNK_CONN", isCmd(dmsg.LnkError, dmsg.FlagCreate|dmsg.FlagReply|dmsg.FlagRevTrans))
 }
 
 // A TLS connection that does not complete its handshake within
@@ -205,7 +205,7 @@ func TestRefusedConnectionsAreCountedNotLoggedEach(t *testing.T) {
 	log, warns := countingLogger(t)
 	r := &testRouter{Router: testnet.Start(t, "r", log, withLimits(func(l *config.Limits) { l.MaxLinksPerSource = 1 })), tb: t}
 	r.cfg, r.port, r.socket, r.label = r.Cfg, r.Port, r.Socket, "r"
-	dialRaw(t, r.tcpURL(), true).expect("the router's LNK_CONN", isConnCreate)
+	dialRaw(t, r.tcpURL(), true).Expect("the router's LNK_CONN", isConnCreate)
 	const n = 50
 	for range n {
 		refusedAtOnce(t, dialRaw(t, r.tcpURL(), true), "a connection beyond the source's limit")

@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 	"github.com/dmsgd/dmsgd/internal/shell"
 	"github.com/dmsgd/dmsgd/internal/testnet"
 	"go.uber.org/zap"
@@ -73,8 +75,8 @@ func routerLNKConn(label string) dmsg.Conn {
 // label and returns it.
 func (p *rawPeer) spanOf(label string) *dmsg.Msg {
 	p.tb.Helper()
-	p.rewind()
-	return p.expect("a LNK_SPAN of "+label, func(m *dmsg.Msg) bool {
+	p.Rewind()
+	return p.Expect("a LNK_SPAN of "+label, func(m *dmsg.Msg) bool {
 		if !isCmd(dmsg.LnkSpan, dmsg.FlagCreate)(m) {
 			return false
 		}
@@ -92,7 +94,7 @@ func (p *routerPeer) openCircuit(target uint64) uint64 {
 	m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: target})
 	m.MsgID = id
 	p.send(m)
-	p.expect("the circuit accepted", func(m *dmsg.Msg) bool {
+	p.Expect("the circuit accepted", func(m *dmsg.Msg) bool {
 		return m.MsgID == id && m.Circuit == 0 && m.Cmd&(dmsg.FlagCreate|dmsg.FlagReply) == dmsg.FlagCreate|dmsg.FlagReply &&
 			m.Cmd&dmsg.FlagDelete == 0
 	})
@@ -108,10 +110,10 @@ func (p *routerPeer) run(circ uint64, line string) string {
 	p.send(m)
 	var out strings.Builder
 	for {
-		r := p.expect("shell output on the circuit", func(m *dmsg.Msg) bool {
+		r := p.Expect("shell output on the circuit", func(m *dmsg.Msg) bool {
 			return m.Circuit == circ && dmsg.Base(m.Cmd) == dmsg.DbgShell && m.Cmd&dmsg.FlagReply != 0
 		})
-		if t := auxText(r); t == shell.Prompt {
+		if t := dmsgtest.Text(r); t == shell.Prompt {
 			return out.String()
 		} else {
 			out.WriteString(t)
@@ -125,8 +127,8 @@ func (p *routerPeer) runLink(line string) string {
 	p.send(shellMsg(line))
 	var out strings.Builder
 	for {
-		r := p.expect("shell output", isShellReply)
-		if t := auxText(r); t == shell.Prompt {
+		r := p.Expect("shell output", isShellReply)
+		if t := dmsgtest.Text(r); t == shell.Prompt {
 			return out.String()
 		} else {
 			out.WriteString(t)
@@ -299,9 +301,7 @@ func TestAFloodOfShellCommandsFromATCPPeerWritesAFewShortLines(t *testing.T) {
 				}
 			}
 			eventually(t, "every command answered", func() error {
-				p.mu.Lock()
-				defer p.mu.Unlock()
-				if got := countPrompts(p.msgs); got < n {
+				if got := countPrompts(p.All()); got < n {
 					return fmt.Errorf("%d of %d answered", got, n)
 				}
 				return nil
@@ -324,7 +324,7 @@ func TestAFloodOfShellCommandsFromATCPPeerWritesAFewShortLines(t *testing.T) {
 func countPrompts(ms []*dmsg.Msg) int {
 	n := 0
 	for _, m := range ms {
-		if isShellReply(m) && auxText(m) == shell.Prompt {
+		if isShellReply(m) && dmsgtest.Text(m) == shell.Prompt {
 			n++
 		}
 	}
@@ -362,11 +362,9 @@ func TestBackgroundShellCommandsOfPeersAreBounded(t *testing.T) {
 	}
 	// The operator is served whatever the peers hold.
 	op := dialLeaf(t, r.shellURL(), leafConfig{Label: "op"})
-	op.shell("@r links")
-	eventually(t, "the operator's @r links is answered", func() error {
-		if out := strings.Join(op.shellOutput(), ""); !strings.Contains(out, "ghost") {
-			return fmt.Errorf("output so far %q", out)
-		}
-		return nil
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if out, err := op.Shell(ctx, "@r links"); err != nil || !strings.Contains(out, "ghost") {
+		t.Fatalf("the operator's @r links answered %q, %v", out, err)
+	}
 }

@@ -31,20 +31,20 @@ func TestABadPeerOnlyLosesItsOwnLink(t *testing.T) {
 		}},
 		{"a LNK_CONN whose header CRC does not match", func(p *rawPeer) {
 			c := libdmsgConn()
-			p.sendMangled(connMsg(c, false, 0x1000), func(b []byte) { b[0x100] ^= 0xff })
+			p.SendMangled(connMsg(c, false, 0x1000), func(b []byte) { b[0x100] ^= 0xff })
 		}},
 		{"a DBG_SHELL whose aux CRC does not match", func(p *rawPeer) {
-			p.sendMangled(shellMsg("help"), func(b []byte) { b[dmsg.BaseHeaderSize] ^= 0xff })
+			p.SendMangled(shellMsg("help"), func(b []byte) { b[dmsg.BaseHeaderSize] ^= 0xff })
 		}},
 		{"a message out of sequence", func(p *rawPeer) {
 			conn(p)
-			p.sendMangled(shellMsg("help"), func(b []byte) { b[4]++ })
+			p.SendMangled(shellMsg("help"), func(b []byte) { b[4]++ })
 		}},
 		{"an extended header size of 0", func(p *rawPeer) {
-			p.sendMangled(shellMsg(""), func(b []byte) { b[0x20] = 0 })
+			p.SendMangled(shellMsg(""), func(b []byte) { b[0x20] = 0 })
 		}},
 		{"aux data over the 1 MiB limit", func(p *rawPeer) {
-			p.sendMangled(shellMsg(""), func(b []byte) { binary.LittleEndian.PutUint32(b[0x28:], 2<<20) })
+			p.SendMangled(shellMsg(""), func(b []byte) { binary.LittleEndian.PutUint32(b[0x28:], 2<<20) })
 		}},
 		{"a DELETE for a transaction that does not exist", func(p *rawPeer) {
 			conn(p)
@@ -72,9 +72,9 @@ func TestABadPeerOnlyLosesItsOwnLink(t *testing.T) {
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p := dialRaw(t, r.tcpURL(), false)
-			p.next("the router's LNK_CONN", nil) // the link is up
+			p.Next("the router's LNK_CONN") // the link is up
 			tc.misbehave(p)
-			if err := p.waitEOF(); !closedByRouter(err) {
+			if err := p.WaitEnd(); !closedByRouter(err) {
 				t.Errorf("bad peer's link ended with %v, want EOF from the router", err)
 			}
 
@@ -87,7 +87,7 @@ func TestABadPeerOnlyLosesItsOwnLink(t *testing.T) {
 				}
 				return nil
 			})
-			if _, closed, _ := healthy.connState(); closed {
+			if healthy.ConnState().Closed {
 				t.Error("the healthy leaf's LNK_CONN was closed")
 			}
 			if err := r.Holds("early"); err == nil {
@@ -109,8 +109,8 @@ func TestASpanBeyondMaxSpansPerLinkIsRefusedAndTheLinkStays(t *testing.T) {
 	s3 := origin.advertise(hammer2Span("s3", "h2", 0, 1))
 
 	eventually(t, "s3 refused", func() error {
-		if acked, refused, code := s3.state(); !refused || acked || code == 0 {
-			return fmt.Errorf("s3 acked %v refused %v error %#x", acked, refused, code)
+		if st := s3.State(); !st.Refused || st.Acked || st.Error == 0 {
+			return fmt.Errorf("s3 %+v", st)
 		}
 		return nil
 	})
@@ -119,25 +119,25 @@ func TestASpanBeyondMaxSpansPerLinkIsRefusedAndTheLinkStays(t *testing.T) {
 	if err := r.lacks("s3"); err != nil {
 		t.Error(err)
 	}
-	if len(watcher.spansOf("s3")) != 0 {
+	if len(watcher.SpansOf("s3")) != 0 {
 		t.Error("the watcher received the refused span")
 	}
-	if _, closed, _ := origin.connState(); closed {
+	if origin.ConnState().Closed {
 		t.Fatal("the router closed the origin's LNK_CONN")
 	}
 
-	s1.withdraw()
+	s1.Withdraw()
 	watcher.waitSpans("s1", 0)
 	s4 := origin.advertise(hammer2Span("s4", "h2", 0, 1))
 	watcher.waitSpans("s4", 1)
 	eventually(t, "s4 accepted once s1 went", func() error {
-		if acked, refused, _ := s4.state(); !acked || refused {
-			return fmt.Errorf("s4 acked %v refused %v", acked, refused)
+		if st := s4.State(); !st.Acked || st.Refused {
+			return fmt.Errorf("s4 %+v", st)
 		}
 		return nil
 	})
 	select {
-	case <-origin.done():
+	case <-origin.Done():
 		t.Error("the origin's link went down")
 	default:
 	}
@@ -153,7 +153,7 @@ func TestALinkLostToGarbageWithdrawsItsSpansEverywhere(t *testing.T) {
 	watcher.waitSpans("pfs", 1, 1)
 
 	origin.rawWrite(bytes.Repeat([]byte{0x5a}, dmsg.BaseHeaderSize))
-	waitChan(t, "the origin's link to go down", origin.done())
+	waitChan(t, "the origin's link to go down", origin.Done())
 	watcher.waitSpans("pfs", 0)
 	eventually(t, "r drops pfs and the origin's link", func() error {
 		if err := r.lacks("pfs"); err != nil {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
-	"github.com/dmsgd/dmsgd/internal/iocom"
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 	"github.com/dmsgd/dmsgd/internal/testnet"
 )
 
@@ -32,7 +32,7 @@ func floodLabel(n int) string { return fmt.Sprintf("flood%04d", n) }
 
 // flood advertises n distinct nodes from l and waits until the router
 // answered each: it returns how many it acknowledged and refused.
-func flood(tb testing.TB, l *leaf, n int) (adverts []*advert, acked, refused int) {
+func flood(tb testing.TB, l *leaf, n int) (adverts []*endpoint.Advert, acked, refused int) {
 	tb.Helper()
 	for i := range n {
 		adverts = append(adverts, l.advertise(hammer2Span(floodLabel(i), "h2", 0, 1)))
@@ -40,11 +40,10 @@ func flood(tb testing.TB, l *leaf, n int) (adverts []*advert, acked, refused int
 	eventually(tb, "every flood span answered", func() error {
 		acked, refused = 0, 0
 		for _, a := range adverts {
-			ok, no, code := a.state()
-			switch {
-			case ok:
+			switch st := a.State(); {
+			case st.Acked:
 				acked++
-			case no && code == dmsg.ErrParam:
+			case st.Refused && st.Error == dmsg.ErrParam:
 				refused++
 			}
 		}
@@ -101,10 +100,10 @@ func TestASpanFloodIsRefusedAndAWellBehavedLeafStillGetsThrough(t *testing.T) {
 		label := fmt.Sprintf("control%d", i)
 		a := control.advertise(hammer2Span(label, "h2", 0, 1))
 		watcher.waitSpans(label, 1)
-		a.withdraw()
+		a.Withdraw()
 		watcher.waitSpans(label, 0)
 	}
-	if _, closed, _ := fl.connState(); closed {
+	if fl.ConnState().Closed {
 		t.Error("the flood's LNK_CONN was closed: refusals within the refusal budget must not close it")
 	}
 }
@@ -124,16 +123,11 @@ func TestAPeerThatKeepsOpeningSpansPastItsBudgetIsClosed(t *testing.T) {
 
 	for i := range 100 { // until the router closes the link
 		s := hammer2Span(floodLabel(i), "h2", 0, 1)
-		tx, err := fl.conn.Open(dmsg.NewSpanMsg(0, &s), func(tx *iocom.Tx, m *dmsg.Msg) {
-			if m.Cmd&dmsg.FlagDelete != 0 {
-				tx.Close() // and open the next one regardless
-			}
-		})
-		if err != nil || tx == nil {
+		if _, err := fl.Advertise(s); err != nil { // refused or not, the next one
 			break
 		}
 	}
-	waitChan(t, "the flooding link to be closed", fl.done())
+	waitChan(t, "the flooding link to be closed", fl.Done())
 	eventually(t, "the watcher holds no flood span", func() error {
 		if got := floodLabels(watcher); len(got) != 0 {
 			return fmt.Errorf("holds %v", got)
@@ -144,8 +138,8 @@ func TestAPeerThatKeepsOpeningSpansPastItsBudgetIsClosed(t *testing.T) {
 	a := control.advertise(hammer2Span("ctl2", "h2", 0, 1))
 	watcher.waitSpans("ctl2", 1)
 	eventually(t, "the control leaf's next span acknowledged", func() error {
-		if acked, refused, _ := a.state(); !acked || refused {
-			return fmt.Errorf("acked %v refused %v", acked, refused)
+		if st := a.State(); !st.Acked || st.Refused {
+			return fmt.Errorf("%+v", st)
 		}
 		return nil
 	})
@@ -189,7 +183,7 @@ func TestRelaysHeldBackByTheBudgetFollowWhenRelaysFree(t *testing.T) {
 	}
 	for i, a := range adverts {
 		if slices.Contains(first, floodLabel(i)) {
-			a.withdraw()
+			a.Withdraw()
 		}
 	}
 	eventually(t, "the watcher gets flood nodes it did not have", func() error {
@@ -200,7 +194,7 @@ func TestRelaysHeldBackByTheBudgetFollowWhenRelaysFree(t *testing.T) {
 		}
 		return fmt.Errorf("holds %v", floodLabels(watcher))
 	})
-	fl.close()
+	fl.Close()
 	eventually(t, "nothing waits once the flood is gone", func() error {
 		if st := r.Engine().Stats(); st.Starved != 0 || len(floodLabels(watcher)) != 0 {
 			return fmt.Errorf("engine %+v, watcher holds %v", st, floodLabels(watcher))
@@ -216,7 +210,7 @@ func TestLimitRefusalsAreServedOnMetrics(t *testing.T) {
 	origin.advertise(hammer2Span("s1", "h2", 0, 1))
 	s2 := origin.advertise(hammer2Span("s2", "h2", 0, 1))
 	eventually(t, "s2 refused", func() error {
-		if _, refused, _ := s2.state(); !refused {
+		if !s2.State().Refused {
 			return fmt.Errorf("not yet")
 		}
 		return nil

@@ -82,7 +82,7 @@ func TestAPeerReconnectingInALoopIsHeldBeforeItsLNKCONN(t *testing.T) {
 		for i := range uint64(10) {
 			advertiseRaw(p, 0x2000+i, farSpan(fmt.Sprintf("churn%d.%d", c, i)), nil)
 		}
-		p.close()
+		p.Close()
 		if readerPauses(t, r, "link_rate") > 0 {
 			break
 		}

@@ -22,7 +22,7 @@ func libdmsgConn() dmsg.Conn {
 func TestTheRouterSendsItsDmsgdFormLNKCONNFirst(t *testing.T) {
 	r := newRouter(t, "r")
 	p := dialRaw(t, r.tcpURL(), true)
-	m := p.next("the router's first message", nil)
+	m := p.Next("the router's first message")
 	if m.Cmd != dmsg.LnkConn|dmsg.FlagCreate || m.MsgID == 0 || m.Circuit != 0 {
 		t.Fatalf("first message = %s msgid %016x circuit %d, want LNK_CONN|CREATE (0x1108) on circuit 0",
 			dmsg.CmdString(m.Cmd), m.MsgID, m.Circuit)
@@ -74,21 +74,21 @@ func TestTheLNKCONNExchangeFallsBackToTheLibdmsgFormOnce(t *testing.T) {
 				// Peers send their LNK_CONN without waiting for ours.
 				p.send(connMsg(libdmsgConn(), true, 0x1000))
 			}
-			first := p.expect("the router's 0x1108 LNK_CONN", isCmd(dmsg.LnkConn, dmsg.FlagCreate))
+			first := p.Expect("the router's 0x1108 LNK_CONN", isCmd(dmsg.LnkConn, dmsg.FlagCreate))
 			if tc.provoke != nil {
 				sentConn = tc.provoke(p, first.MsgID)
 			}
 
 			if sentConn {
-				p.expect("the acknowledgement of our LNK_CONN", func(m *dmsg.Msg) bool {
+				p.Expect("the acknowledgement of our LNK_CONN", func(m *dmsg.Msg) bool {
 					return m.Cmd == dmsg.LnkError|dmsg.FlagCreate|dmsg.FlagReply|dmsg.FlagRevTrans && m.MsgID == 0x1000
 				})
 			}
-			p.rewind() // the DELETE may come before or after the acknowledgement
-			p.expect("the router closing its 0x1108 LNK_CONN", func(m *dmsg.Msg) bool {
+			p.Rewind() // the DELETE may come before or after the acknowledgement
+			p.Expect("the router closing its 0x1108 LNK_CONN", func(m *dmsg.Msg) bool {
 				return m.Cmd == dmsg.LnkError|dmsg.FlagDelete && m.MsgID == first.MsgID
 			})
-			second := p.expect("the 0x1106 LNK_CONN", isCmd(dmsg.LnkConnV2, dmsg.FlagCreate))
+			second := p.Expect("the 0x1106 LNK_CONN", isCmd(dmsg.LnkConnV2, dmsg.FlagCreate))
 			if second.MsgID == first.MsgID || second.MsgID == 0 {
 				t.Errorf("0x1106 LNK_CONN msgid %016x, want a new one (the 0x1108 had %016x)", second.MsgID, first.MsgID)
 			}
@@ -103,7 +103,7 @@ func TestTheLNKCONNExchangeFallsBackToTheLibdmsgFormOnce(t *testing.T) {
 			// Refusing the libdmsg form too ends the exchange: the router
 			// closes its side and sends no third LNK_CONN.
 			p.send(refusal(second.MsgID, dmsg.ErrNoSupp))
-			rest := p.barrier()
+			rest := p.Barrier()
 			var closed bool
 			for _, m := range rest {
 				if isConnCreate(m) {
@@ -112,13 +112,10 @@ func TestTheLNKCONNExchangeFallsBackToTheLibdmsgFormOnce(t *testing.T) {
 				closed = closed || m.Cmd == dmsg.LnkError|dmsg.FlagDelete && m.MsgID == second.MsgID
 			}
 			if !closed {
-				t.Errorf("the router did not close its refused 0x1106 LNK_CONN; after the refusal it sent:\n%s", p.transcript())
+				t.Errorf("the router did not close its refused 0x1106 LNK_CONN; after the refusal it sent:\n%s", p.Transcript())
 			}
-			p.mu.Lock()
-			all := p.msgs[:p.cursor]
-			p.mu.Unlock()
-			if n := countIf(all, isConnCreate); n != 2 {
-				t.Errorf("the router opened %d LNK_CONNs, want 2; transcript:\n%s", n, p.transcript())
+			if n := countIf(p.All(), isConnCreate); n != 2 {
+				t.Errorf("the router opened %d LNK_CONNs, want 2; transcript:\n%s", n, p.Transcript())
 			}
 		})
 	}
@@ -144,7 +141,7 @@ func TestALinkToOurselvesIsRefused(t *testing.T) {
 		c.PfsFsid = config.NodeIDFor("r")
 		c.FsLabel = "impostor"
 		p.send(connMsg(c, false, 0x1000))
-		if err := p.waitEOF(); !closedByRouter(err) {
+		if err := p.WaitEnd(); !closedByRouter(err) {
 			t.Errorf("link ended with %v, want EOF from the router", err)
 		}
 		eventually(t, "r forgets the link", func() error { return noLinks(r) })
@@ -186,14 +183,14 @@ func TestAConnectionBeyondMaxLinksIsClosedAtOnce(t *testing.T) {
 	})
 
 	extra := dialRaw(t, r.tcpURL(), false)
-	if err := extra.waitEOF(); !closedByRouter(err) {
+	if err := extra.WaitEnd(); !closedByRouter(err) {
 		t.Errorf("the third connection ended with %v, want EOF", err)
 	}
-	if extra.transcript() != "" {
-		t.Errorf("the refused connection received:\n%s", extra.transcript())
+	if extra.Transcript() != "" {
+		t.Errorf("the refused connection received:\n%s", extra.Transcript())
 	}
 
-	l1.close()
+	l1.Close()
 	eventually(t, "r forgets l1", func() error {
 		if ls := r.Tree().Links; len(ls) != 1 {
 			return fmt.Errorf("links %+v", ls)
@@ -201,7 +198,7 @@ func TestAConnectionBeyondMaxLinksIsClosedAtOnce(t *testing.T) {
 		return nil
 	})
 	again := dialRaw(t, r.tcpURL(), true)
-	again.expect("the router's LNK_CONN on a connection within the limit", isConnCreate)
+	again.Expect("the router's LNK_CONN on a connection within the limit", isConnCreate)
 }
 
 // listenRaw listens on loopback for one connection, which accept returns
@@ -249,7 +246,7 @@ func TestATargetsConnFormForcesTheLNKCONNForm(t *testing.T) {
 		addr, accept := listenRaw(t)
 		newRouter(t, "r", withTarget(t, addr), withConnForm(config.ConnLibdmsg))
 		p := accept()
-		first := p.expect("the router's LNK_CONN", isConnCreate)
+		first := p.Expect("the router's LNK_CONN", isConnCreate)
 		if first.Cmd != dmsg.LnkConnV2|dmsg.FlagCreate {
 			t.Fatalf("first LNK_CONN is %s, want the 0x1106 form", dmsg.CmdString(first.Cmd))
 		}
@@ -261,14 +258,14 @@ func TestATargetsConnFormForcesTheLNKCONNForm(t *testing.T) {
 		addr, accept := listenRaw(t)
 		newRouter(t, "r", withTarget(t, addr), withConnForm(config.ConnDmsgd))
 		p := accept()
-		first := p.expect("the router's 0x1108 LNK_CONN", isCmd(dmsg.LnkConn, dmsg.FlagCreate))
+		first := p.Expect("the router's 0x1108 LNK_CONN", isCmd(dmsg.LnkConn, dmsg.FlagCreate))
 		// Both signs that would make an auto target fall back.
 		p.send(connMsg(libdmsgConn(), true, 0x1000))
 		p.send(refusal(first.MsgID, dmsg.ErrNoSupp))
-		rest := p.barrier()
+		rest := p.Barrier()
 		for _, m := range rest {
 			if dmsg.Base(m.Cmd) == dmsg.LnkConnV2 {
-				t.Fatalf("the router sent the 0x1106 form although conn_form is dmsgd:\n%s", p.transcript())
+				t.Fatalf("the router sent the 0x1106 form although conn_form is dmsgd:\n%s", p.Transcript())
 			}
 		}
 	})

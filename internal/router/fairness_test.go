@@ -1,7 +1,7 @@
 package router_test
 
 import (
-	"bufio"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // A peer that asks the shell for large output and never reads it is a
@@ -25,12 +26,7 @@ func TestAPeerNotReadingItsShellOutputIsClosedAsASlowConsumer(t *testing.T) {
 	}), withKeepaliveTimeout(time.Minute))
 	good := dialLeaf(t, r.tcpURL(), leafConfig{Label: "good"})
 	good.waitAcked()
-	nc, err := net.Dial("tcp", r.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	stop := writeFlood(nc, func(i int) *dmsg.Msg {
+	stop := writeFlood(dialPeer(t, r), func(i int) *dmsg.Msg {
 		if i == 0 {
 			return connMsg(libdmsgConn(), false, 0x1000)
 		}
@@ -70,7 +66,7 @@ func TestAPeerHoldingTooManyTransactionsIsRefusedThenClosed(t *testing.T) {
 	// DELETE, which never comes; one at a time, each answer awaited.
 	var codes []uint32
 	for id := uint64(2); id <= 40; id++ {
-		if p.sendErr(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.FlagCreate | 0x00500101, MsgID: id}}) != nil {
+		if p.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.FlagCreate | 0x00500101, MsgID: id}}) != nil {
 			break
 		}
 		m, ok := p.answerOrEOF(id)
@@ -79,7 +75,7 @@ func TestAPeerHoldingTooManyTransactionsIsRefusedThenClosed(t *testing.T) {
 		}
 		codes = append(codes, m.Error)
 	}
-	if err := p.waitEOF(); !closedByRouter(err) {
+	if err := p.WaitEnd(); !closedByRouter(err) {
 		t.Errorf("the flooding link ended with %v, want EOF", err)
 	}
 	want := slices.Repeat([]uint32{dmsg.ErrNoSupp}, 7)
@@ -103,16 +99,13 @@ func (p *rawPeer) answerOrEOF(msgid uint64) (m *dmsg.Msg, ok bool) {
 	deadline := time.NewTimer(waitTimeout)
 	defer deadline.Stop()
 	for {
-		p.mu.Lock()
-		for ; p.cursor < len(p.msgs); p.cursor++ {
-			if m := p.msgs[p.cursor]; m.MsgID == msgid && m.Cmd&dmsg.FlagReply != 0 {
-				p.cursor++
-				p.mu.Unlock()
+		// In this order: once reading has ended, All holds everything.
+		ch, ended := p.Changed(), p.Err() != nil
+		for _, m := range p.All() {
+			if m.MsgID == msgid && m.Cmd&dmsg.FlagReply != 0 {
 				return m, true
 			}
 		}
-		ch, ended := p.changed, p.readErr != nil
-		p.mu.Unlock()
 		if ended {
 			return nil, false
 		}
@@ -124,22 +117,34 @@ func (p *rawPeer) answerOrEOF(msgid uint64) (m *dmsg.Msg, ok bool) {
 	}
 }
 
-// writeFlood writes what next builds on nc as fast as nc takes it, until
-// the returned stop is called or a write fails. It never reads.
-func writeFlood(nc net.Conn, next func(i int) *dmsg.Msg) (stop func()) {
+// dialPeer connects a bare peer to r, one that reads nothing unless told
+// to; the test's cleanup closes it.
+func dialPeer(tb testing.TB, r *testRouter) *dmsgtest.Peer {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	p, err := dmsgtest.Dial(ctx, "tcp", r.addr())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
+}
+
+// writeFlood writes what next builds on p as fast as the router takes
+// it, until the returned stop is called or a write fails. It never reads.
+func writeFlood(p *dmsgtest.Peer, next func(i int) *dmsg.Msg) (stop func()) {
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		bw := bufio.NewWriter(nc)
-		enc := dmsg.NewEncoder(bw)
 		for i := 0; ; i++ {
 			select {
 			case <-quit:
 				return
 			default:
 			}
-			nc.SetWriteDeadline(time.Now().Add(waitTimeout))
-			if enc.Encode(next(i)) != nil || bw.Buffered() > 16<<10 && bw.Flush() != nil {
+			p.WriteUntil(time.Now().Add(waitTimeout))
+			if p.Write(next(i)) != nil {
 				return
 			}
 		}
@@ -148,7 +153,7 @@ func writeFlood(nc net.Conn, next func(i int) *dmsg.Msg) (stop func()) {
 	return func() {
 		once.Do(func() {
 			close(quit)
-			nc.Close()
+			p.Close()
 			<-done
 		})
 	}
@@ -190,7 +195,7 @@ func newControl(tb testing.TB, r *testRouter) *control {
 func (c *control) measure(n int) {
 	for i := range n {
 		start := time.Now()
-		c.pinger.barrier()
+		c.pinger.Barrier()
 		c.pings = append(c.pings, time.Since(start))
 		start = time.Now()
 		label := fmt.Sprintf("tick%d", i)
@@ -222,9 +227,9 @@ func TestAFloodingPeerDoesNotStarveAWellBehavedLeaf(t *testing.T) {
 		start func(t *testing.T, r *testRouter) (stop func())
 	}{
 		{"pings as fast as it can", func(t *testing.T, r *testRouter) func() {
-			nc := dialTCP(t, r)
-			go drain(nc)
-			return writeFlood(nc, func(i int) *dmsg.Msg {
+			p := dialPeer(t, r)
+			go drain(p.Conn())
+			return writeFlood(p, func(i int) *dmsg.Msg {
 				if i == 0 {
 					return connMsg(libdmsgConn(), false, 1)
 				}
@@ -232,9 +237,9 @@ func TestAFloodingPeerDoesNotStarveAWellBehavedLeaf(t *testing.T) {
 			})
 		}},
 		{"opens and withdraws spans in a loop", func(t *testing.T, r *testRouter) func() {
-			nc := dialTCP(t, r)
-			go drain(nc)
-			return writeFlood(nc, func(i int) *dmsg.Msg {
+			p := dialPeer(t, r)
+			go drain(p.Conn())
+			return writeFlood(p, func(i int) *dmsg.Msg {
 				switch {
 				case i == 0:
 					return connMsg(libdmsgConn(), false, 1)
@@ -261,15 +266,6 @@ func TestAFloodingPeerDoesNotStarveAWellBehavedLeaf(t *testing.T) {
 	}
 }
 
-func dialTCP(tb testing.TB, r *testRouter) net.Conn {
-	tb.Helper()
-	nc, err := net.Dial("tcp", r.addr())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return nc
-}
-
 func withMsgID(m *dmsg.Msg, id uint64) *dmsg.Msg { m.MsgID = id; return m }
 
 // churn runs n goroutines that each connect, send a LNK_CONN and 19
@@ -287,26 +283,25 @@ func churn(tb testing.TB, r *testRouter, n int) (stop func()) {
 					return
 				default:
 				}
-				nc, err := net.DialTimeout("tcp", r.addr(), time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				p, err := dmsgtest.Dial(ctx, "tcp", r.addr())
+				cancel()
 				if err != nil {
 					continue
 				}
-				go drain(nc)
-				bw := bufio.NewWriter(nc)
-				enc := dmsg.NewEncoder(bw)
-				enc.Encode(connMsg(libdmsgConn(), false, 1))
+				go drain(p.Conn())
+				p.WriteUntil(time.Now().Add(time.Second))
+				p.Write(connMsg(libdmsgConn(), false, 1))
 				for s := range 19 {
 					sp := hammer2Span(fmt.Sprintf("c%d-%d", g, s), "h2", 0, 1)
-					enc.Encode(withMsgID(dmsg.NewSpanMsg(dmsg.FlagCreate, &sp), uint64(s+2)))
+					p.Write(withMsgID(dmsg.NewSpanMsg(dmsg.FlagCreate, &sp), uint64(s+2)))
 				}
 				garbage := make([]byte, 256)
 				for i := range garbage {
 					garbage[i] = byte(rand.Uint32())
 				}
-				bw.Write(garbage)
-				nc.SetWriteDeadline(time.Now().Add(time.Second))
-				bw.Flush()
-				nc.Close()
+				p.WriteRaw(garbage)
+				p.Close()
 			}
 		}()
 	}

@@ -58,10 +58,8 @@ func dialSigned(tb testing.TB, addr, label string, k nodeKey) *rawPeer {
 // signedRelaysSeen counts the signed LNK_SPANs the router opened toward
 // p, from message from on.
 func signedRelaysSeen(p *rawPeer, from int) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	n := 0
-	for _, m := range p.msgs[from:] {
+	for _, m := range p.All()[from:] {
 		if isCmd(dmsg.LnkSpan, dmsg.FlagCreate)(m) && len(m.Aux) > 0 {
 			n++
 		}
@@ -79,10 +77,7 @@ func checkRelayedRecords(t *testing.T, p *rawPeer, n int, me, from nodeKey) {
 		}
 		return nil
 	})
-	p.mu.Lock()
-	msgs := append([]*dmsg.Msg(nil), p.msgs...)
-	p.mu.Unlock()
-	for _, m := range msgs {
+	for _, m := range p.All() {
 		if !isCmd(dmsg.LnkSpan, dmsg.FlagCreate)(m) || len(m.Aux) == 0 {
 			continue
 		}
@@ -116,7 +111,7 @@ func TestRelayHopsAreSignedOutsideTheSpanEngineLock(t *testing.T) {
 		}
 	})
 	dst := dialSigned(t, addr, "dst", kd)
-	defer dst.close()
+	defer dst.Close()
 	checkRelayedRecords(t, dst, n+1, kd, ka) // the bench nodes and a itself
 	if probes.Load() == 0 {
 		t.Fatal("no hop was signed")
@@ -135,7 +130,7 @@ func TestHopsSignedForAPeerAreCopiedWhenItsLinkComesBack(t *testing.T) {
 	if signed < n+1 {
 		t.Fatalf("%d hops signed for %d relays", signed, n+1)
 	}
-	dst.close()
+	dst.Close()
 	eventually(t, "dst's link gone", func() error {
 		if _, err := a.LinkTo("dst"); err == nil {
 			return fmt.Errorf("still up")
@@ -144,7 +139,7 @@ func TestHopsSignedForAPeerAreCopiedWhenItsLinkComesBack(t *testing.T) {
 	})
 
 	dst = dialSigned(t, addr, "dst", kd)
-	defer dst.close()
+	defer dst.Close()
 	checkRelayedRecords(t, dst, n+1, kd, ka)
 	signed2, reused2 := a.HopSignatures()
 	if signed2 != signed || reused2-reused < n+1 {

@@ -1,14 +1,11 @@
 package router_test
 
 import (
-	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
-	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
 // cPeer plays the libdmsg 2014+ service on a raw link: it sends its
@@ -21,17 +18,17 @@ func dialCPeer(t *testing.T, r *testRouter, node string) *rawPeer {
 	t.Helper()
 	p := dialRaw(t, r.tcpURL(), true)
 	p.send(connMsg(libdmsgConn(), true, 0x1000))
-	first := p.expect("the router's 0x1108 LNK_CONN", isCmd(dmsg.LnkConn, dmsg.FlagCreate))
+	first := p.Expect("the router's 0x1108 LNK_CONN", isCmd(dmsg.LnkConn, dmsg.FlagCreate))
 	p.send(refusal(first.MsgID, dmsg.ErrNoSupp))
-	p.rewind()
-	second := p.expect("the router's 0x1106 LNK_CONN", isCmd(dmsg.LnkConnV2, dmsg.FlagCreate))
+	p.Rewind()
+	second := p.Expect("the router's 0x1106 LNK_CONN", isCmd(dmsg.LnkConnV2, dmsg.FlagCreate))
 	p.send(ack(second.MsgID))
 	s := hammer2Span(node, "c-cluster", 1, 5)
 	ad := dmsg.NewSpanMsg(dmsg.FlagCreate, &s)
 	ad.MsgID = 0x2000
 	p.send(ad)
-	p.rewind()
-	p.expect("the router's acknowledgement of the span", func(m *dmsg.Msg) bool {
+	p.Rewind()
+	p.Expect("the router's acknowledgement of the span", func(m *dmsg.Msg) bool {
 		return m.MsgID == 0x2000 && m.Cmd&dmsg.FlagReply != 0 && m.Cmd&dmsg.FlagCreate != 0
 	})
 	return p
@@ -41,12 +38,10 @@ func dialCPeer(t *testing.T, r *testRouter, node string) *rawPeer {
 // any message on a circuit.
 func noCircuitTraffic(t *testing.T, p *rawPeer) {
 	t.Helper()
-	p.barrier()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, m := range p.msgs {
+	p.Barrier()
+	for _, m := range p.All() {
 		if dmsg.Base(m.Cmd) == dmsg.LnkCirc || m.Circuit != 0 {
-			t.Fatalf("the libdmsg peer was sent %s circuit %d; transcript:\n%s", dmsg.CmdString(m.Cmd), m.Circuit, p.transcript())
+			t.Fatalf("the libdmsg peer was sent %s circuit %d; transcript:\n%s", dmsg.CmdString(m.Cmd), m.Circuit, p.Transcript())
 		}
 	}
 }
@@ -56,33 +51,14 @@ func noCircuitTraffic(t *testing.T, p *rawPeer) {
 // closed without one).
 func openCircuit(t *testing.T, l *leaf, spanID uint64) func() uint32 {
 	t.Helper()
-	var mu sync.Mutex
-	var ended bool
-	var code uint32
-	_, err := l.conn.Open(dmsg.NewCircMsg(0, &dmsg.Circ{Target: spanID}), func(tx *iocom.Tx, m *dmsg.Msg) {
-		if m.Cmd&dmsg.FlagDelete == 0 {
-			return
-		}
-		mu.Lock()
-		ended, code = true, m.Error
-		mu.Unlock()
-		tx.Close()
-	})
+	c, err := l.OpenCircuit(spanID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return func() uint32 {
 		t.Helper()
-		eventually(t, "the LNK_CIRC answered with its end", func() error {
-			mu.Lock()
-			defer mu.Unlock()
-			if !ended {
-				return errors.New("still open")
-			}
-			return nil
-		})
-		mu.Lock()
-		defer mu.Unlock()
+		waitChan(t, "the LNK_CIRC answered with its end", c.Done())
+		_, code := c.End()
 		return code
 	}
 }

@@ -30,9 +30,9 @@ func TestAVolconfSlotKeepsAnOutboundLinkWhileItsLNKCONNIsOpen(t *testing.T) {
 		volconfMedia uuid.UUID
 		end          func(l *leaf, slot func(copyID uint8))
 	}{
-		{"until the leaf disconnects", media, func(l *leaf, _ func(uint8)) { l.close() }},
+		{"until the leaf disconnects", media, func(l *leaf, _ func(uint8)) { l.Close() }},
 		{"until the leaf disconnects, with another media id in the VOLCONF",
-			uuid.MustParse("00000000-0000-0000-0000-00000000beef"), func(l *leaf, _ func(uint8)) { l.close() }},
+			uuid.MustParse("00000000-0000-0000-0000-00000000beef"), func(l *leaf, _ func(uint8)) { l.Close() }},
 		{"until the slot is cleared with copyid 0", media, func(_ *leaf, slot func(uint8)) { slot(0) }},
 	}
 	for _, tc := range tests {
@@ -128,8 +128,8 @@ func TestShutdownDeletesOurLNKCONNOnEveryLinkAndReturns(t *testing.T) {
 	if err := r.stop(); err != nil {
 		t.Errorf("Shutdown or Serve returned %v, want nil and ErrRouterClosed", err)
 	}
-	waitChan(t, "the leaf's link to go down", l.done())
-	rcs := l.routerConns()
+	waitChan(t, "the leaf's link to go down", l.Done())
+	rcs := l.RouterConns()
 	if len(rcs) != 1 || !rcs[0].Closed || rcs[0].Lost || rcs[0].Error != 0 {
 		t.Errorf("router LNK_CONNs seen by the leaf = %+v, want one, closed by a DELETE without error", rcs)
 	}
@@ -144,7 +144,7 @@ func TestShutdownDeletesOurLNKCONNOnEveryLinkAndReturns(t *testing.T) {
 	})
 
 	other.stop()
-	l.close()
+	l.Close()
 	if err := goleak.Find(before); err != nil {
 		t.Errorf("goroutines left after both routers shut down: %v", err)
 	}

@@ -93,7 +93,7 @@ func TestMetricsNameLinksByPeerAndSurviveReconnects(t *testing.T) {
 	first.waitSpans("r", 1)
 	waitSample(t, reg, "dmsgd_links", map[string]string{"peer_type": "client", "direction": "inbound"},
 		"one open client link", equal(1))
-	first.close()
+	first.Close()
 	waitSample(t, reg, "dmsgd_link_downs_total", map[string]string{"peer": "leafy", "reason": "peer_closed"},
 		"the first link counted down", equal(1))
 	before, _ := sample(t, reg, "dmsgd_link_tx_messages_total", peer)
@@ -107,7 +107,7 @@ func TestMetricsNameLinksByPeerAndSurviveReconnects(t *testing.T) {
 	// The second link's traffic continues the same series: it only grows.
 	after := waitSample(t, reg, "dmsgd_link_tx_messages_total", peer, "the series to grow past the first link",
 		func(v float64) bool { return v >= before+2 })
-	second.close()
+	second.Close()
 	waitSample(t, reg, "dmsgd_link_downs_total", map[string]string{"peer": "leafy", "reason": "peer_closed"},
 		"the second link counted down", equal(2))
 	if closed, _ := sample(t, reg, "dmsgd_link_tx_messages_total", peer); closed < after {

@@ -44,7 +44,7 @@ func benchSignedFanOut(b *testing.B, n int) {
 		ad := probe.advertise(hammer2Span(label, "probes", 0, 1))
 		watcher.waitSpans(label, 1)
 		d := time.Since(start)
-		ad.withdraw()
+		ad.Withdraw()
 		return d
 	}
 	var idle, stall, cold, warm time.Duration
@@ -62,7 +62,7 @@ func benchSignedFanOut(b *testing.B, n int) {
 		} else {
 			warm += time.Since(start)
 		}
-		dst.close()
+		dst.Close()
 		waitFast(b, "dst's link gone", func() bool { _, err := a.LinkTo("dst"); return err != nil })
 	}
 	b.StopTimer()

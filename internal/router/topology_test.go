@@ -10,6 +10,7 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 	"github.com/dmsgd/dmsgd/internal/shell"
 	"github.com/dmsgd/dmsgd/internal/span"
 )
@@ -126,10 +127,10 @@ func TestALeafSpanCrossesALineOfFourAndIsWithdrawnEverywhere(t *testing.T) {
 	const leafRnss = 0xFFFFFFF0 // wraps on the first hop
 	tests := []struct {
 		name     string
-		withdraw func(origin *leaf, adv *advert)
+		withdraw func(origin *leaf, adv *endpoint.Advert)
 	}{
-		{"when the leaf closes its span", func(_ *leaf, adv *advert) { adv.withdraw() }},
-		{"when the leaf disconnects", func(origin *leaf, _ *advert) { origin.close() }},
+		{"when the leaf closes its span", func(_ *leaf, adv *endpoint.Advert) { adv.Withdraw() }},
+		{"when the leaf disconnects", func(origin *leaf, _ *endpoint.Advert) { origin.Close() }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -323,12 +324,12 @@ func TestARouterRefusesItsOwnAdvertisementFromAPeer(t *testing.T) {
 	r := newRouter(t, "r", withMaxRelays(1))
 	echo := dialLeaf(t, r.tcpURL(), leafConfig{Label: "echo"})
 	echo.waitSpans("r", 1, 0)
-	mirror := echo.spansOf("r")[0].Span
+	mirror := echo.SpansOf("r")[0].Span
 	mirror.Dist, mirror.Rnss = 3, 1 // as if it had come back around a loop
 	ad := echo.advertise(mirror)
 	eventually(t, "r refuses the echo of itself", func() error {
-		if acked, refused, code := ad.state(); acked || !refused || code != dmsg.ErrParam {
-			return fmt.Errorf("acked %v refused %v error %s", acked, refused, dmsg.ErrorString(code))
+		if st := ad.State(); st.Acked || !st.Refused || st.Error != dmsg.ErrParam {
+			return fmt.Errorf("acked %v refused %v error %s", st.Acked, st.Refused, dmsg.ErrorString(st.Error))
 		}
 		return nil
 	})
@@ -346,7 +347,7 @@ dmsgd_spans_refused_total{reason="own_node"} 1
 
 	watcher := dialLeaf(t, r.tcpURL(), leafConfig{Label: "watcher"})
 	watcher.waitSpans("r", 1)
-	if got := watcher.spansOf("r")[0].Span.Dist; got != 0 {
+	if got := watcher.SpansOf("r")[0].Span.Dist; got != 0 {
 		t.Errorf("the watcher holds r at dist %d, want r's own advertisement at dist 0", got)
 	}
 }
@@ -367,7 +368,7 @@ func TestAPeerIsNotOfferedItsOwnAdvertisement(t *testing.T) {
 	// meant to about pfs: a link is FIFO.
 	other.advertise(hammer2Span("later", "h2", 0, 1))
 	home.waitSpans("later", 1)
-	if got := home.spansOf("pfs"); len(got) != 0 {
+	if got := home.SpansOf("pfs"); len(got) != 0 {
 		t.Fatalf("pfs was offered its own advertisement: %+v", got)
 	}
 }
@@ -392,7 +393,7 @@ func TestAPeerDeletingARelayGetsTheNextLinkUntilTheNodeChanges(t *testing.T) {
 	waitRnss := func(what string, want uint32) {
 		t.Helper()
 		eventually(t, what, func() error {
-			got := watcher.spansOf("pfs")
+			got := watcher.SpansOf("pfs")
 			if len(got) != 1 || got[0].Span.Rnss != want {
 				return fmt.Errorf("watcher holds %+v", got)
 			}
@@ -401,7 +402,9 @@ func TestAPeerDeletingARelayGetsTheNextLinkUntilTheNodeChanges(t *testing.T) {
 	}
 	waitRnss("the watcher holds the best path", rnssOf(1))
 
-	watcher.deleteSpan(watcher.spansOf("pfs")[0].MsgID)
+	if err := watcher.DropSpan(watcher.SpansOf("pfs")[0].MsgID); err != nil {
+		t.Fatal(err)
+	}
 	waitRnss("the watcher is offered the next path", rnssOf(2))
 	if got := relayCount(r.Tree(), "pfs", r.mustLinkTo("watcher")); got != 1 {
 		t.Errorf("r relays %d links of pfs to the watcher after the refusal, want 1", got)

@@ -46,7 +46,7 @@ func advertiseRaw(p *rawPeer, msgid uint64, s dmsg.Span, rec []byte) *dmsg.Msg {
 		m.SetAux(rec)
 	}
 	p.send(m)
-	return p.expect("the answer to the LNK_SPAN", func(m *dmsg.Msg) bool {
+	return p.Expect("the answer to the LNK_SPAN", func(m *dmsg.Msg) bool {
 		return m.MsgID == msgid && m.Cmd&dmsg.FlagReply != 0
 	})
 }
@@ -385,19 +385,7 @@ func TestALibdmsgPeerStillCarriesSpansBesideSignedLinks(t *testing.T) {
 			t.Fatalf("the C peer got %s's span with %d bytes of aux", label, len(m.Aux))
 		}
 	}
-	p.rewind()
-	for {
-		p.mu.Lock()
-		done := p.cursor >= len(p.msgs)
-		var m *dmsg.Msg
-		if !done {
-			m = p.msgs[p.cursor]
-			p.cursor++
-		}
-		p.mu.Unlock()
-		if done {
-			break
-		}
+	for _, m := range p.All() {
 		// CIRC_WINDOW is offered on every link (the C peer refuses our
 		// 0x1108 form unread); signed spans never on a plain one.
 		if c, err := m.Conn(); err == nil && c.Caps&dmsg.CapSignedSpans != 0 {
@@ -435,7 +423,7 @@ func TestAPeerSendingBrokenSignedRecordsIsClosed(t *testing.T) {
 	m.MsgID = 0x4000
 	m.SetAux(rec)
 	p.send(m)
-	if err := p.waitEOF(); !closedByRouter(err) {
+	if err := p.WaitEnd(); !closedByRouter(err) {
 		t.Fatalf("the link ended with %v, want the router to close it", err)
 	}
 }
@@ -489,10 +477,8 @@ func TestAtNodeIgnoresOtherNodesCarryingAPinnedRoutersLabel(t *testing.T) {
 	if out := strings.Join(a.Remote("b", "links"), ""); !strings.Contains(out, " a\n") {
 		t.Errorf("@b links did not reach b: %q", out)
 	}
-	p.barrier()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, m := range p.msgs {
+	p.Barrier()
+	for _, m := range p.All() {
 		if dmsg.Base(m.Cmd) == dmsg.LnkCirc {
 			t.Fatalf("mallory was asked for a circuit: %s", dmsg.CmdString(m.Cmd))
 		}

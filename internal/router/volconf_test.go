@@ -26,7 +26,7 @@ func mountConn(media uuid.UUID) dmsg.Conn {
 func dialMount(t *testing.T, p *rawPeer, media uuid.UUID) *rawPeer {
 	t.Helper()
 	p.send(connMsg(mountConn(media), false, 0x1000))
-	p.expect("the router's LNK_CONN", isConnCreate)
+	p.Expect("the router's LNK_CONN", isConnCreate)
 	return p
 }
 
@@ -42,7 +42,7 @@ func volconfSlot(p *rawPeer, index uint32, path string) {
 	m := dmsg.NewVolConfMsg(0, &v)
 	m.MsgID = 0x1000
 	p.send(m)
-	p.barrier()
+	p.Barrier()
 }
 
 // counter returns the value of the counter name{label=value}, 0 when it
@@ -191,7 +191,7 @@ func TestVolconfSlotsAreBudgetedPerLinkAndInTotal(t *testing.T) {
 	if got := volconfTargets(t, r); len(got) != 2 {
 		t.Fatalf("after clearing two slots and setting one: %d held (%v), want 2", len(got), got)
 	}
-	b.close()
+	b.Close()
 	eventually(t, "the closed link's slots go", func() error {
 		if got := volconfTargets(t, r); len(got) != 0 {
 			return fmt.Errorf("targets %v", got)
@@ -242,7 +242,7 @@ func TestAFloodOfRefusedVolconfsWritesAFewLines(t *testing.T) {
 		m.MsgID = 0x1000
 		p.send(m)
 	}
-	p.barrier()
+	p.Barrier()
 	if got := counter(t, r, "dmsgd_trust_refusals_total", "kind", "volconf"); got != n {
 		t.Fatalf("dmsgd_trust_refusals_total{kind=volconf} = %v, want %d", got, n)
 	}
