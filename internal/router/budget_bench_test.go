@@ -1,61 +1,44 @@
 package router_test
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
 	"testing"
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
-// floodPeer is the cheapest DMSG peer there is: an encoder on a buffered
-// socket, and a reader that drops what it gets (or none at all, to play a
-// peer that does not read). It pays nothing per message, so what a
-// benchmark measures is the router.
+// floodPeer is the cheapest DMSG peer there is: a dmsgtest peer whose
+// reader drops what it gets (or that does not read at all, to play a
+// peer that does not). It pays nothing per message, so what a benchmark
+// measures is the router.
 type floodPeer struct {
-	nc  net.Conn
-	bw  *bufio.Writer
-	enc *dmsg.Encoder
+	*dmsgtest.Peer
 }
 
 func dialFloodPeer(tb testing.TB, addr, label string, mask uint64, read bool) *floodPeer {
 	tb.Helper()
-	nc, err := net.Dial("tcp", addr)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	dp, err := dmsgtest.Dial(ctx, "tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { nc.Close() })
-	p := &floodPeer{nc: nc, bw: bufio.NewWriterSize(nc, 64<<10)}
-	p.enc = dmsg.NewEncoder(p.bw)
+	tb.Cleanup(func() { dp.Close() })
+	p := &floodPeer{dp}
 	c := dmsg.Conn{PeerMask: mask, PfsMask: mask, PeerType: dmsg.PeerClient, ProtoVersion: 1,
 		FsLabel: label, PfsFsid: config.NodeIDFor("bench-" + label)}
-	p.send(tb, connMsg(c, false, 1))
-	if err := p.bw.Flush(); err != nil {
+	if err := p.Send(connMsg(c, false, 1)); err != nil {
 		tb.Fatal(err)
 	}
 	if read {
-		go func() {
-			dec := dmsg.NewDecoder(nc)
-			for {
-				m, err := dec.Decode()
-				if err != nil {
-					return
-				}
-				m.Release()
-			}
-		}()
+		go p.Run(func(*dmsg.Msg) {})
 	}
 	return p
-}
-
-func (p *floodPeer) send(tb testing.TB, m *dmsg.Msg) {
-	if err := p.enc.Encode(m); err != nil {
-		tb.Fatal(err)
-	}
 }
 
 // spans advertises count spans with msgids from first, for the nodes
@@ -64,23 +47,27 @@ func (p *floodPeer) spans(tb testing.TB, prefix string, count int, first uint64,
 	for i := range count {
 		s := hammer2Span(fmt.Sprintf("%s%d", prefix, i), "bench", 0, 1)
 		s.Dist = dist
-		m := dmsg.NewSpanMsg(dmsg.FlagCreate, &s)
-		m.MsgID = first + uint64(i)
-		p.send(tb, m)
+		p.write(tb, withMsgID(dmsg.NewSpanMsg(dmsg.FlagCreate, &s), first+uint64(i)))
 	}
-	if err := p.bw.Flush(); err != nil {
-		tb.Fatal(err)
-	}
+	p.flush(tb)
 }
 
 // circuits opens count LNK_CIRCs to the span msgid target.
 func (p *floodPeer) circuits(tb testing.TB, count int, first, target uint64) {
 	for i := range count {
-		m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: target})
-		m.MsgID = first + uint64(i)
-		p.send(tb, m)
+		p.write(tb, withMsgID(dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: target}), first+uint64(i)))
 	}
-	if err := p.bw.Flush(); err != nil {
+	p.flush(tb)
+}
+
+func (p *floodPeer) write(tb testing.TB, m *dmsg.Msg) {
+	if err := p.Write(m); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func (p *floodPeer) flush(tb testing.TB) {
+	if err := p.Flush(); err != nil {
 		tb.Fatal(err)
 	}
 }

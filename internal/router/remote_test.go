@@ -8,33 +8,25 @@ import (
 	"sync"
 	"testing"
 
-	"go.uber.org/zap"
-
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 	"github.com/dmsgd/dmsgd/internal/iocom"
 	"github.com/dmsgd/dmsgd/internal/shell"
 )
 
-// farShell plays the far router of `@node`: a node advertised to the
-// router under test whose answers to the circuits the router opens
-// toward it the test chooses.
+// farShell plays the far router of `@node`: an endpoint advertising a
+// node to the router under test, whose answers to the circuits the
+// router opens toward it the test chooses.
 type farShell struct {
-	tb    testing.TB
-	conn  *iocom.Link
-	label string
-	mode  farMode
+	*endpoint.Endpoint
+	mode farMode
 	// lines is what a "lines" far shell answers, before its prompt.
 	lines []string
-	// window offers per-circuit flow control with this window (0: a peer
-	// without it).
-	window uint32
 
 	mu      sync.Mutex
-	circs   int      // LNK_CIRCs the router opened
-	ends    []uint32 // cmd of each LNK_CIRC's terminating message
-	codes   []uint32 // its error
-	flooded int      // bytes of output a flooding far shell queued
+	circs   int // LNK_CIRCs the router opened
+	flooded int // bytes of output a flooding far shell queued
 }
 
 type farMode int
@@ -46,101 +38,46 @@ const (
 )
 
 // dialFarShell connects a far shell advertising label to r; a farLines
-// one answers lines.
+// one answers lines. With window > 0 it offers per-circuit flow control
+// with that window.
 func dialFarShell(tb testing.TB, r *testRouter, label string, mode farMode, window uint32, lines ...string) *farShell {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	nc, err := iocom.Dial(ctx, "tcp", r.addr())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	f := &farShell{tb: tb, label: label, mode: mode, window: window, lines: lines}
-	f.conn = iocom.NewLink(nc, iocom.Config{ID: "far-" + label, Handler: f, Logger: zap.NewNop()})
-	tb.Cleanup(func() {
-		f.conn.Close()
-		<-f.conn.Done()
-	})
+	f := &farShell{mode: mode, lines: lines}
 	c := dmsg.Conn{PeerType: dmsg.PeerRouter, PeerMask: ^uint64(0), ProtoVersion: 1, FsLabel: label,
 		PfsFsid: config.NodeIDFor(label)}
 	if window > 0 {
 		c.Caps, c.CircWindow = dmsg.CapCircWindow, window
 	}
-	if _, err := f.conn.Open(dmsg.NewConnMsg(0, &c, false), func(*iocom.Tx, *dmsg.Msg) {}); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	e, err := endpoint.Dial(ctx, "tcp", r.addr(), endpoint.Config{Conn: c, AcceptCircuit: f.accept,
+		Link: iocom.Config{ID: "far-" + label}})
+	if err != nil {
 		tb.Fatal(err)
 	}
-	s := hammer2Span(label, "far", 1, 1)
-	if _, err := f.conn.Open(dmsg.NewSpanMsg(0, &s), func(*iocom.Tx, *dmsg.Msg) {}); err != nil {
+	f.Endpoint = e
+	tb.Cleanup(func() { e.Close() })
+	if _, err := e.Advertise(hammer2Span(label, "far", 1, 1)); err != nil {
 		tb.Fatal(err)
 	}
-	f.conn.Start()
 	return f
 }
 
-func (f *farShell) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
-	switch dmsg.Base(m.Cmd) {
-	case dmsg.LnkConn:
-		if c, err := m.Conn(); err == nil && f.window > 0 && c.Caps&dmsg.CapCircWindow != 0 {
-			f.conn.SetCircWindows(int(f.window), int(c.CircWindow))
-		}
-		tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
-		return func(*iocom.Tx, *dmsg.Msg) {}
-	case dmsg.LnkSpan:
-		tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
-		return func(tx *iocom.Tx, m *dmsg.Msg) {
-			if m.Cmd&dmsg.FlagDelete != 0 {
-				tx.Close()
-			}
-		}
-	case dmsg.LnkCirc:
-		return f.acceptCircuit(tx)
-	}
-	return nil
-}
-
-func (f *farShell) OneWay(*iocom.Link, *dmsg.Msg) {}
-
-// acceptCircuit answers a LNK_CIRC as the far shell's mode says.
-func (f *farShell) acceptCircuit(tx *iocom.Tx) iocom.TxHandler {
+// accept answers a LNK_CIRC as the far shell's mode says.
+func (f *farShell) accept(c *endpoint.Circuit) iocom.Handler {
 	f.mu.Lock()
 	f.circs++
 	f.mu.Unlock()
 	if f.mode == farRefuses {
-		tx.CloseError(dmsg.ErrCantCirc)
-		return f.circEnd
+		return nil // CANTCIRC
 	}
-	fc := &farCircuit{f: f}
-	s, err := f.conn.OpenScope(tx.MsgID(), false, fc)
-	if err != nil {
-		tx.CloseError(dmsg.ErrCantCirc)
-		return f.circEnd
-	}
-	fc.s = s // before anything on the circuit: both run on the reader
-	tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
-	return func(tx *iocom.Tx, m *dmsg.Msg) {
-		if m.Cmd&dmsg.FlagDelete != 0 {
-			s.Close(dmsg.ErrLostLink)
-		}
-		f.circEnd(tx, m)
-	}
-}
-
-// circEnd records how a LNK_CIRC ended and closes our side.
-func (f *farShell) circEnd(tx *iocom.Tx, m *dmsg.Msg) {
-	if m.Cmd&dmsg.FlagDelete == 0 {
-		return
-	}
-	f.mu.Lock()
-	f.ends = append(f.ends, m.Cmd)
-	f.codes = append(f.codes, m.Error)
-	f.mu.Unlock()
-	tx.Close()
+	return &farCircuit{f: f, c: c}
 }
 
 // farCircuit runs the far shell inside one circuit.
 type farCircuit struct {
 	f *farShell
-	s *iocom.Scope
+	c *endpoint.Circuit
 }
 
 func (c *farCircuit) Accept(*iocom.Tx, *dmsg.Msg) iocom.TxHandler { return nil }
@@ -149,23 +86,22 @@ func (c *farCircuit) OneWay(_ *iocom.Link, m *dmsg.Msg) {
 	if dmsg.Base(m.Cmd) != dmsg.DbgShell || m.Cmd&dmsg.FlagReply != 0 {
 		return
 	}
-	s := c.s
 	switch c.f.mode {
 	case farLines:
 		for _, l := range c.f.lines {
-			s.SendOneWay(shellReply(l))
+			c.c.SendOneWay(shellReply(l))
 		}
-		s.SendOneWay(shellReply(shell.Prompt))
+		c.c.SendOneWay(shellReply(shell.Prompt))
 	case farFloods:
-		go c.f.flood(s)
+		go c.f.flood(c.c)
 	}
 }
 
-// flood sends output on s until the circuit goes, within its credit.
-func (f *farShell) flood(s *iocom.Scope) {
+// flood sends output on c until the circuit goes, within its credit.
+func (f *farShell) flood(c *endpoint.Circuit) {
 	chunk := strings.Repeat("x", 8<<10) + "\n"
-	for s.WaitRoom(context.Background()) == nil {
-		if s.SendOneWay(shellReply(chunk)) != nil {
+	for c.WaitRoom(context.Background()) == nil {
+		if c.SendOneWay(shellReply(chunk)) != nil {
 			return
 		}
 		f.mu.Lock()
@@ -180,11 +116,22 @@ func shellReply(text string) *dmsg.Msg {
 	return m
 }
 
-// circuitEnds returns how the LNK_CIRCs the router opened ended so far.
+// circuitEnds returns how many LNK_CIRCs the router opened, and how the
+// ones accepted ended so far: the cmd and error of each terminating
+// message.
 func (f *farShell) circuitEnds() (opened int, cmds, codes []uint32) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.circs, append([]uint32(nil), f.ends...), append([]uint32(nil), f.codes...)
+	opened = f.circs
+	f.mu.Unlock()
+	for _, c := range f.Accepted() {
+		select {
+		case <-c.Done():
+			cmd, code := c.End()
+			cmds, codes = append(cmds, cmd), append(codes, code)
+		default:
+		}
+	}
+	return opened, cmds, codes
 }
 
 func withRemoteOutputBytes(n int) routerOption {
@@ -233,7 +180,7 @@ func TestRemoteOutputBeyondItsLimitAbortsTheCircuit(t *testing.T) {
 				t.Errorf("counted %v refusals for remote_output_bytes, want 1", v)
 			}
 			select {
-			case <-far.conn.Done():
+			case <-far.Done():
 				t.Fatal("the far router's link went down with the circuit")
 			default:
 			}
