@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // The control pair is what a well-behaved user of the router sees while it
@@ -21,7 +22,7 @@ const churnLabel = "control-churn"
 // observer is a leaf that wants every span and reports the changes of
 // churnLabel as they arrive.
 type observer struct {
-	p      *wirePeer
+	p      *dmsgtest.Peer
 	pl     politeness
 	done   chan struct{}
 	err    error // why the link ended, once done is closed
@@ -49,9 +50,9 @@ func dialObserver(t *testing.T, port int) *observer {
 		churn: map[uint64]uint64{}, seen: map[string]bool{}}
 	go func() {
 		defer close(o.done)
-		o.err = p.readLoop(o.handle)
+		o.err = p.Run(o.handle)
 	}()
-	if err := p.send(leafConn(1, "observer", dmsg.PeerHammer2, ^uint64(0))); err != nil {
+	if err := p.Send(leafConn(1, "observer", dmsg.PeerHammer2, ^uint64(0))); err != nil {
 		t.Fatal(err)
 	}
 	return o
@@ -117,13 +118,13 @@ func (o *observer) await(seq uint64, create bool, timeout time.Duration) (time.T
 }
 
 func (o *observer) close() {
-	o.p.close()
+	o.p.Close()
 	<-o.done
 }
 
 // controlLeaf pings and churns; see above.
 type controlLeaf struct {
-	p    *wirePeer
+	p    *dmsgtest.Peer
 	pl   politeness
 	obs  *observer
 	done chan struct{} // the reader ended
@@ -161,9 +162,9 @@ func dialControl(t *testing.T, port int, obs *observer, sc *scale) *controlLeaf 
 	c := &controlLeaf{p: p, obs: obs, done: make(chan struct{}), stop: make(chan struct{})}
 	go func() {
 		defer close(c.done)
-		c.err = p.readLoop(c.handle)
+		c.err = p.Run(c.handle)
 	}()
-	if err := p.send(leafConn(1, "control", dmsg.PeerHammer2, ^uint64(0)),
+	if err := p.Send(leafConn(1, "control", dmsg.PeerHammer2, ^uint64(0)),
 		advertSpan(2, "control", seqID(1, 0, 0), 0)); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +204,7 @@ func (c *controlLeaf) pingLoop(every time.Duration) {
 		c.pending = append(c.pending, len(c.pings))
 		c.pings = append(c.pings, pingRec{sent: time.Now(), took: -1})
 		c.mu.Unlock()
-		if c.p.send(pingMsg()) != nil {
+		if c.p.Send(pingMsg()) != nil {
 			return
 		}
 	}
@@ -230,7 +231,7 @@ func (c *controlLeaf) churnLoop(sc *scale) {
 // period; false means stop.
 func (c *controlLeaf) change(seq uint64, create bool, m *dmsg.Msg, sc *scale) bool {
 	sent := time.Now()
-	if c.p.send(m) != nil {
+	if c.p.Send(m) != nil {
 		return false
 	}
 	at, ok := c.obs.await(seq, create, sc.liveness)
@@ -263,7 +264,7 @@ func (c *controlLeaf) halt() {
 
 func (c *controlLeaf) close() {
 	c.halt()
-	c.p.close()
+	c.p.Close()
 	<-c.done
 }
 

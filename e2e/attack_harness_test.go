@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // The attack tests play the hostile peers of PROTOCOL-level abuse against
@@ -168,7 +170,7 @@ func (e *attackEnv) closeAtEnd(c io.Closer) {
 // dialAttacker connects an attacking peer from the address from (slow:
 // one that does not mean to read). Its writes may block up to the end of
 // the attack, and it is closed when the attack is over.
-func (e *attackEnv) dialAttacker(from string, slow bool) (*wirePeer, error) {
+func (e *attackEnv) dialAttacker(from string, slow bool) (*dmsgtest.Peer, error) {
 	rcvbuf := 0
 	if slow {
 		rcvbuf = 4096
@@ -177,8 +179,8 @@ func (e *attackEnv) dialAttacker(from string, slow bool) (*wirePeer, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.until = e.deadline
-	e.closeAtEnd(p.nc)
+	p.WriteUntil(e.deadline)
+	e.closeAtEnd(p.Conn())
 	return p, nil
 }
 

@@ -197,12 +197,12 @@ func freshLeafGetsIn(port int, timeout time.Duration) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer p.close()
-	p.nc.SetDeadline(time.Now().Add(timeout))
-	if err := p.send(leafConn(1, "fresh", dmsg.PeerHammer2, 0)); err != nil {
+	defer p.Close()
+	p.Conn().SetDeadline(time.Now().Add(timeout))
+	if err := p.Send(leafConn(1, "fresh", dmsg.PeerHammer2, 0)); err != nil {
 		return false, fmt.Errorf("send LNK_CONN: %w", err)
 	}
-	dec := dmsg.NewDecoder(p.nc)
+	dec := dmsg.NewDecoder(p.Conn())
 	for {
 		m, err := dec.Decode()
 		if err != nil {
@@ -277,26 +277,26 @@ func churnOnce(port int, from string, w, spans int, garbage []byte) churnOutcome
 	if err != nil {
 		return churnRefused
 	}
-	defer p.close()
+	defer p.Close()
 	label := fmt.Sprintf("churn%d", w)
-	err = p.write(false, leafConn(1, label, dmsg.PeerHammer2, ^uint64(0)))
+	err = p.Write(leafConn(1, label, dmsg.PeerHammer2, ^uint64(0)))
 	for j := 0; j < spans && err == nil; j++ {
-		err = p.write(false, advertSpan(uint64(10+j), fmt.Sprintf("%s-%d", label, j), seqID(5, uint32(w), uint32(j)), 0))
+		err = p.Write(advertSpan(uint64(10+j), fmt.Sprintf("%s-%d", label, j), seqID(5, uint32(w), uint32(j)), 0))
 	}
 	if err == nil {
-		_, err = p.bw.Write(garbage)
+		err = p.WriteRaw(garbage)
 	}
 	if err == nil {
-		err = p.flush()
+		err = p.Flush()
 	}
 	if err != nil {
 		return churnRefused
 	}
 	// Read what the router sends until it closes the link.
-	p.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	p.Conn().SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 64<<10)
 	for {
-		if _, err := p.nc.Read(buf); err != nil {
+		if _, err := p.Conn().Read(buf); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				return churnNotClosed
 			}

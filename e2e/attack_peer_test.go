@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	bin "encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -14,32 +11,17 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
-// wirePeer is one DMSG speaker on its own socket, hostile or well-behaved,
-// written against the codec alone: what it sends and when is entirely
-// the test's choice. Writes are buffered; write flushes. Unlike rawPeer,
-// which keeps everything it receives for a test to look at, it streams:
-// floods of millions of messages go through it.
-type wirePeer struct {
-	nc  net.Conn
-	wmu sync.Mutex
-	bw  *bufio.Writer
-	enc *dmsg.Encoder
+// The attack suite's peers are dmsgtest.Peers, hostile or well-behaved:
+// what they send and when is entirely the test's choice, and what they
+// receive streams through Run, so that floods of millions of messages go
+// through them. What e2e adds is where they dial from.
 
-	// until, if set, bounds every write instead of peerWriteTimeout: an
-	// attacker pushes for as long as the router reads, up to the end of
-	// the attack.
-	until time.Time
-}
-
-// peerWriteTimeout bounds one flush of a well-behaved peer: a router
-// that stops reading must not hang it forever.
-const peerWriteTimeout = 10 * time.Second
-
-// dialWire connects to the router on 127.0.0.1:port from the loopback
-// address from ("" for any).
-func dialWire(port int, from string) (*wirePeer, error) {
+// dialWire connects a peer to the router on 127.0.0.1:port from the
+// loopback address from ("" for any).
+func dialWire(port int, from string) (*dmsgtest.Peer, error) {
 	return dialWirePeer(port, from, 0)
 }
 
@@ -47,7 +29,7 @@ func dialWire(port int, from string) (*wirePeer, error) {
 // rcvbuf when it is not 0: a peer that does not mean to read makes it
 // small, so that what the router sends it piles up in the router rather
 // than in the kernel.
-func dialWirePeer(port int, from string, rcvbuf int) (*wirePeer, error) {
+func dialWirePeer(port int, from string, rcvbuf int) (*dmsgtest.Peer, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	if from != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
@@ -65,68 +47,16 @@ func dialWirePeer(port int, from string, rcvbuf int) (*wirePeer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newWirePeer(nc), nil
+	return dmsgtest.NewPeer(nc), nil
 }
 
-func newWirePeer(nc net.Conn) *wirePeer {
-	p := &wirePeer{nc: nc, bw: bufio.NewWriterSize(nc, 64<<10)}
-	p.enc = dmsg.NewEncoder(p.bw)
-	return p
-}
-
-// write encodes msgs and, with flush, writes them out.
-func (p *wirePeer) write(flush bool, msgs ...*dmsg.Msg) error {
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
-	for _, m := range msgs {
-		if err := p.enc.Encode(m); err != nil {
-			return err
-		}
+// writeFlushing writes msgs into p's buffer and, with flush, writes
+// everything buffered out: floods flush every few hundred messages.
+func writeFlushing(p *dmsgtest.Peer, flush bool, msgs ...*dmsg.Msg) error {
+	if err := p.Write(msgs...); err != nil || !flush {
+		return err
 	}
-	if !flush {
-		return nil
-	}
-	deadline := p.until
-	if deadline.IsZero() {
-		deadline = time.Now().Add(peerWriteTimeout)
-	}
-	p.nc.SetWriteDeadline(deadline)
-	return p.bw.Flush()
-}
-
-func (p *wirePeer) send(msgs ...*dmsg.Msg) error { return p.write(true, msgs...) }
-
-func (p *wirePeer) flush() error { return p.write(true) }
-
-func (p *wirePeer) close() error { return p.nc.Close() }
-
-// readLoop decodes what the router sends and hands each message to h
-// until the stream ends, and returns why it ended. Writes h makes are
-// flushed once the input is drained, so answers to a burst leave in few
-// syscalls.
-func (p *wirePeer) readLoop(h func(m *dmsg.Msg)) error {
-	dec := dmsg.NewDecoder(p.nc)
-	for {
-		m, err := dec.Decode()
-		if err != nil {
-			return err
-		}
-		h(m)
-		m.Release()
-		if dec.Buffered() == 0 {
-			if err := p.flush(); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// closedByRouter reports whether err, from reading or writing a peer's
-// socket, means the router closed the link (rather than our own Close or
-// a deadline of ours).
-func closedByRouter(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+	return p.Flush()
 }
 
 // Messages, built as docs/PROTOCOL.md section 2 lays them out.
@@ -211,14 +141,14 @@ const (
 
 // handle answers m if it needs an answer, and reports whether m opened
 // (create) or ended (del) a transaction of the router.
-func (pl *politeness) handle(p *wirePeer, m *dmsg.Msg) (create, del bool) {
+func (pl *politeness) handle(p *dmsgtest.Peer, m *dmsg.Msg) (create, del bool) {
 	f := m.Cmd & dmsg.FlagsMask
 	if m.Circuit != 0 || f&dmsg.FlagReply != 0 {
 		return false, false
 	}
 	if f&(dmsg.FlagCreate|dmsg.FlagDelete) == 0 {
 		if m.MsgID == 0 && dmsg.Base(m.Cmd) == dmsg.LnkPing {
-			p.write(false, pingReply())
+			p.Write(pingReply())
 		}
 		return false, false
 	}
@@ -232,12 +162,12 @@ func (pl *politeness) handle(p *wirePeer, m *dmsg.Msg) (create, del bool) {
 	isConn := base == dmsg.LnkConn || base == dmsg.LnkConnV2
 	switch {
 	case create && del:
-		p.write(false, answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, 0))
+		p.Write(answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, 0))
 	case create && isConn && pl.refuse:
-		p.write(false, answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, dmsg.ErrNoSupp))
+		p.Write(answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, dmsg.ErrNoSupp))
 		pl.opened[m.MsgID] = closedByUs
 	case create && isConn:
-		p.write(false, answer(m.MsgID, dmsg.FlagCreate, 0))
+		p.Write(answer(m.MsgID, dmsg.FlagCreate, 0))
 		pl.opened[m.MsgID] = acknowledged
 	case create:
 		pl.opened[m.MsgID] = unanswered
@@ -247,9 +177,9 @@ func (pl *politeness) handle(p *wirePeer, m *dmsg.Msg) (create, del bool) {
 		switch {
 		case !ok || state == closedByUs:
 		case state == acknowledged:
-			p.write(false, answer(m.MsgID, dmsg.FlagDelete, 0))
+			p.Write(answer(m.MsgID, dmsg.FlagDelete, 0))
 		default:
-			p.write(false, answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, 0))
+			p.Write(answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, 0))
 		}
 	}
 	return create, del

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // Attacks on what the router queues and keeps per link: answers a peer
@@ -67,7 +68,7 @@ func bigTree(e *attackEnv, n int) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			p.readLoop(func(m *dmsg.Msg) {
+			p.Run(func(m *dmsg.Msg) {
 				pl.handle(p, m)
 				if m.Cmd&dmsg.FlagReply != 0 && m.MsgID >= 10 && m.Circuit == 0 {
 					if m.Cmd&dmsg.FlagDelete != 0 {
@@ -78,15 +79,15 @@ func bigTree(e *attackEnv, n int) {
 				}
 			})
 		}()
-		e.t.Cleanup(func() { p.close(); <-done })
+		e.t.Cleanup(func() { p.Close(); <-done })
 		wg.Go(func() {
 			label := fmt.Sprintf("filler%d", k)
-			err := p.write(false, leafConn(1, label, dmsg.PeerHammer2, ^uint64(0)))
+			err := p.Write(leafConn(1, label, dmsg.PeerHammer2, ^uint64(0)))
 			for i := 0; i < count && err == nil; i++ {
-				err = p.write(i%512 == 511, advertSpan(uint64(10+i), fmt.Sprintf("%s-%d", label, i), seqID(3, uint32(k), uint32(i)), 0))
+				err = writeFlushing(p, i%512 == 511, advertSpan(uint64(10+i), fmt.Sprintf("%s-%d", label, i), seqID(3, uint32(k), uint32(i)), 0))
 			}
 			if err == nil {
-				err = p.flush()
+				err = p.Flush()
 			}
 			if err != nil {
 				e.t.Errorf("filler %d: %v", k, err)
@@ -110,7 +111,7 @@ func floodWithoutReading(e *attackEnv, what string, hello []*dmsg.Msg, next func
 		e.t.Fatal(err)
 	}
 	start := time.Now()
-	err = p.send(hello...)
+	err = p.Send(hello...)
 	var i uint64
 	for err == nil && !e.stopping() {
 		n := batch
@@ -119,16 +120,16 @@ func floodWithoutReading(e *attackEnv, what string, hello []*dmsg.Msg, next func
 			time.Sleep(100 * time.Millisecond)
 		}
 		for range n {
-			if err = p.write(false, next(i)); err != nil {
+			if err = p.Write(next(i)); err != nil {
 				break
 			}
 			i++
 		}
 		if err == nil {
-			err = p.flush()
+			err = p.Flush()
 		}
 	}
-	if closedByRouter(err) {
+	if dmsgtest.ClosedByFarEnd(err) {
 		e.notef("%d %s sent; the router closed the link after %v (%v)", i, what, time.Since(start).Round(time.Millisecond), err)
 		return
 	}
@@ -162,21 +163,21 @@ func TestAttackTransactionsNeverClosed(t *testing.T) {
 			var refused atomic.Uint64
 			done := make(chan error, 1)
 			go func() {
-				done <- p.readLoop(func(m *dmsg.Msg) {
+				done <- p.Run(func(m *dmsg.Msg) {
 					if m.Cmd&dmsg.FlagReply != 0 && m.Cmd&dmsg.FlagDelete != 0 && m.MsgID >= 1000 {
 						refused.Add(1)
 					}
 				})
 			}()
 			start := time.Now()
-			err = p.write(false, leafConn(1, "opener", dmsg.PeerHammer2, 0))
+			err = p.Write(leafConn(1, "opener", dmsg.PeerHammer2, 0))
 			var sent uint64
 			for ; sent < total && err == nil && !e.stopping(); sent++ {
 				m := &dmsg.Msg{Header: dmsg.Header{MsgID: 1000 + sent, Cmd: dmsg.FlagCreate | unknownCmd}}
-				err = p.write(sent%1024 == 1023, m)
+				err = writeFlushing(p, sent%1024 == 1023, m)
 			}
 			if err == nil {
-				err = p.flush()
+				err = p.Flush()
 			}
 			var readErr error
 			for readErr == nil && refused.Load() < sent && !e.stopping() {
@@ -186,7 +187,7 @@ func TestAttackTransactionsNeverClosed(t *testing.T) {
 				}
 			}
 			switch {
-			case closedByRouter(readErr) || closedByRouter(err):
+			case dmsgtest.ClosedByFarEnd(readErr) || dmsgtest.ClosedByFarEnd(err):
 				e.notef("%d opened, %d refused; the router closed the link after %v", sent, refused.Load(), time.Since(start).Round(time.Millisecond))
 			case refused.Load() == sent:
 				e.notef("%d opened, all refused, link kept", sent)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // (h) A flood of things the router must refuse, of three kinds: spans past
@@ -75,22 +76,22 @@ func floodBogusCircuits(e *attackEnv, from string, n int) floodResult {
 	var pl politeness
 	done := make(chan error, 1)
 	go func() {
-		done <- p.readLoop(func(m *dmsg.Msg) {
+		done <- p.Run(func(m *dmsg.Msg) {
 			pl.handle(p, m)
 			if m.Cmd&dmsg.FlagReply != 0 && m.Cmd&dmsg.FlagDelete != 0 && m.MsgID >= 1000 && m.Circuit == 0 {
 				refused.Add(1)
 			}
 		})
 	}()
-	err = p.write(false, leafConn(1, "bogus-circuits", dmsg.PeerHammer2, 0))
+	err = p.Write(leafConn(1, "bogus-circuits", dmsg.PeerHammer2, 0))
 	sent := 0
 	for ; sent < n && err == nil && !e.stopping(); sent++ {
 		m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: 1<<62 + uint64(sent)})
 		m.MsgID = uint64(1000 + sent)
-		err = p.write(sent%512 == 511, m)
+		err = writeFlushing(p, sent%512 == 511, m)
 	}
 	if err == nil {
-		err = p.flush()
+		err = p.Flush()
 	}
 	r := floodResult{sent: sent}
 	var readErr error
@@ -100,7 +101,7 @@ func floodBogusCircuits(e *attackEnv, from string, n int) floodResult {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	if closedByRouter(readErr) || closedByRouter(err) {
+	if dmsgtest.ClosedByFarEnd(readErr) || dmsgtest.ClosedByFarEnd(err) {
 		r.closed = 1
 	}
 	r.refused = int(refused.Load())
@@ -122,15 +123,15 @@ func fillLinks(e *attackEnv, upTo int) int {
 		var once sync.Once
 		go func() {
 			defer close(done)
-			p.readLoop(func(m *dmsg.Msg) {
+			p.Run(func(m *dmsg.Msg) {
 				pl.handle(p, m)
 				if acksConn(m) {
 					once.Do(func() { close(in) })
 				}
 			})
 		}()
-		e.closeAtEnd(p.nc)
-		if p.send(leafConn(1, fmt.Sprintf("fill%d", n), dmsg.PeerHammer2, 0)) != nil {
+		e.closeAtEnd(p.Conn())
+		if p.Send(leafConn(1, fmt.Sprintf("fill%d", n), dmsg.PeerHammer2, 0)) != nil {
 			return n
 		}
 		select {
@@ -182,10 +183,10 @@ func tryConn(port int, from string) connOutcome {
 	if err != nil {
 		return connFailed
 	}
-	defer p.close()
-	p.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	defer p.Close()
+	p.Conn().SetReadDeadline(time.Now().Add(2 * time.Second))
 	var b [1]byte
-	_, err = p.nc.Read(b[:])
+	_, err = p.Conn().Read(b[:])
 	switch {
 	case err == nil:
 		return connLetIn

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // Attacks on the state the router keeps for the cluster: spans, nodes,
@@ -68,9 +69,9 @@ func (r *floodResult) add(o floodResult) {
 // and waits until the router has answered all sent requests, the link is
 // closed (its reader ends on done) or the attack stops, and returns what
 // the router did with them.
-func (e *attackEnv) floodAnswered(p *wirePeer, err error, sent int, accepted, refused *atomic.Int64, done <-chan error) floodResult {
+func (e *attackEnv) floodAnswered(p *dmsgtest.Peer, err error, sent int, accepted, refused *atomic.Int64, done <-chan error) floodResult {
 	if err == nil {
-		err = p.flush()
+		err = p.Flush()
 	}
 	r := floodResult{sent: sent}
 	var readErr error
@@ -80,7 +81,7 @@ func (e *attackEnv) floodAnswered(p *wirePeer, err error, sent int, accepted, re
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	if closedByRouter(readErr) || closedByRouter(err) {
+	if dmsgtest.ClosedByFarEnd(readErr) || dmsgtest.ClosedByFarEnd(err) {
 		r.closed = 1
 	}
 	r.accepted, r.refused = int(accepted.Load()), int(refused.Load())
@@ -101,7 +102,7 @@ func floodSpans(e *attackEnv, from, prefix string, linkNo uint32, n int) floodRe
 	var pl politeness
 	done := make(chan error, 1)
 	go func() {
-		done <- p.readLoop(func(m *dmsg.Msg) {
+		done <- p.Run(func(m *dmsg.Msg) {
 			pl.handle(p, m)
 			if m.Cmd&dmsg.FlagReply == 0 || m.MsgID < 10 || m.Circuit != 0 {
 				return
@@ -114,10 +115,10 @@ func floodSpans(e *attackEnv, from, prefix string, linkNo uint32, n int) floodRe
 			}
 		})
 	}()
-	err = p.write(false, leafConn(1, prefix, dmsg.PeerHammer2, ^uint64(0)))
+	err = p.Write(leafConn(1, prefix, dmsg.PeerHammer2, ^uint64(0)))
 	sent := 0
 	for ; sent < n && err == nil && !e.stopping(); sent++ {
-		err = p.write(sent%512 == 511, advertSpan(uint64(10+sent), fmt.Sprintf("%s-%d", prefix, sent), seqID(4, linkNo, uint32(sent)), 0))
+		err = writeFlushing(p, sent%512 == 511, advertSpan(uint64(10+sent), fmt.Sprintf("%s-%d", prefix, sent), seqID(4, linkNo, uint32(sent)), 0))
 	}
 	return e.floodAnswered(p, err, sent, &accepted, &refused, done)
 }
@@ -168,7 +169,7 @@ func floodCircuits(e *attackEnv, from string, n int) floodResult {
 	var pl politeness
 	done := make(chan error, 1)
 	go func() {
-		done <- p.readLoop(func(m *dmsg.Msg) {
+		done <- p.Run(func(m *dmsg.Msg) {
 			create, _ := pl.handle(p, m)
 			if create && dmsg.Base(m.Cmd) == dmsg.LnkSpan {
 				if s, err := m.Span(); err == nil && s.FsLabel == "target" && s.Dist == 0 {
@@ -189,7 +190,7 @@ func floodCircuits(e *attackEnv, from string, n int) floodResult {
 			}
 		})
 	}()
-	if err = p.send(leafConn(1, "circuit-opener", dmsg.PeerHammer2, ^uint64(0))); err != nil {
+	if err = p.Send(leafConn(1, "circuit-opener", dmsg.PeerHammer2, ^uint64(0))); err != nil {
 		e.t.Fatal(err)
 	}
 	var target uint64
@@ -202,7 +203,7 @@ func floodCircuits(e *attackEnv, from string, n int) floodResult {
 	for ; sent < n && err == nil && !e.stopping(); sent++ {
 		m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: target})
 		m.MsgID = uint64(1000 + sent)
-		err = p.write(sent%512 == 511, m)
+		err = writeFlushing(p, sent%512 == 511, m)
 	}
 	return e.floodAnswered(p, err, sent, &accepted, &refused, done)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // upstream is the far end of a link the target keeps to a configured
@@ -20,7 +21,7 @@ type upstream struct {
 	wg   sync.WaitGroup
 
 	mu  sync.Mutex
-	cur *wirePeer
+	cur *dmsgtest.Peer
 	ups []time.Time // when the target's LNK_CONN arrived, per link
 }
 
@@ -41,10 +42,10 @@ func (u *upstream) acceptLoop() {
 		if err != nil {
 			return
 		}
-		p := newWirePeer(nc)
+		p := dmsgtest.NewPeer(nc)
 		u.mu.Lock()
 		if u.cur != nil {
-			u.cur.close() // one link at a time, as the target keeps one
+			u.cur.Close() // one link at a time, as the target keeps one
 		}
 		u.cur = p
 		u.mu.Unlock()
@@ -52,13 +53,13 @@ func (u *upstream) acceptLoop() {
 	}
 }
 
-func (u *upstream) serve(p *wirePeer) {
-	defer p.close()
+func (u *upstream) serve(p *dmsgtest.Peer) {
+	defer p.Close()
 	var pl politeness
-	if p.send(leafConn(1, "upstream", dmsg.PeerRouter, ^uint64(0))) != nil {
+	if p.Send(leafConn(1, "upstream", dmsg.PeerRouter, ^uint64(0))) != nil {
 		return
 	}
-	p.readLoop(func(m *dmsg.Msg) {
+	p.Run(func(m *dmsg.Msg) {
 		create, _ := pl.handle(p, m)
 		if b := dmsg.Base(m.Cmd); create && (b == dmsg.LnkConn || b == dmsg.LnkConnV2) {
 			u.mu.Lock()
@@ -73,7 +74,7 @@ func (u *upstream) drop() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.cur != nil {
-		u.cur.close()
+		u.cur.Close()
 		u.cur = nil
 	}
 }

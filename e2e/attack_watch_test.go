@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // watcher samples the target from outside while it is attacked: RSS and
@@ -292,9 +293,9 @@ func shellRun(network, addr, line string, timeout time.Duration) (string, time.D
 	}
 	defer nc.Close()
 	nc.SetDeadline(start.Add(timeout))
-	p := newWirePeer(nc)
+	p := dmsgtest.NewPeer(nc)
 	pl := politeness{refuse: true}
-	if err := p.send(leafConn(1, "watcher", dmsg.PeerClient, 0)); err != nil {
+	if err := p.Send(leafConn(1, "watcher", dmsg.PeerClient, 0)); err != nil {
 		return "", 0, err
 	}
 	dec := dmsg.NewDecoder(nc)
@@ -313,14 +314,14 @@ func shellRun(network, addr, line string, timeout time.Duration) (string, time.D
 		switch {
 		case create && (base == dmsg.LnkConn || base == dmsg.LnkConnV2) && !asked:
 			asked = true
-			p.write(false, shellLine(""))
+			p.Write(shellLine(""))
 		case base == dmsg.DbgShell && m.Cmd&dmsg.FlagReply != 0 && m.MsgID == 0:
 			text := strings.TrimRight(string(m.Aux), "\x00")
 			switch {
 			case text == "debug> ":
 				prompts++
 				if prompts == 1 {
-					p.write(false, shellLine(line))
+					p.Write(shellLine(line))
 				}
 			case prompts == 1:
 				out.WriteString(text)
@@ -328,7 +329,7 @@ func shellRun(network, addr, line string, timeout time.Duration) (string, time.D
 		}
 		m.Release()
 		if dec.Buffered() == 0 {
-			if err := p.flush(); err != nil {
+			if err := p.Flush(); err != nil {
 				return out.String(), time.Since(start), err
 			}
 		}
