@@ -120,7 +120,7 @@ func rawHello(p *rawPeer, label string, window uint32) {
 	}
 	m := dmsg.NewConnMsg(dmsg.FlagCreate, &c, false)
 	m.MsgID = 1
-	p.send(m)
+	p.Send(m)
 }
 
 // leafSpan is the span a raw peer advertises as the node labelled label.
@@ -208,9 +208,9 @@ func TestACircuitAbortedJustAfterSetupEndsOnceAtEachEnd(t *testing.T) {
 			}
 			m := leafSpan(fmt.Sprintf("churn-%d", n%4))
 			m.MsgID = uint64(10 + n)
-			churn.send(m)
+			churn.Send(m)
 			time.Sleep(time.Millisecond)
-			churn.send(&dmsg.Msg{Header: dmsg.Header{MsgID: uint64(10 + n), Cmd: dmsg.LnkError | dmsg.FlagDelete}})
+			churn.Send(&dmsg.Msg{Header: dmsg.Header{MsgID: uint64(10 + n), Cmd: dmsg.LnkError | dmsg.FlagDelete}})
 		}
 	}()
 
@@ -220,10 +220,10 @@ func TestACircuitAbortedJustAfterSetupEndsOnceAtEachEnd(t *testing.T) {
 		qmu.Unlock()
 		ad := leafSpan("Q")
 		ad.MsgID = uint64(firstSpan + round)
-		q.send(ad)
+		q.Send(ad)
 		// The daemon's span of Q toward P for this round: the newest
 		// one it opened on P.
-		span := p.find(fmt.Sprintf("Q's span, round %d", round), func(m *dmsg.Msg) bool {
+		span := p.Find(fmt.Sprintf("Q's span, round %d", round), func(m *dmsg.Msg) bool {
 			if dmsg.Base(m.Cmd) != dmsg.LnkSpan || m.Cmd&(dmsg.FlagCreate|dmsg.FlagReply) != dmsg.FlagCreate {
 				return false
 			}
@@ -233,12 +233,12 @@ func TestACircuitAbortedJustAfterSetupEndsOnceAtEachEnd(t *testing.T) {
 		circ := uint64(firstCirc + round)
 		open := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: span.MsgID})
 		open.MsgID = circ
-		p.send(open)
-		p.find(fmt.Sprintf("the end of LNK_CIRC %#x", circ), func(m *dmsg.Msg) bool {
+		p.Send(open)
+		p.Find(fmt.Sprintf("the end of LNK_CIRC %#x", circ), func(m *dmsg.Msg) bool {
 			return m.MsgID == circ && m.Circuit == 0 && m.Cmd&(dmsg.FlagReply|dmsg.FlagDelete) == dmsg.FlagReply|dmsg.FlagDelete
 		})
 		// Q's span of this round is gone everywhere before the next.
-		p.find(fmt.Sprintf("Q's span of round %d withdrawn", round), func(m *dmsg.Msg) bool {
+		p.Find(fmt.Sprintf("Q's span of round %d withdrawn", round), func(m *dmsg.Msg) bool {
 			return m.MsgID == span.MsgID && m.Cmd&dmsg.FlagReply == 0 && m.Cmd&dmsg.FlagDelete != 0
 		})
 	}
@@ -257,8 +257,8 @@ func TestACircuitAbortedJustAfterSetupEndsOnceAtEachEnd(t *testing.T) {
 // spanSet keeps the msgids of the transactions a daemon ended toward a
 // raw peer (its msgids are never reused, so a span's is there once the
 // span is withdrawn), noted on the peer's reader before the peer records the message,
-// so that a match run by rawPeer.find (which holds the peer's lock) can
-// ask it.
+// so that a match run by Recorder.Find (which holds the recorder's lock)
+// can ask it.
 type spanSet struct {
 	mu   sync.Mutex
 	gone map[uint64]bool
@@ -289,10 +289,10 @@ func keepTalking(p *rawPeer) {
 		defer tick.Stop()
 		for {
 			select {
-			case <-p.done:
+			case <-p.Done():
 				return
 			case <-tick.C:
-				p.send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing}})
+				p.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing}})
 			}
 		}
 	}()
@@ -319,5 +319,5 @@ func newOutbox(t *testing.T) *outbox {
 }
 
 func (o *outbox) push(p *rawPeer, msgs ...*dmsg.Msg) {
-	o.ch <- func() { p.send(msgs...) }
+	o.ch <- func() { p.Send(msgs...) }
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	bin "encoding/binary"
 	"fmt"
 	"sync/atomic"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 )
 
 // A leaf on n1 opens a circuit to a leaf on n4 through n2 and n3 and
@@ -19,65 +21,30 @@ func TestCircuitAcrossThreeRoutersStreamsInOrderAndAbortsWhenOneDies(t *testing.
 	ds := startLine(t, 4)
 	a := dialLeaf(t, ds[0].port, "leafA")
 	b := dialLeaf(t, ds[3].port, "leafB")
-
-	var target uint64
-	a.wait("leafB's span at leafA", 30*time.Second, func() bool {
-		target = a.spans["leafB"]
-		return target != 0
-	})
-	const circ = 100
-	open := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: target})
-	open.MsgID = circ
-	if err := a.send(open); err != nil {
-		t.Fatal(err)
-	}
-	var atB uint64
-	b.wait("the LNK_CIRC at leafB", 20*time.Second, func() bool {
-		if len(b.circIn) > 0 {
-			atB = b.circIn[0]
-		}
-		return atB != 0
-	})
-	accept := &dmsg.Msg{Header: dmsg.Header{MsgID: atB,
-		Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}}
-	if err := b.send(accept); err != nil {
-		t.Fatal(err)
-	}
-	a.wait("the circuit accepted at leafA", 20*time.Second, func() bool { return a.circUp[circ] })
+	circ := a.open(a.waitSpan("leafB"))
+	atB := b.accepted(1)[0]
+	a.up(circ)
 
 	// First stream: everything arrives, in order.
 	const first = 3000
-	go a.stream(circ, 1, first)
+	go stream(circ, 1, first)
 	b.receive(t, atB, 1, first)
 
 	// Second stream, endless until the circuit breaks; n3 dies under it.
 	stop := make(chan struct{})
 	sent := make(chan uint64, 1)
-	go func() { sent <- a.streamUntil(circ, first+1, stop) }()
+	go func() { sent <- streamUntil(circ, first+1, stop) }()
 	got := make(chan uint64, 1)
 	var progress atomic.Uint64
-	go func() {
-		got <- b.receiveUntilEnd(t, atB, first+1, &progress, func() bool {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			_, ok := b.circEnd[atB]
-			return ok
-		})
-	}()
+	go func() { got <- b.receiveUntilEnd(t, atB, first+1, &progress) }()
 	waitFor(t, 20*time.Second, "the second stream flowing", func() bool { return progress.Load() > first+500 })
 	ds[2].kill()
 
-	a.wait("leafA's circuit ended", 20*time.Second, func() bool { _, ok := a.circEnd[circ]; return ok })
-	b.wait("leafB's circuit ended", 20*time.Second, func() bool { _, ok := b.circEnd[atB]; return ok })
+	codeA := endCode(t, circ, "leafA's circuit ended", 20*time.Second)
+	codeB := endCode(t, atB, "leafB's circuit ended", 20*time.Second)
 	close(stop)
 	n := <-sent
 	last := <-got
-	a.mu.Lock()
-	codeA := a.circEnd[circ]
-	a.mu.Unlock()
-	b.mu.Lock()
-	codeB := b.circEnd[atB]
-	b.mu.Unlock()
 	if codeA != dmsg.ErrLostLink || codeB != dmsg.ErrLostLink {
 		t.Errorf("circuit ended with %s at leafA and %s at leafB, want LOSTLINK at both",
 			dmsg.ErrorString(codeA), dmsg.ErrorString(codeB))
@@ -105,36 +72,26 @@ func payloadFor(seq uint64) []byte {
 	return b
 }
 
-// stream sends messages from..to on circuit circ, a circuit the leaf
-// opened, in batches, within the circuit's credit; false means the link
-// failed.
-func (l *leaf) stream(circ, from, to uint64) bool {
-	for seq := from; seq <= to; {
-		var batch []*dmsg.Msg
-		for ; seq <= to && len(batch) < 64; seq++ {
-			m := dmsg.NewMsg(dmsg.DbgShell)
-			m.Circuit = circ
-			m.SetAux(payloadFor(seq))
-			// Wait for credit only with nothing unsent: what is taken
-			// must go out for more to come.
-			if len(batch) > 0 && !l.tryCredit(circKey{circ, true}, m.EncodedSize()) {
-				break
-			}
-			if len(batch) == 0 && l.takeCredit(circKey{circ, true}, m.EncodedSize()) != nil {
-				return false
-			}
-			batch = append(batch, m)
+// stream sends messages from..to on circuit c as fast as its credit
+// and its link let it; false means the circuit or the link ended.
+func stream(c *endpoint.Circuit, from, to uint64) bool {
+	for seq := from; seq <= to; seq++ {
+		// WaitRoom ends with the circuit or the link.
+		if c.WaitRoom(context.Background()) != nil {
+			return false
 		}
-		if l.send(batch...) != nil {
+		m := dmsg.NewMsg(dmsg.DbgShell)
+		m.SetAux(payloadFor(seq))
+		if c.SendOneWay(m) != nil {
 			return false
 		}
 	}
 	return true
 }
 
-// streamUntil sends numbered messages until stop is closed or the link
-// fails, and returns the number after the last one sent.
-func (l *leaf) streamUntil(circ, from uint64, stop chan struct{}) uint64 {
+// streamUntil sends numbered messages on c until stop is closed or the
+// circuit ends, and returns the number after the last one sent.
+func streamUntil(c *endpoint.Circuit, from uint64, stop chan struct{}) uint64 {
 	seq := from
 	for {
 		select {
@@ -142,20 +99,20 @@ func (l *leaf) streamUntil(circ, from uint64, stop chan struct{}) uint64 {
 			return seq
 		default:
 		}
-		if !l.stream(circ, seq, seq+63) {
+		if !stream(c, seq, seq+63) {
 			return seq
 		}
 		seq += 64
 	}
 }
 
-// receive checks that messages from..to arrive on circuit circ, in order.
-func (l *leaf) receive(t *testing.T, circ, from, to uint64) {
+// receive checks that messages from..to arrive on circuit c, in order.
+func (l *leaf) receive(t *testing.T, c *endpoint.Circuit, from, to uint64) {
 	t.Helper()
 	for seq := from; seq <= to; seq++ {
 		select {
 		case m := <-l.data:
-			if err := checkData(m, circ, seq); err != nil {
+			if err := checkData(m, c.ID(), seq); err != nil {
 				t.Fatal(err)
 			}
 		case <-time.After(20 * time.Second):
@@ -164,18 +121,18 @@ func (l *leaf) receive(t *testing.T, circ, from, to uint64) {
 	}
 }
 
-// receiveUntilEnd checks messages from on arrive in order until the
-// circuit has ended (ended reports it) and returns the number of the last
-// one; progress follows it. The leaf queues a circuit's data before it
-// notes the circuit's end, so once ended is true whatever is queued is
-// all that arrived.
-func (l *leaf) receiveUntilEnd(t *testing.T, circ, from uint64, progress *atomic.Uint64, ended func() bool) uint64 {
+// receiveUntilEnd checks messages from on arrive in order on c until it
+// has ended and returns the number of the last one; progress follows it.
+// The leaf's reader queues a circuit's data before it handles the
+// circuit's end, so once c has ended whatever is queued is all that
+// arrived.
+func (l *leaf) receiveUntilEnd(t *testing.T, c *endpoint.Circuit, from uint64, progress *atomic.Uint64) uint64 {
 	seq := from
 	deadline := time.After(time.Minute)
 	poll := time.NewTicker(50 * time.Millisecond)
 	defer poll.Stop()
 	take := func(m *dmsg.Msg) bool {
-		if err := checkData(m, circ, seq); err != nil {
+		if err := checkData(m, c.ID(), seq); err != nil {
 			t.Error(err)
 			return false
 		}
@@ -190,7 +147,7 @@ func (l *leaf) receiveUntilEnd(t *testing.T, circ, from uint64, progress *atomic
 				return seq
 			}
 		case <-poll.C:
-			if !ended() {
+			if !ended(c) {
 				continue
 			}
 			for {
@@ -204,7 +161,7 @@ func (l *leaf) receiveUntilEnd(t *testing.T, circ, from uint64, progress *atomic
 				}
 			}
 		case <-deadline:
-			t.Errorf("circuit %d still open a minute into the stream", circ)
+			t.Errorf("circuit %d still open a minute into the stream", c.ID())
 			return seq - 1
 		}
 	}
@@ -231,41 +188,27 @@ func TestCircuitsBothWaysAbortWhenALeafsRouterDies(t *testing.T) {
 	ds := startLine(t, 3)
 	a := dialLeaf(t, ds[0].port, "leafA")
 	b := dialLeaf(t, ds[2].port, "leafB")
-	var toB, toA uint64
-	a.wait("leafB's span at leafA", 30*time.Second, func() bool { toB = a.spans["leafB"]; return toB != 0 })
-	b.wait("leafA's span at leafB", 30*time.Second, func() bool { toA = b.spans["leafA"]; return toA != 0 })
+	toB, toA := a.waitSpan("leafB"), b.waitSpan("leafA")
 
-	// leafA opens circuits 100..102 to leafB, leafB opens 200 to leafA.
-	for id := uint64(100); id <= 102; id++ {
-		m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: toB})
-		m.MsgID = id
-		a.send(m)
+	// leafA opens three circuits to leafB, leafB one to leafA.
+	var mine []*endpoint.Circuit
+	for range 3 {
+		mine = append(mine, a.open(toB))
 	}
-	m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: toA})
-	m.MsgID = 200
-	b.send(m)
-	accept := func(l *leaf, n int) []uint64 {
-		var ids []uint64
-		l.wait(fmt.Sprintf("%d LNK_CIRCs", n), 20*time.Second, func() bool {
-			ids = append([]uint64(nil), l.circIn...)
-			return len(ids) == n
-		})
-		for _, id := range ids {
-			l.send(&dmsg.Msg{Header: dmsg.Header{MsgID: id,
-				Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}})
-		}
-		return ids
+	theirs := b.open(toA)
+	atB := b.accepted(3)
+	atA := a.accepted(1)
+	for _, c := range mine {
+		a.up(c)
 	}
-	atB := accept(b, 3)
-	atA := accept(a, 1)
-	a.wait("leafA's circuits accepted", 20*time.Second, func() bool { return a.circUp[100] && a.circUp[101] && a.circUp[102] })
-	b.wait("leafB's circuit accepted", 20*time.Second, func() bool { return b.circUp[200] })
+	b.up(theirs)
 
 	// Data on every circuit, both ways, arrives where it belongs.
-	for _, id := range []uint64{100, 101, 102} {
-		a.stream(id, id*1000, id*1000+99)
+	for i, c := range mine {
+		first := uint64(100+i) * 1000
+		stream(c, first, first+99)
 	}
-	b.stream(200, 1, 100)
+	stream(theirs, 1, 100)
 	got := map[uint64]int{}
 	for range 300 {
 		select {
@@ -275,16 +218,16 @@ func TestCircuitsBothWaysAbortWhenALeafsRouterDies(t *testing.T) {
 			t.Fatalf("leafB got %v of 100 messages per circuit", got)
 		}
 	}
-	for _, id := range atB {
-		if got[id] != 100 {
-			t.Fatalf("leafB got %v, want 100 messages on each of %v", got, atB)
+	for _, c := range atB {
+		if got[c.ID()] != 100 {
+			t.Fatalf("leafB got %v, want 100 messages on each of its %d circuits", got, len(atB))
 		}
 	}
 	for range 100 {
 		select {
 		case m := <-a.data:
-			if m.Circuit != atA[0] || m.Cmd&dmsg.FlagRevCirc != 0 {
-				t.Fatalf("leafA got %s on circuit %d, want circuit %d without REVCIRC", dmsg.CmdString(m.Cmd), m.Circuit, atA[0])
+			if m.Circuit != atA[0].ID() || m.Cmd&dmsg.FlagRevCirc != 0 {
+				t.Fatalf("leafA got %s on circuit %d, want circuit %d without REVCIRC", dmsg.CmdString(m.Cmd), m.Circuit, atA[0].ID())
 			}
 		case <-time.After(20 * time.Second):
 			t.Fatal("leafA did not get leafB's messages")
@@ -292,23 +235,12 @@ func TestCircuitsBothWaysAbortWhenALeafsRouterDies(t *testing.T) {
 	}
 
 	ds[0].kill()
-	b.wait("every circuit ended at leafB", 20*time.Second, func() bool {
-		_, mine := b.circEnd[200]
-		n := 0
-		for _, id := range atB {
-			if _, ok := b.circEnd[id]; ok {
-				n++
-			}
-		}
-		return mine && n == len(atB)
-	})
-	b.mu.Lock()
-	for id, code := range b.circEnd {
+	for _, c := range append(atB, theirs) {
+		code := endCode(t, c, fmt.Sprintf("leafB's circuit %d ended", c.ID()), 20*time.Second)
 		if code != dmsg.ErrLostLink {
-			t.Errorf("leafB's circuit %d ended with %s, want LOSTLINK", id, dmsg.ErrorString(code))
+			t.Errorf("leafB's circuit %d ended with %s, want LOSTLINK", c.ID(), dmsg.ErrorString(code))
 		}
 	}
-	b.mu.Unlock()
 	for _, d := range ds[1:] {
 		waitFor(t, 10*time.Second, d.name+" has no circuits", func() bool {
 			tj, err := d.tree()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 )
 
 // nodeKey is a key pair made by `dmsgd keygen`, as an operator makes one.
@@ -136,11 +137,16 @@ func newDialSpy(t *testing.T) *dialSpy {
 
 // routerConnMsg is the LNK_CONN of a router labelled label.
 func routerConnMsg(label string, caps uint32) *dmsg.Msg {
-	c := dmsg.Conn{PfsFsid: config.NodeIDFor(label), PeerMask: ^uint64(0), PeerType: dmsg.PeerRouter,
-		ProtoVersion: 1, Rnss: 5, PfsMask: ^uint64(0), FsLabel: label, Caps: caps}
+	c := routerConn(label, caps)
 	m := dmsg.NewConnMsg(dmsg.FlagCreate, &c, false)
 	m.MsgID = 0x1000
 	return m
+}
+
+// routerConn is the LNK_CONN of a router labelled label offering caps.
+func routerConn(label string, caps uint32) dmsg.Conn {
+	return dmsg.Conn{PfsFsid: config.NodeIDFor(label), PeerMask: ^uint64(0), PeerType: dmsg.PeerRouter,
+		ProtoVersion: 1, Rnss: 5, PfsMask: ^uint64(0), FsLabel: label, Caps: caps}
 }
 
 // routerSpan is the dist-0 advertisement of the router labelled label in
@@ -165,19 +171,42 @@ func TestTheShellOverACircuitCannotMakeADaemonDial(t *testing.T) {
 	n2.start()
 	waitDists(t, n1, 30*time.Second, map[string]uint32{"n1": 0, "n2": 0})
 
-	p := dialRawPeer(t, n1.port, nil)
-	p.send(routerConnMsg("mallory", 0))
-	p.openCircuit(0x100, p.spanOf("n1").MsgID)
-	if out := p.runInCircuit(0x100, "tree"); !strings.Contains(out, "(n1)\n\tSLink msgid 0000000000000000 dist=0 via local") {
+	p, err := endpoint.Dial(t.Context(), "tcp", fmt.Sprintf("127.0.0.1:%d", n1.port),
+		endpoint.Config{Conn: routerConn("mallory", 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	ctx := leafCtx(t, time.Minute)
+	s, err := p.WaitSpan(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.OpenCircuit(s.MsgID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Wait(ctx); err != nil {
+		t.Fatalf("the circuit to n1: %v", err)
+	}
+	run := func(line string) string {
+		t.Helper()
+		out, err := c.Shell(ctx, line)
+		if err != nil {
+			t.Fatalf("%s over the circuit: %v (got %q)", line, err, out)
+		}
+		return out
+	}
+	if out := run("tree"); !strings.Contains(out, "(n1)\n\tSLink msgid 0000000000000000 dist=0 via local") {
 		t.Fatalf("tree over the circuit: %q", out)
 	}
 	for _, line := range []string{"span " + spy.l.Addr().String(), "@n2 span " + spy.l.Addr().String(), "@n1 span " + spy.l.Addr().String()} {
-		out := p.runInCircuit(0x100, line)
+		out := run(line)
 		if !strings.HasPrefix(out, "refused: span is a privileged command; shell.remote_privileged is off") {
 			t.Fatalf("%s over the circuit: %q", line, out)
 		}
 	}
-	if out := p.runInCircuit(0x100, "@n2 links"); !strings.Contains(out, "n1\n") {
+	if out := run("@n2 links"); !strings.Contains(out, "n1\n") {
 		t.Fatalf("@n2 links over the circuit: %q", out)
 	}
 	if n := spy.dials.Load(); n != 0 {
@@ -197,7 +226,7 @@ func TestAnIdentitySpoofIsRefusedWithoutTLS(t *testing.T) {
 	n1 := ds[0]
 	waitDists(t, n1, 30*time.Second, map[string]uint32{"n1": 0, "n2": 0})
 	p := dialRawPeer(t, n1.port, nil)
-	p.send(routerConnMsg("mallory", 0))
+	p.Send(routerConnMsg("mallory", 0))
 	if a := p.advertise(0x2000, routerSpan("n2"), nil); !isRefusal(a) {
 		t.Fatalf("the spoof was answered %s error %s", dmsg.CmdString(a.Cmd), dmsg.ErrorString(a.Error))
 	}
@@ -319,7 +348,7 @@ func TestAPinnedClusterIgnoresAForgedAdvertisementOfAPeerWithAValidKey(t *testin
 		t.Fatal(err)
 	}
 	p := startRawPeer(t, nc, nil)
-	p.send(routerConnMsg("mallory", dmsg.CapSignedSpans))
+	p.Send(routerConnMsg("mallory", dmsg.CapSignedSpans))
 	p.spanOf("c")
 	if ans := p.advertise(0x2000, routerSpan("b"), nil); !isRefusal(ans) {
 		t.Fatalf("mallory's claim of b was answered %s", dmsg.CmdString(ans.Cmd))
@@ -423,13 +452,13 @@ func TestALibdmsgPeerLinkStillCarriesSpansInASigningCluster(t *testing.T) {
 	c := dialRawPeer(t, plainPort, func(p *rawPeer, m *dmsg.Msg) {
 		switch {
 		case dmsg.Base(m.Cmd) == dmsg.LnkConn && m.Cmd&dmsg.FlagCreate != 0:
-			p.send(&dmsg.Msg{Header: dmsg.Header{MsgID: m.MsgID, Error: dmsg.ErrNoSupp,
+			p.Send(&dmsg.Msg{Header: dmsg.Header{MsgID: m.MsgID, Error: dmsg.ErrNoSupp,
 				Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagDelete | dmsg.FlagReply | dmsg.FlagRevTrans}})
 		case m.Cmd&dmsg.FlagCreate != 0 && m.Cmd&dmsg.FlagReply == 0:
-			p.send(&dmsg.Msg{Header: dmsg.Header{MsgID: m.MsgID, Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}})
+			p.Send(&dmsg.Msg{Header: dmsg.Header{MsgID: m.MsgID, Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}})
 		}
 	})
-	c.send(capture[0], capture[2])
+	c.Send(capture[0], capture[2])
 	waitFor(t, 30*time.Second, "b holds the C peer's span", func() bool {
 		d, err := b.dists()
 		return err == nil && d["synthpfs"] == 1
@@ -446,7 +475,7 @@ func TestALibdmsgPeerLinkStillCarriesSpansInASigningCluster(t *testing.T) {
 			t.Fatalf("the C peer got %s's span with %d bytes of aux data", label, len(m.Aux))
 		}
 	}
-	for _, m := range c.all() {
+	for _, m := range c.All() {
 		// CIRC_WINDOW is offered on every link (the C peer refuses our
 		// 0x1108 form unread); signed spans never on a plain one.
 		if info, err := m.Conn(); err == nil && info.Caps&dmsg.CapSignedSpans != 0 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 )
 
 // Per-circuit flow control (docs/PROTOCOL.md 11.2) between real daemons.
@@ -22,33 +23,15 @@ const leafWindow = dmsg.MinCircWindow
 const stallConfig = "limits:\n  circuit_stall: 8s\n"
 
 // openCircuit opens a circuit from a to the leaf labelled to (whose leaf
-// is b) with LNK_CIRC msgid id, accepts it at b and returns its id there.
-func openCircuit(t *testing.T, a, b *leaf, to string, id uint64) uint64 {
+// is b), and returns its ends at a and at b once b accepted it.
+func openCircuit(t *testing.T, a, b *leaf, to string) (near, far *endpoint.Circuit) {
 	t.Helper()
-	var span uint64
-	a.wait(to+"'s span", 30*time.Second, func() bool { span = a.spans[to]; return span != 0 })
-	b.mu.Lock()
-	known := len(b.circIn)
-	b.mu.Unlock()
-	m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: span})
-	m.MsgID = id
-	if err := a.send(m); err != nil {
-		t.Fatal(err)
-	}
-	var far uint64
-	b.wait("the LNK_CIRC at "+to, 20*time.Second, func() bool {
-		if len(b.circIn) > known {
-			far = b.circIn[known]
-		}
-		return far != 0
-	})
-	accept := &dmsg.Msg{Header: dmsg.Header{MsgID: far,
-		Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}}
-	if err := b.send(accept); err != nil {
-		t.Fatal(err)
-	}
-	a.wait("the circuit accepted", 20*time.Second, func() bool { return a.circUp[id] })
-	return far
+	span := a.waitSpan(to)
+	known := len(b.Accepted())
+	near = a.open(span)
+	b.until("the LNK_CIRC at "+to, func() bool { return len(b.Accepted()) > known })
+	a.up(near)
+	return near, b.Accepted()[known]
 }
 
 // counter consumes a leaf's circuit data, checking each circuit's order,
@@ -105,18 +88,18 @@ func (c *counter) rate(d time.Duration) float64 {
 func spanDelay(t *testing.T, d *daemon, watch *leaf, label string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	dialLeafWith(t, d.port, label, leafOptions{ping: true})
+	dialLeaf(t, d.port, label)
+	deadline := time.After(30 * time.Second)
 	for {
-		watch.mu.Lock()
-		_, ok := watch.spans[label]
-		watch.mu.Unlock()
-		if ok {
+		changed := watch.Changes()
+		if len(watch.SpansOf(label)) > 0 {
 			return time.Since(start)
 		}
-		if time.Since(start) > 30*time.Second {
+		select {
+		case <-changed:
+		case <-deadline:
 			t.Fatalf("%s's span did not cross within 30s", label)
 		}
-		time.Sleep(100 * time.Microsecond)
 	}
 }
 
@@ -140,7 +123,7 @@ func delayRange(ds []time.Duration) string {
 }
 
 // streamCounted is streamUntil that also counts the messages sent.
-func (l *leaf) streamCounted(circ, from uint64, stop chan struct{}, sent *atomic.Int64) uint64 {
+func streamCounted(c *endpoint.Circuit, from uint64, stop chan struct{}, sent *atomic.Int64) uint64 {
 	seq := from
 	for {
 		select {
@@ -148,7 +131,7 @@ func (l *leaf) streamCounted(circ, from uint64, stop chan struct{}, sent *atomic
 			return seq
 		default:
 		}
-		if !l.stream(circ, seq, seq+15) {
+		if !stream(c, seq, seq+15) {
 			return seq
 		}
 		seq += 16
@@ -203,18 +186,17 @@ func stalledCircuit(t *testing.T, legacyProducer bool) {
 	n1.start()
 	n2 := newDaemonExtra(t, "n2", stallConfig, n1.port)
 	n2.start()
-	opts := leafOptions{window: leafWindow, ping: true}
+	opts := leafOptions{window: leafWindow}
 	srcY := dialLeafWith(t, n1.port, "srcY", opts)
-	srcX, x := srcY, uint64(101)
+	srcX := srcY
 	if legacyProducer {
-		srcX, x = dialLeafWith(t, n1.port, "srcX", leafOptions{ping: true}), 100
+		srcX = dialLeaf(t, n1.port, "srcX")
 	}
 	watch := dialLeafWith(t, n2.port, "watch", opts)
 	sinkX := dialLeafWith(t, n2.port, "sinkX", opts)
 	sinkY := dialLeafWith(t, n2.port, "sinkY", opts)
-	xFar := openCircuit(t, srcX, sinkX, "sinkX", x)
-	y := uint64(100)
-	openCircuit(t, srcY, sinkY, "sinkY", y)
+	x, xFar := openCircuit(t, srcX, sinkX, "sinkX")
+	y, _ := openCircuit(t, srcY, sinkY, "sinkY")
 	if srcX.flow() == legacyProducer || !sinkX.flow() || !srcY.flow() || !sinkY.flow() {
 		t.Fatal("per-circuit flow control is not in force as the test means between the leaves and the daemons")
 	}
@@ -223,7 +205,7 @@ func stalledCircuit(t *testing.T, legacyProducer bool) {
 	defer yCount.close()
 	stopY := make(chan struct{})
 	ySent := make(chan uint64, 1)
-	go func() { ySent <- srcY.streamUntil(y, 1, stopY) }()
+	go func() { ySent <- streamUntil(y, 1, stopY) }()
 	before := yCount.rate(time.Second)
 	// Spans advertised on n1 cross the link the way X's data does.
 	spansBefore := spanDelays(t, n1, watch, "before", 5)
@@ -233,14 +215,12 @@ func stalledCircuit(t *testing.T, legacyProducer bool) {
 	stopX := make(chan struct{})
 	xDone := make(chan uint64, 1)
 	var xSent atomic.Int64
-	go func() { xDone <- srcX.streamCounted(x, 1, stopX, &xSent) }()
+	go func() { xDone <- streamCounted(x, 1, stopX, &xSent) }()
 	heldAfter := waitHeld(t, &xSent)
 	during := yCount.rate(time.Second)
 	spansDuring := spanDelays(t, n1, watch, "during", 5)
 	measured := time.Since(stalled)
-	srcX.mu.Lock()
-	_, xEndedEarly := srcX.circEnd[x]
-	srcX.mu.Unlock()
+	xEndedEarly := ended(x)
 
 	t.Logf("X's producer held after %d messages (%v)", xSent.Load(), heldAfter.Round(time.Millisecond))
 	t.Logf("circuit Y: %.0f msgs/s before X stalled, %.0f msgs/s while it was: %.2fx", before, during, during/before)
@@ -254,25 +234,24 @@ func stalledCircuit(t *testing.T, legacyProducer bool) {
 		t.Errorf("X was aborted before Y and the span changes were measured, %v into the stall: they waited for X", measured)
 	}
 
-	srcX.wait("X aborted at its producer", 30*time.Second, func() bool { _, ok := srcX.circEnd[x]; return ok })
+	code := endCode(t, x, "X aborted at its producer", 30*time.Second)
 	t.Logf("X aborted %v after its consumer stopped reading", time.Since(stalled).Round(time.Millisecond))
 	close(stopX)
 	<-xDone
-	srcX.mu.Lock()
-	code := srcX.circEnd[x]
-	srcX.mu.Unlock()
 	if code != dmsg.ErrIO {
 		t.Errorf("X ended at its producer with %s, want IO", dmsg.ErrorString(code))
 	}
 	sinkX.resume()
 	go func() {
-		for range sinkX.data { // what reached the consumer before the abort
+		for { // what reached the consumer before the abort
+			select {
+			case <-sinkX.data:
+			case <-xFar.Done():
+				return
+			}
 		}
 	}()
-	sinkX.wait("X aborted at its consumer", 30*time.Second, func() bool { _, ok := sinkX.circEnd[xFar]; return ok })
-	sinkX.mu.Lock()
-	code = sinkX.circEnd[xFar]
-	sinkX.mu.Unlock()
+	code = endCode(t, xFar, "X aborted at its consumer", 30*time.Second)
 	if code != dmsg.ErrIO {
 		t.Errorf("X ended at its consumer with %s, want IO", dmsg.ErrorString(code))
 	}
@@ -293,45 +272,50 @@ func stalledCircuit(t *testing.T, legacyProducer bool) {
 func TestAPeerPastItsWindowLosesOnlyThatCircuit(t *testing.T) {
 	n1 := newDaemon(t, "n1")
 	n1.start()
-	opts := leafOptions{window: leafWindow, ping: true}
+	opts := leafOptions{window: leafWindow}
 	evil := dialLeafWith(t, n1.port, "evil", opts)
 	sink := dialLeafWith(t, n1.port, "sink", opts)
 	other := dialLeafWith(t, n1.port, "other", opts)
-	bad := uint64(100)
-	openCircuit(t, evil, sink, "sink", bad)
-	good := uint64(101)
-	openCircuit(t, evil, other, "other", good)
+	// The bad circuit's end at the peer keeps no windows: the peer offered
+	// flow control, the daemon put it in force, and the peer then ignores
+	// it on that circuit alone.
+	if _, err := evil.WaitRouter(leafCtx(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	rx, tx, ok := evil.Link().CircWindows()
+	if !ok {
+		t.Fatal("per-circuit flow control is not in force between the peer and the daemon")
+	}
+	evil.Link().SetCircWindows(0, 0)
+	bad, _ := openCircuit(t, evil, sink, "sink")
+	evil.Link().SetCircWindows(rx, tx)
+	good, _ := openCircuit(t, evil, other, "other")
 	sink.pause()
 	// What the daemon granted: its circ_window plus what it wrote toward
 	// the stopped sink, which its kernel buffers bound. 256 MiB is far
 	// past both.
-	m := dmsg.NewMsg(dmsg.DbgShell)
-	m.Circuit = bad
-	m.SetAux(make([]byte, dmsg.MaxAuxSize))
+	ctx := leafCtx(t, time.Minute)
 	var pushed int
-	for pushed < 256<<20 {
-		evil.mu.Lock()
-		_, ended := evil.circEnd[bad]
-		evil.mu.Unlock()
-		if ended {
-			break
-		}
-		if err := evil.send(m); err != nil {
+	for pushed < 256<<20 && !ended(bad) {
+		if err := evil.Link().WaitRoom(ctx); err != nil {
 			t.Fatalf("the peer's link failed after %d MiB: %v", pushed>>20, err)
 		}
-		pushed += m.EncodedSize()
+		m := dmsg.NewMsg(dmsg.DbgShell)
+		m.SetAux(make([]byte, dmsg.MaxAuxSize))
+		n := m.EncodedSize()
+		if bad.SendOneWay(m) != nil {
+			break // the circuit is ending: its code says how
+		}
+		pushed += n
 	}
-	evil.wait("the overrun circuit aborted", 20*time.Second, func() bool { _, ok := evil.circEnd[bad]; return ok })
-	evil.mu.Lock()
-	code := evil.circEnd[bad]
-	evil.mu.Unlock()
+	code := endCode(t, bad, "the overrun circuit aborted", 20*time.Second)
 	t.Logf("the peer pushed %d MiB before its circuit was aborted", pushed>>20)
 	if code != dmsg.ErrParam {
 		t.Errorf("the overrun circuit ended with %s, want PARAM", dmsg.ErrorString(code))
 	}
 	otherCount := count(other)
 	defer otherCount.close()
-	if !evil.stream(good, 1, 500) {
+	if !stream(good, 1, 500) {
 		t.Fatal("the peer's link broke")
 	}
 	waitFor(t, 20*time.Second, "the peer's other circuit delivering", func() bool { return otherCount.n.Load() == 500 })
@@ -349,17 +333,17 @@ func TestPeersWithAndWithoutFlowControlRunCircuits(t *testing.T) {
 	n1.start()
 	n2 := newDaemon(t, "n2", n1.port)
 	n2.start()
-	legacy := dialLeafWith(t, n1.port, "legacy", leafOptions{ping: true})
-	modern := dialLeafWith(t, n2.port, "modern", leafOptions{window: leafWindow, ping: true})
-	toModern := openCircuit(t, legacy, modern, "modern", 100)
-	toLegacy := openCircuit(t, modern, legacy, "legacy", 100)
+	legacy := dialLeaf(t, n1.port, "legacy")
+	modern := dialLeafWith(t, n2.port, "modern", leafOptions{window: leafWindow})
+	fromLegacy, toModern := openCircuit(t, legacy, modern, "modern")
+	fromModern, toLegacy := openCircuit(t, modern, legacy, "legacy")
 	if legacy.flow() || !modern.flow() {
 		t.Fatalf("flow control in force: legacy %v, modern %v", legacy.flow(), modern.flow())
 	}
 	const n = 3000
-	go legacy.stream(100, 1, n)
+	go stream(fromLegacy, 1, n)
 	modern.receive(t, toModern, 1, n)
-	go modern.stream(100, 1, n)
+	go stream(fromModern, 1, n)
 	legacy.receive(t, toLegacy, 1, n)
 }
 
