@@ -1,15 +1,14 @@
 package iocom_test
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
@@ -17,34 +16,26 @@ import (
 // the messages next builds, until the link breaks or the test ends. It
 // never reads.
 func flood(tb testing.TB, nc net.Conn, next func(i int) *dmsg.Msg) {
+	p := dmsgtest.NewPeer(nc)
 	done := make(chan struct{})
 	quit := make(chan struct{})
 	go func() {
 		defer close(done)
-		bw := bufio.NewWriter(nc)
-		enc := dmsg.NewEncoder(bw)
 		for i := 0; ; i++ {
 			select {
 			case <-quit:
 				return
 			default:
 			}
-			nc.SetWriteDeadline(time.Now().Add(testTimeout))
-			if enc.Encode(next(i)) != nil {
-				return
-			}
-			if bw.Buffered() > 16<<10 && bw.Flush() != nil {
+			if p.Write(next(i)) != nil {
 				return
 			}
 		}
 	}()
-	var once sync.Once
 	tb.Cleanup(func() {
-		once.Do(func() {
-			close(quit)
-			nc.Close()
-			<-done
-		})
+		close(quit)
+		p.Close()
+		<-done
 	})
 }
 

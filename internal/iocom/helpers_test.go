@@ -1,7 +1,6 @@
 package iocom_test
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
@@ -107,31 +107,6 @@ func msg(cmd uint32, msgid uint64, opts ...msgOpt) *dmsg.Msg {
 	return m
 }
 
-// frame returns the wire form of m as message number seq of a stream:
-// right salt, both CRCs sealed, so it passes framing.
-func frame(tb testing.TB, m *dmsg.Msg, seq uint8) []byte {
-	tb.Helper()
-	c := *m
-	c.Salt = 0xc0ffee00&^0xff | uint32(seq)
-	b, err := dmsg.AppendMsg(nil, &c)
-	if err != nil {
-		tb.Fatalf("encode %s: %v", dmsg.CmdString(m.Cmd), err)
-	}
-	return b
-}
-
-// stream encodes msgs as one direction of a link from its first message:
-// valid framing and sequence, so that every message reaches the state
-// machine of the Link that reads it.
-func stream(tb testing.TB, msgs ...*dmsg.Msg) []byte {
-	tb.Helper()
-	var out []byte
-	for i, m := range msgs {
-		out = append(out, frame(tb, m, uint8(i))...)
-	}
-	return out
-}
-
 // describe renders a message for failure output.
 func describe(m *dmsg.Msg) string {
 	if m == nil {
@@ -159,148 +134,67 @@ func truncate(s string, n int) string {
 
 // ---- the raw peer: hand-built frames in, decoded frames out ----
 
-// rawPeer is the far end of a Link's stream driven by the test itself: it
-// writes frames the test builds with a dmsg.Encoder (or, to break the
-// framing on purpose, with dmsg.AppendMsg) and decodes everything the Link
-// sends.
+// rawPeer is the far end of a Link's stream driven by the test itself: a
+// dmsgtest.Peer that writes the messages the test builds (or, to break
+// the framing on purpose, frames it damages), and a Recorder of everything
+// the Link sends, which next and expect walk strictly in order.
 type rawPeer struct {
-	tb  testing.TB
-	nc  net.Conn
-	bw  *bufio.Writer
-	enc *dmsg.Encoder
-	seq uint8 // sequence number of the next frame, mirroring enc's
-	raw bool  // a hand-sealed frame was made: the Encoder is out of step
-
-	mu     sync.Mutex
-	in     []*dmsg.Msg // decoded, not yet consumed by next
-	rerr   error       // why decoding stopped
-	notify chan struct{}
-	done   chan struct{}
+	*dmsgtest.Peer
+	tb   testing.TB
+	rec  *dmsgtest.Recorder
+	read int // messages next has returned: the Recorder's cursor
 }
 
+// newRawPeer starts recording what arrives on nc; the test's cleanup closes it.
 func newRawPeer(tb testing.TB, nc net.Conn) *rawPeer {
-	p := &rawPeer{tb: tb, nc: nc, bw: bufio.NewWriter(nc), notify: make(chan struct{}, 1), done: make(chan struct{})}
-	p.enc = dmsg.NewEncoder(p.bw)
-	go p.readLoop()
-	tb.Cleanup(p.close)
-	return p
+	p := dmsgtest.NewPeer(nc)
+	return &rawPeer{Peer: p, tb: tb, rec: p.Record(tb, dmsgtest.RecordOptions{})}
 }
 
-func (p *rawPeer) readLoop() {
-	defer close(p.done)
-	dec := dmsg.NewDecoder(p.nc)
-	for {
-		m, err := dec.Decode()
-		p.mu.Lock()
-		if err != nil {
-			p.rerr = err
-		} else {
-			p.in = append(p.in, m)
-		}
-		p.mu.Unlock()
-		select {
-		case p.notify <- struct{}{}:
-		default:
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// close closes the peer's end of the stream and waits for its reader.
-func (p *rawPeer) close() {
-	p.nc.Close()
-	<-p.done
-}
-
-// writeRaw writes b as it is; errors are returned, not fatal, because a
-// Link that has just closed the link legitimately stops reading.
-func (p *rawPeer) writeRaw(b []byte) error {
-	p.nc.SetWriteDeadline(time.Now().Add(testTimeout))
-	_, err := p.nc.Write(b)
-	return err
-}
-
-// frame returns m's wire form sealed by hand as the peer's next message,
-// for a test to damage. After it, only raw writes make sense: send fails.
-func (p *rawPeer) frame(m *dmsg.Msg) []byte {
-	b := frame(p.tb, m, p.seq)
-	p.seq++
-	p.raw = true
-	return b
-}
-
-// send encodes msgs as the peer's next messages and writes them.
-func (p *rawPeer) send(msgs ...*dmsg.Msg) error {
-	if p.raw {
-		p.tb.Fatalf("peer: send after a hand-sealed frame")
-	}
-	p.nc.SetWriteDeadline(time.Now().Add(testTimeout))
-	for _, m := range msgs {
-		if err := p.enc.Encode(m); err != nil {
-			return err
-		}
-		p.seq++
-	}
-	return p.bw.Flush()
-}
-
+// mustSend sends msgs as the peer's next messages, failing the test if
+// the stream does not take them.
 func (p *rawPeer) mustSend(msgs ...*dmsg.Msg) {
 	p.tb.Helper()
-	if err := p.send(msgs...); err != nil {
+	if err := p.Send(msgs...); err != nil {
 		p.tb.Fatalf("peer write: %v", err)
 	}
 }
 
-// next returns the next message the Link sent, or the error that ended
-// its stream, waiting up to testTimeout.
-func (p *rawPeer) next() (*dmsg.Msg, error) {
+// frame returns m's wire form as the peer's next message, for a test to
+// damage and write with WriteRaw.
+func (p *rawPeer) frame(m *dmsg.Msg) []byte {
 	p.tb.Helper()
-	deadline := time.NewTimer(testTimeout)
-	defer deadline.Stop()
-	for {
-		p.mu.Lock()
-		if len(p.in) > 0 {
-			m := p.in[0]
-			p.in = p.in[1:]
-			p.mu.Unlock()
-			return m, nil
-		}
-		err := p.rerr
-		p.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
-		select {
-		case <-p.notify:
-		case <-deadline.C:
-			p.tb.Fatalf("peer: nothing received within %v", testTimeout)
-		}
+	b, err := p.Frame(m)
+	if err != nil {
+		p.tb.Fatalf("encode %s: %v", dmsg.CmdString(m.Cmd), err)
 	}
+	return b
+}
+
+// next returns the next message the Link sent, failing the test if its
+// stream ends or nothing comes.
+func (p *rawPeer) next() *dmsg.Msg {
+	p.tb.Helper()
+	m := p.rec.Next("the Link's next message")
+	p.read++
+	return m
 }
 
 // expect returns the next message the Link sent and checks its cmd (with
 // every flag) and msgid.
 func (p *rawPeer) expect(cmd uint32, msgid uint64) *dmsg.Msg {
 	p.tb.Helper()
-	m, err := p.next()
-	if err != nil {
-		p.tb.Fatalf("peer: want %08x %s msgid %d, stream ended: %v", cmd, dmsg.CmdString(cmd), msgid, err)
-	}
+	m := p.next()
 	if m.Cmd != cmd || m.MsgID != msgid {
-		p.tb.Fatalf("peer: got %s, want %08x %s msgid %d", describe(m), cmd, dmsg.CmdString(cmd), msgid)
+		p.tb.Fatalf("peer: got %s, want %08x %s msgid %d; transcript:\n%s",
+			describe(m), cmd, dmsg.CmdString(cmd), msgid, p.rec.Transcript())
 	}
 	return m
 }
 
-// received returns how many messages the Link sent that next has not
-// consumed yet.
-func (p *rawPeer) received() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.in)
-}
+// unread returns how many messages the Link sent that next has not
+// returned yet.
+func (p *rawPeer) unread() int { return p.rec.Len() - p.read }
 
 // newRawLink starts a Link over one end of a net.Pipe and returns it with
 // a raw peer on the other end. Keepalive is off unless cfg says otherwise.
@@ -314,7 +208,13 @@ func newRawLink(tb testing.TB, cfg iocom.Config) (*iocom.Link, *rawPeer) {
 		cfg.KeepaliveTimeout = -1
 	}
 	c := startConn(tb, a, cfg)
-	return c, newRawPeer(tb, b)
+	p := newRawPeer(tb, b)
+	tb.Cleanup(func() { // before the peer's cleanup ends the link
+		if tb.Failed() && isDone(c) {
+			tb.Logf("link %s went down with Err() = %v", c.ID(), c.Err())
+		}
+	})
+	return c, p
 }
 
 // ---- the recording handler ----

@@ -36,11 +36,7 @@ const (
 func expectPings(t *testing.T, p *rawPeer, n int, answer bool, since time.Time, every time.Duration) {
 	t.Helper()
 	for i := range n {
-		m, err := p.next()
-		if err != nil {
-			t.Fatalf("ping %d: stream ended: %v", i, err)
-		}
-		if m.Cmd != dmsg.LnkPing || m.MsgID != 0 || m.Circuit != 0 {
+		if m := p.next(); m.Cmd != dmsg.LnkPing || m.MsgID != 0 || m.Circuit != 0 {
 			t.Fatalf("ping %d: got %s, want a one-way LNK_PING", i, describe(m))
 		}
 		if answer {
@@ -111,8 +107,8 @@ func TestASilentPeerIsClosedAsDead(t *testing.T) {
 	}{
 		{"a silent peer that reads", func(t *testing.T) (net.Conn, func()) {
 			a, b := net.Pipe()
-			p := newRawPeer(t, b) // decodes and discards everything
-			return a, p.close
+			p := newRawPeer(t, b) // decodes and keeps everything
+			return a, func() { p.Close() }
 		}},
 		{"a silent peer that does not even read (our writer blocks)", func(t *testing.T) (net.Conn, func()) {
 			a, b := net.Pipe() // unbuffered: the first ping blocks the writer
@@ -177,7 +173,7 @@ func TestNegativeIntervalAndTimeoutDisableKeepalive(t *testing.T) {
 		t.Fatalf("link went down: %v", conn.Err())
 	case <-window.C:
 	}
-	if n := peer.received(); n != 0 {
+	if n := peer.unread(); n != 0 {
 		t.Fatalf("the Conn sent %d messages with keepalive disabled, want none", n)
 	}
 }
@@ -244,14 +240,14 @@ func TestAPeerTricklingBytesIsClosedAsDead(t *testing.T) {
 			rec := newRecorder(nil)
 			conn := startConn(t, x, iocom.Config{ID: "trickled", Handler: rec,
 				KeepaliveInterval: pingEvery, KeepaliveTimeout: deadAfter})
-			peer := newRawPeer(t, y) // reads and discards our pings
+			peer := newRawPeer(t, y) // reads our pings
 			b := peer.frame(msg(dmsg.DbgShell, 0, withAux(strings.Repeat("x", 4000))))
-			if err := peer.writeRaw(b[:tc.prefix]); err != nil {
+			if err := peer.WriteRaw(b[:tc.prefix]); err != nil {
 				t.Fatal(err)
 			}
 			start := time.Now()
 			for i := tc.prefix; i < len(b) && !isDone(conn); i++ {
-				if err := peer.writeRaw(b[i : i+1]); err != nil {
+				if err := peer.WriteRaw(b[i : i+1]); err != nil {
 					break // the Link closed the link
 				}
 				time.Sleep(deadAfter / 10)

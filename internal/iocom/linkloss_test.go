@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
@@ -151,15 +152,9 @@ func (s *stalledLink) fill(t *testing.T, limit int) (sent int) {
 func (s *stalledLink) drain() <-chan int {
 	n := make(chan int, 1)
 	go func() {
-		dec := dmsg.NewDecoder(s.far)
 		count := 0
-		for {
-			if _, err := dec.Decode(); err != nil {
-				n <- count
-				return
-			}
-			count++
-		}
+		dmsgtest.NewPeer(s.far).Run(func(*dmsg.Msg) { count++ })
+		n <- count
 	}()
 	return n
 }

@@ -10,9 +10,9 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
@@ -134,11 +134,8 @@ func TestRelayKeepsEachCircuitInOrderAndAccountsEveryByte(t *testing.T) {
 				}
 			}
 			last := map[uint64]uint64{}
-			for i := range total {
-				m, err := r.outPeer.next()
-				if err != nil {
-					t.Fatalf("relayed message %d: %v", i+1, err)
-				}
+			for range total {
+				m := r.outPeer.next()
 				rt, ok := routes[m.Circuit/10]
 				if !ok || rt.circuit != m.Circuit {
 					t.Fatalf("message %d arrived on circuit %d", m.MsgID, m.Circuit)
@@ -203,19 +200,11 @@ func TestRelayedMessagesLeaveBeforeWhatFollowsThemOnTheirLink(t *testing.T) {
 			}
 			for round := range rounds {
 				for i := range perRound {
-					m, err := r.outPeer.next()
-					if err != nil {
-						t.Fatal(err)
-					}
-					if want := uint64(round*perRound + i + 1); m.Circuit != 70 || m.MsgID != want {
+					if m, want := r.outPeer.next(), uint64(round*perRound+i+1); m.Circuit != 70 || m.MsgID != want {
 						t.Fatalf("round %d: got %s, want relayed message %d", round, describe(m), want)
 					}
 				}
-				m, err := r.outPeer.next()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if want := fmt.Sprint("marker ", round); m.Circuit != 99 || string(m.Aux) != want {
+				if m, want := r.outPeer.next(), fmt.Sprint("marker ", round); m.Circuit != 99 || string(m.Aux) != want {
 					t.Fatalf("round %d: got %s, want the %q the router sent", round, describe(m), want)
 				}
 			}
@@ -261,6 +250,7 @@ func TestSmallBurstsToAStuckLinkCostAboutTheirSize(t *testing.T) {
 	out := startConn(t, a, iocom.Config{ID: "out", KeepaliveInterval: -1, KeepaliveTimeout: -1})
 	acct := &byteCount{}
 	x, y := net.Pipe() // one write of the peer is one read of the reader
+	peer := dmsgtest.NewPeer(y)
 	in := startConn(t, x, iocom.Config{ID: "in", KeepaliveInterval: -1, KeepaliveTimeout: -1,
 		Forward: func(_ *iocom.Link, f *iocom.Frame) bool {
 			f.RelayTo(out, 70, false, acct)
@@ -270,10 +260,8 @@ func TestSmallBurstsToAStuckLinkCostAboutTheirSize(t *testing.T) {
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 	const n = 2000
-	for i := range n {
-		f := frame(t, msg(dmsg.DbgShell, 0, onCircuit(7), withAux("small")), uint8(i))
-		y.SetWriteDeadline(time.Now().Add(testTimeout))
-		if _, err := y.Write(f); err != nil {
+	for range n {
+		if err := peer.Send(msg(dmsg.DbgShell, 0, onCircuit(7), withAux("small"))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -289,15 +277,14 @@ func TestSmallBurstsToAStuckLinkCostAboutTheirSize(t *testing.T) {
 	if limit := 8*relayed + 1<<20; growth > limit {
 		t.Errorf("%d bytes relayed to a stuck link hold %d KiB of heap, more than %d KiB", relayed, growth>>10, limit>>10)
 	}
-	y.Close()
+	peer.Close()
 }
 
-// bigEndianFrame is m (a command with a 64-byte header) as an
-// opposite-endian sender puts it on the wire as message seq of its
-// stream: magic 48 32, every header integer byte-swapped, hdr_crc over
-// the bytes as sent.
-func bigEndianFrame(tb testing.TB, m *dmsg.Msg, seq uint8) []byte {
-	b := frame(tb, m, seq)
+// toBigEndian turns frame, a message with a 64-byte header in wire form,
+// into what an opposite-endian sender puts on the wire in its place:
+// magic 48 32, every header integer byte-swapped, hdr_crc over the bytes
+// as sent.
+func toBigEndian(b []byte) []byte {
 	b[0], b[1] = 0x48, 0x32
 	for _, f := range []struct{ off, size int }{
 		{0x02, 2}, {0x04, 4}, {0x08, 8}, {0x10, 8}, {0x18, 8}, {0x20, 4},
@@ -315,24 +302,19 @@ func bigEndianFrame(tb testing.TB, m *dmsg.Msg, seq uint8) []byte {
 func TestAnOppositeEndianMessageIsRelayedInOrderAsOurs(t *testing.T) {
 	guard(t)
 	r := newRelayRig(t, relayPairs[0], nil, map[uint64]route{7: {circuit: 70, acct: &byteCount{}}})
-	var stream []byte
-	for i, aux := range []string{"before", "swapped", "after"} {
-		m := msg(dmsg.DbgShell, 0, onCircuit(7), withAux(aux))
+	var stream []byte // one write: the swapped message arrives between the others
+	for _, aux := range []string{"before", "swapped", "after"} {
+		b := r.inPeer.frame(msg(dmsg.DbgShell, 0, onCircuit(7), withAux(aux)))
 		if aux == "swapped" {
-			stream = append(stream, bigEndianFrame(t, m, uint8(i))...)
-		} else {
-			stream = append(stream, frame(t, m, uint8(i))...)
+			b = toBigEndian(b)
 		}
+		stream = append(stream, b...)
 	}
-	if err := r.inPeer.writeRaw(stream); err != nil {
+	if err := r.inPeer.WriteRaw(stream); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"before", "swapped", "after"} {
-		m, err := r.outPeer.next()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m.Circuit != 70 || string(m.Aux) != want {
+		if m := r.outPeer.next(); m.Circuit != 70 || string(m.Aux) != want {
 			t.Fatalf("got %s, want %q relayed on circuit 70", describe(m), want)
 		}
 	}

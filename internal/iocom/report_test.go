@@ -32,7 +32,7 @@ func TestViolationsOfManyLinksAreCountedNotLoggedEach(t *testing.T) {
 			// A DELETE for a transaction that does not exist.
 			p.mustSend(msg(dmsg.LnkError|dmsg.FlagDelete, 7))
 		} else {
-			p.writeRaw(make([]byte, dmsg.BaseHeaderSize)) // bad magic
+			p.WriteRaw(make([]byte, dmsg.BaseHeaderSize)) // bad magic
 		}
 		waitDone(t, conn)
 	}

@@ -158,7 +158,7 @@ func TestFramingErrorsCloseTheLink(t *testing.T) {
 			return b
 		}, dmsg.ErrAuxCRC},
 		{"a sequence number out of order", func(p *rawPeer) []byte {
-			p.seq++
+			p.frame(span()) // never sent: the next frame skips its number
 			return p.frame(span())
 		}, dmsg.ErrSequence},
 		{"a bad magic", func(p *rawPeer) []byte {
@@ -203,8 +203,8 @@ func TestFramingErrorsCloseTheLink(t *testing.T) {
 			connSends(dmsg.LnkConn|C, ours("conn"), 0)(h)
 			peerSends(dmsg.DbgShell, theirs(0), withAux("fine"))(h)
 			handlerGets("oneway", dmsg.DbgShell, theirs(0))(h)
-			h.peer.writeRaw(tc.bad(h.peer)) // may fail once the Link stops reading
-			h.peer.close()                  // ends truncated frames
+			h.peer.WriteRaw(tc.bad(h.peer)) // may fail once the Link stops reading
+			h.peer.Close()                  // ends truncated frames
 			waitDone(t, h.conn)
 			if err := h.conn.Err(); !errors.Is(err, tc.want) {
 				t.Fatalf("Err() = %v, want %v", err, tc.want)

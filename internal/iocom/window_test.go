@@ -7,9 +7,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
@@ -22,7 +22,7 @@ import (
 // LNK_CIRC DELETE leaves after all of them.
 func TestControlDoesNotWaitBehindCircuitData(t *testing.T) {
 	guard(t)
-	a, b := net.Pipe() // nothing is read from b until the test decodes it
+	a, b := net.Pipe() // nothing is read from b until the test records it
 	c := startConn(t, a, iocom.Config{ID: "c", KeepaliveInterval: -1, KeepaliveTimeout: -1})
 	tx, err := c.Open(dmsg.NewCircMsg(0, &dmsg.Circ{Target: 9}), func(*iocom.Tx, *dmsg.Msg) {})
 	if err != nil {
@@ -45,14 +45,10 @@ func TestControlDoesNotWaitBehindCircuitData(t *testing.T) {
 	if err := c.SendOneWay(dmsg.NewMsg(dmsg.LnkPing)); err != nil {
 		t.Fatal(err)
 	}
-	dec := dmsg.NewDecoder(b)
+	rec := dmsgtest.NewPeer(b).Record(t, dmsgtest.RecordOptions{}) // only now is b read
 	data, pingAfter := 0, -1
 	for {
-		b.SetReadDeadline(time.Now().Add(testTimeout))
-		m, err := dec.Decode()
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := rec.Next("the queued messages")
 		switch {
 		case dmsg.Base(m.Cmd) == dmsg.LnkPing:
 			pingAfter = data
@@ -167,11 +163,7 @@ func (w *windowLink) sync() {
 	w.t.Helper()
 	w.peer.mustSend(dmsg.NewMsg(dmsg.LnkPing))
 	for {
-		m, err := w.peer.next()
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		switch {
+		switch m := w.peer.next(); {
 		case dmsg.Base(m.Cmd) == dmsg.LnkPing && m.Cmd&dmsg.FlagReply != 0:
 			return
 		case dmsg.IsCredit(&m.Header):
@@ -199,11 +191,7 @@ func TestACircuitEndSendsWithinItsCreditAndKeepsTheRestInOrder(t *testing.T) {
 	expectData := func(from, to int) {
 		t.Helper()
 		for i := from; i < to; i++ {
-			m, err := w.peer.next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if m.Circuit != w.tx.MsgID() || int(m.Error) != i || m.EncodedSize() != msg {
+			if m := w.peer.next(); m.Circuit != w.tx.MsgID() || int(m.Error) != i || m.EncodedSize() != msg {
 				t.Fatalf("got %s, want circuit message %d", describe(m), i)
 			}
 		}
@@ -233,9 +221,8 @@ func TestAnAbortDropsWhatWaitsForCredit(t *testing.T) {
 	}
 	w.tx.Abort(dmsg.ErrIO)
 	for i := range 4 {
-		m, err := w.peer.next()
-		if err != nil || int(m.Error) != i {
-			t.Fatalf("got %v %v, want circuit message %d", m, err, i)
+		if m := w.peer.next(); int(m.Error) != i {
+			t.Fatalf("got %s, want circuit message %d", describe(m), i)
 		}
 	}
 	w.peer.expect(dmsg.LnkError|dmsg.FlagAbort|dmsg.FlagDelete, w.tx.MsgID())
@@ -340,11 +327,7 @@ func TestAHoldReleasesWholeFramesWithinCreditAndKeepsTheDeleteLast(t *testing.T)
 			expect := func(from, to int) {
 				t.Helper()
 				for i := from; i < to; i++ {
-					m, err := r.outPeer.next()
-					if err != nil {
-						t.Fatal(err)
-					}
-					if m.Circuit != 70 || m.MsgID != uint64(i+1) || len(m.Aux) != sizes[i] {
+					if m := r.outPeer.next(); m.Circuit != 70 || m.MsgID != uint64(i+1) || len(m.Aux) != sizes[i] {
 						t.Fatalf("got %s, want held message %d", describe(m), i+1)
 					}
 				}
@@ -408,7 +391,7 @@ func TestADroppedHoldSendsNothing(t *testing.T) {
 	}
 	r.out.SendOneWay(dmsg.NewMsg(dmsg.LnkPing))
 	r.outPeer.expect(dmsg.LnkPing, 0)
-	if n := r.outPeer.received(); n != 0 {
+	if n := r.outPeer.unread(); n != 0 {
 		t.Fatalf("%d messages left after the drop", n)
 	}
 }
