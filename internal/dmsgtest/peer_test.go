@@ -171,8 +171,7 @@ func auxIs(aux string) func(*dmsg.Msg) bool {
 }
 
 // countTo matches the n-th message it is shown: Expect shows each message
-// once, so it waits for n more. (A match runs under the Recorder's lock
-// and must not call it.)
+// once, so it waits for n more.
 func countTo(n int) func(*dmsg.Msg) bool {
 	seen := 0
 	return func(*dmsg.Msg) bool {
@@ -214,6 +213,10 @@ func TestARecorderIsWalkedByItsCursor(t *testing.T) {
 			r.Rewind()
 			return append(walked, r.Next("a again"))
 		}, []string{"a", "b", "a"}},
+		{"a match may call the Recorder", []string{"a", "b", "c"}, func(r *dmsgtest.Recorder) []*dmsg.Msg {
+			r.Find("c", auxIs("c"))
+			return []*dmsg.Msg{r.Expect("any, once all three are in", func(*dmsg.Msg) bool { return r.Len() == 3 })}
+		}, []string{"a"}},
 		{"Barrier returns what arrived between the cursor and its answer", []string{"a", "b", "c"}, func(r *dmsgtest.Recorder) []*dmsg.Msg {
 			return append([]*dmsg.Msg{r.Next("a")}, r.Barrier()...)
 		}, []string{"a", "b", "c"}},

@@ -154,13 +154,16 @@ func (r *Recorder) await(what string, consume bool, match func(*dmsg.Msg) bool) 
 	deadline := time.NewTimer(Timeout)
 	defer deadline.Stop()
 	for {
-		r.mu.Lock()
-		if m := r.scanLocked(consume, match); m != nil {
-			r.mu.Unlock()
+		m, seen := r.scan(consume, match)
+		if m != nil {
 			return m
 		}
-		ch, rerr := r.changed, r.readErr
+		r.mu.Lock()
+		ch, rerr, more := r.changed, r.readErr, len(r.msgs) > seen
 		r.mu.Unlock()
+		if more {
+			continue // arrived while match ran
+		}
 		if rerr != nil {
 			r.tb.Fatalf("raw peer: link ended (%v) while waiting for %s; transcript:\n%s", rerr, what, r.Transcript())
 		}
@@ -172,23 +175,37 @@ func (r *Recorder) await(what string, consume bool, match func(*dmsg.Msg) bool) 
 	}
 }
 
-func (r *Recorder) scanLocked(consume bool, match func(*dmsg.Msg) bool) *dmsg.Msg {
-	i := 0
+// scan looks for a message match accepts, from the cursor when consume
+// (moving the cursor past what it looked at) or from the start. match
+// runs without the Recorder's lock, so it may call the Recorder. seen is
+// how many messages had arrived when it looked.
+func (r *Recorder) scan(consume bool, match func(*dmsg.Msg) bool) (m *dmsg.Msg, seen int) {
+	r.mu.Lock()
+	from := 0
 	if consume {
-		i = r.cursor
+		from = r.cursor
 	}
-	for ; i < len(r.msgs); i++ {
-		if match(r.msgs[i]) {
+	seen = len(r.msgs)
+	msgs := r.msgs[from:seen:seen]
+	r.mu.Unlock()
+	for i, m := range msgs {
+		if match(m) {
 			if consume {
-				r.cursor = i + 1
+				r.setCursor(from + i + 1)
 			}
-			return r.msgs[i]
+			return m, seen
 		}
 	}
 	if consume {
-		r.cursor = len(r.msgs)
+		r.setCursor(seen)
 	}
-	return nil
+	return nil, seen
+}
+
+func (r *Recorder) setCursor(n int) {
+	r.mu.Lock()
+	r.cursor = n
+	r.mu.Unlock()
 }
 
 // Barrier sends a LNK_PING and waits for its answer: a router handles a
