@@ -24,16 +24,7 @@ func TestEveryAbortSendsOneAbortDelete(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rs := line(t, 3)
-			p, err := dialRaw(rs[0].addr(), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.close()
-			q, err := dialRaw(rs[2].addr(), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer q.close()
+			p, q := dialRaw(t, rs[0].addr(), nil), dialRaw(t, rs[2].addr(), nil)
 			if p.helloWindow("P", dmsg.MinCircWindow) != nil || q.helloWindow("Q", dmsg.MinCircWindow) != nil {
 				t.Fatal("hello failed")
 			}
@@ -48,23 +39,14 @@ func TestEveryAbortSendsOneAbortDelete(t *testing.T) {
 			const circ = 100
 			m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: span})
 			m.MsgID = circ
-			if err := p.send(m); err != nil {
+			if err := p.Send(m); err != nil {
 				t.Fatal(err)
 			}
-			var atQ uint64
-			eventually(t, "the LNK_CIRC reaches Q", func() error {
-				q.mu.Lock()
-				defer q.mu.Unlock()
-				if len(q.rxCircs) == 0 {
-					return fmt.Errorf("not yet")
-				}
-				atQ = q.rxCircs[0]
-				return nil
-			})
+			atQ := q.firstCircuit(t)
 			if tc.accept {
 				accept := &dmsg.Msg{Header: dmsg.Header{MsgID: atQ,
 					Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}}
-				if err := q.send(accept); err != nil {
+				if err := q.Send(accept); err != nil {
 					t.Fatal(err)
 				}
 				eventually(t, "P sees the circuit accepted", func() error {
@@ -77,7 +59,7 @@ func TestEveryAbortSendsOneAbortDelete(t *testing.T) {
 				})
 			}
 			// Q withdraws the span the circuit was built on.
-			if err := q.send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError | dmsg.FlagDelete, MsgID: 2}}); err != nil {
+			if err := q.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError | dmsg.FlagDelete, MsgID: 2}}); err != nil {
 				t.Fatal(err)
 			}
 			for _, end := range []struct {

@@ -56,7 +56,7 @@ func TestCircuitsEndingAtTheRouterCountAgainstMaxCircuits(t *testing.T) {
 		cs = append(cs, l.openTo("r"))
 	}
 	r.waitHeld(t, 3)
-	wantRefused(t, ls[3].open(ls[3].waitSpan("r").msgid))
+	wantRefused(t, ls[3].open(ls[3].waitSpan("r").MsgID))
 	if got := testnet.LimitHits(r.Metrics(), "max_circuits"); got != 1 {
 		t.Errorf("max_circuits counted %v refusals, want 1", got)
 	}
@@ -79,8 +79,8 @@ func TestALinkIsRefusedCircuitsBeyondMaxCircuitsPerLink(t *testing.T) {
 	b := dialLeaf(t, r.addr(), "b", leafOptions{})
 	a.openTo("r")      // ends here
 	a.openTo("target") // relayed
-	wantRefused(t, a.open(a.waitSpan("r").msgid))
-	wantRefused(t, a.open(a.waitSpan("target").msgid))
+	wantRefused(t, a.open(a.waitSpan("r").MsgID))
+	wantRefused(t, a.open(a.waitSpan("target").MsgID))
 	b.openTo("target") // another link's bound is its own
 	if got := testnet.LimitHits(r.Metrics(), "max_circuits_per_link"); got != 2 {
 		t.Errorf("max_circuits_per_link counted %v refusals, want 2", got)
@@ -105,11 +105,7 @@ func TestConcurrentCircuitSetupsNeverOvershootMaxCircuits(t *testing.T) {
 	target := dialLeaf(t, r.addr(), "target", leafOptions{})
 	var ps []*rawPeer
 	for i := range peers {
-		p, err := dialRaw(r.addr(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(p.close)
+		p := dialRaw(t, r.addr(), nil)
 		if err := p.hello(""); err != nil {
 			t.Fatal(err)
 		}
@@ -160,12 +156,12 @@ func TestConcurrentCircuitSetupsNeverOvershootMaxCircuits(t *testing.T) {
 			for j := range each {
 				m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: spanID})
 				m.MsgID = firstCirc + uint64(j)
-				if err := p.write(m); err != nil {
+				if err := p.Write(m); err != nil {
 					t.Error(err)
 					return
 				}
 			}
-			if err := p.flush(); err != nil {
+			if err := p.Flush(); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -230,7 +226,7 @@ func TestARoutersLinkGetsTwiceTheCircuitsPerLink(t *testing.T) {
 		l.openTo("r2")
 	}
 	r2.waitHeld(t, 4)
-	wantRefused(t, c.open(c.waitSpan("r2").msgid)) // r1's link at r2 holds 4: its bound
+	wantRefused(t, c.open(c.waitSpan("r2").MsgID)) // r1's link at r2 holds 4: its bound
 	if got := testnet.LimitHits(r2.Metrics(), "max_circuits_per_link"); got != 1 {
 		t.Errorf("r2 counted %v max_circuits_per_link refusals, want 1", got)
 	}

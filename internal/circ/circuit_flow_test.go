@@ -189,31 +189,12 @@ func TestCircuitToRouter(t *testing.T) {
 	rs := line(t, 3)
 	l := dialLeaf(t, rs[0].addr(), "leaf", leafOptions{})
 	c := l.openTo("r3")
-	var mu sync.Mutex
-	var out strings.Builder
-	prompt := make(chan struct{})
-	c.onOneWay = func(m *dmsg.Msg) {
-		if dmsg.Base(m.Cmd) != dmsg.DbgShell || m.Cmd&dmsg.FlagReply == 0 {
-			return
-		}
-		s := strings.TrimRight(string(m.Aux), "\x00")
-		if s == shell.Prompt {
-			close(prompt)
-			return
-		}
-		mu.Lock()
-		out.WriteString(s)
-		mu.Unlock()
-	}
-	cmd := dmsg.NewMsg(dmsg.DbgShell)
-	cmd.SetAux([]byte("tree\x00"))
-	if err := c.scope.SendOneWay(cmd); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	got, err := c.ec.Shell(ctx, "tree")
+	if err != nil {
 		t.Fatal(err)
 	}
-	waitChan(t, "the prompt after tree", prompt)
-	mu.Lock()
-	got := out.String()
-	mu.Unlock()
 	if !strings.Contains(got, "(r3)") || !strings.Contains(got, "(leaf)") {
 		t.Errorf("tree over the circuit:\n%s", got)
 	}

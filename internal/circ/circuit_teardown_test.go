@@ -1,6 +1,7 @@
 package circ_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -14,14 +15,17 @@ func TestCircuitCantCirc(t *testing.T) {
 	l1 := dialLeaf(t, rs[0].addr(), "leaf1", leafOptions{})
 	l2 := dialLeaf(t, rs[1].addr(), "leaf2", leafOptions{})
 	l3 := dialLeaf(t, rs[1].addr(), "leaf3", leafOptions{refuse: true})
-	stale := l1.waitSpan("leaf2").msgid
+	stale := l1.waitSpan("leaf2").MsgID
 	l1.waitSpan("leaf3")
 	// Targets are msgids of spans the router sent: the router cannot tell
 	// a msgid the leaf allocated itself from one of its own, so only ids
 	// it never sent as spans can be tested.
-	l1.mu.Lock()
-	rconn := l1.rconnID
-	l1.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	rconn, err := l1.ep.WaitRouter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	refused := func(what string, target uint64) {
 		t.Helper()
@@ -31,15 +35,15 @@ func TestCircuitCantCirc(t *testing.T) {
 		if code != dmsg.ErrCantCirc || cmd&want != want {
 			t.Errorf("%s: answered %s %s, want REPLY|CREATE|DELETE CANTCIRC", what, dmsg.CmdString(cmd), dmsg.ErrorString(code))
 		}
-		if c.scope.Closed() != true {
+		if c.scope().Closed() != true {
 			t.Errorf("%s: scope still open", what)
 		}
 		cleanAll(t, rs, l1, l2, l3)
 	}
 	refused("random msgid", 0x7eadbeef12345)
-	refused("the router's LNK_CONN (not a span)", rconn)
+	refused("the router's LNK_CONN (not a span)", rconn.MsgID)
 	if s, ok := l1.spanFor("leaf3"); ok {
-		refused("a target that refuses", s.msgid)
+		refused("a target that refuses", s.MsgID)
 	}
 	l2.withdraw()
 	eventually(t, "leaf1 loses leaf2's span", func() error {
@@ -49,7 +53,7 @@ func TestCircuitCantCirc(t *testing.T) {
 		return nil
 	})
 	refused("a withdrawn span", stale)
-	if l2.openCircuits() != 0 || len(l2.accepted) != 0 || len(l3.accepted) != 0 {
+	if l2.ep.OpenCircuits() != 0 || len(l2.ep.Accepted()) != 0 || len(l3.ep.Accepted()) != 0 {
 		t.Errorf("a refused circuit reached a leaf")
 	}
 }
@@ -115,8 +119,8 @@ func TestCircuitOrderlyClose(t *testing.T) {
 			checkTerminated(t, far, 0, dmsg.ErrLostLink, 2*held)
 			checkTerminated(t, closer, 0, dmsg.ErrLostLink, 2*held)
 			for _, c := range []*circuit{c1, c2} {
-				if c.endCmd&dmsg.FlagAbort != 0 {
-					t.Errorf("leaf %s: orderly close ended with %s", c.l.label, dmsg.CmdString(c.endCmd))
+				if cmd, _ := c.ec.End(); cmd&dmsg.FlagAbort != 0 {
+					t.Errorf("leaf %s: orderly close ended with %s", c.l.label, dmsg.CmdString(cmd))
 				}
 			}
 			cleanAll(t, rs, l1, l2)
@@ -131,7 +135,7 @@ func TestCircuitCreateDelete(t *testing.T) {
 	rs := line(t, 2)
 	l1 := dialLeaf(t, rs[0].addr(), "leaf1", leafOptions{})
 	l2 := dialLeaf(t, rs[1].addr(), "leaf2", leafOptions{})
-	target := l1.waitSpan("leaf2").msgid
+	target := l1.waitSpan("leaf2").MsgID
 	done := make(chan uint32, 4)
 	_, err := l1.conn.Open(dmsg.NewCircMsg(dmsg.FlagDelete, &dmsg.Circ{Target: target}), func(tx *iocom.Tx, m *dmsg.Msg) {
 		if m.Cmd&dmsg.FlagDelete != 0 {
@@ -167,7 +171,7 @@ func TestCircuitMaxCircuits(t *testing.T) {
 	a := l1.openTo("leaf2")
 	b := l1.openTo("leaf2")
 	waitRelayed(t, rs, 2)
-	c := l1.open(l1.waitSpan("leaf2").msgid)
+	c := l1.open(l1.waitSpan("leaf2").MsgID)
 	cmd, code := c.waitDone()
 	if code != dmsg.ErrCantCirc || cmd&dmsg.FlagCreate == 0 {
 		t.Errorf("third circuit: %s %s, want REPLY|CREATE|DELETE CANTCIRC", dmsg.CmdString(cmd), dmsg.ErrorString(code))

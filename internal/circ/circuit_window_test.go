@@ -95,7 +95,7 @@ func TestAStalledCircuitLeavesItsLinksFlowing(t *testing.T) {
 	var producer sync.WaitGroup
 	producer.Go(func() {
 		for seq := uint64(1); ; seq++ {
-			if err := x.scope.WaitRoom(ctx); err != nil {
+			if err := x.scope().WaitRoom(ctx); err != nil {
 				return
 			}
 			if x.isDone() || x.sendOneWay(seq, msgSize) != nil {
@@ -222,11 +222,7 @@ func TestAPeerPastItsWindowLosesOnlyThatCircuit(t *testing.T) {
 	r := rs[0]
 	sink := dialLeaf(t, r.addr(), "sink", leafOptions{gated: true})
 	other := dialLeaf(t, r.addr(), "other", leafOptions{})
-	p, err := dialRaw(r.addr(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.close()
+	p := dialRaw(t, r.addr(), nil)
 	if err := p.helloWindow("P", dmsg.MinCircWindow); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +238,7 @@ func TestAPeerPastItsWindowLosesOnlyThatCircuit(t *testing.T) {
 		})
 		m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: span})
 		m.MsgID = id
-		if err := p.send(m); err != nil {
+		if err := p.Send(m); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, "the circuit to "+label+" is up", func() error {
@@ -281,7 +277,7 @@ func TestAPeerPastItsWindowLosesOnlyThatCircuit(t *testing.T) {
 			}
 			break
 		}
-		if err := p.send(data); err != nil {
+		if err := p.Send(data); err != nil {
 			t.Fatalf("P's link failed after %d MiB: %v", pushed>>20, err)
 		}
 		pushed += int64(data.EncodedSize())
@@ -302,11 +298,11 @@ func TestAPeerPastItsWindowLosesOnlyThatCircuit(t *testing.T) {
 		m := dmsg.NewMsg(dmsg.DbgShell)
 		m.Circuit = good
 		m.SetAux(payload(seq, 0, 1000))
-		if err := p.write(m); err != nil {
+		if err := p.Write(m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := p.flush(); err != nil {
+	if err := p.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "P's other circuit delivers", func() error {
@@ -334,7 +330,7 @@ func TestCircuitMemoryBoundsRelayedCircuits(t *testing.T) {
 	l2 := dialLeaf(t, rs[0].addr(), "leaf2", leafOptions{})
 	a := l1.openTo("leaf2")
 	b := l1.openTo("leaf2")
-	c := l1.open(l1.waitSpan("leaf2").msgid)
+	c := l1.open(l1.waitSpan("leaf2").MsgID)
 	if cmd, code := c.waitDone(); code != dmsg.ErrCantCirc || cmd&dmsg.FlagCreate == 0 {
 		t.Errorf("third circuit: %s %s, want REPLY|CREATE|DELETE CANTCIRC", dmsg.CmdString(cmd), dmsg.ErrorString(code))
 	}
@@ -369,36 +365,23 @@ func TestCircuitMemoryBoundsRelayedCircuits(t *testing.T) {
 func TestARouterSendsOnlyWithinTheNextHopsCredit(t *testing.T) {
 	rs := line(t, 1, withCircuitLimits(4<<20, time.Minute))
 	var got atomic.Int64 // circuit bytes Q received
-	q, err := dialRaw(rs[0].addr(), func(m *dmsg.Msg) bool {
+	q := dialRaw(t, rs[0].addr(), func(m *dmsg.Msg) bool {
 		if m.Circuit == 0 {
 			return false
 		}
 		got.Add(int64(m.EncodedSize()))
 		return true
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.close()
 	const window = dmsg.MinCircWindow
 	if err := q.helloWindow("Q", window); err != nil {
 		t.Fatal(err)
 	}
 	p := dialLeaf(t, rs[0].addr(), "P", leafOptions{})
-	c := p.open(p.waitSpan("Q").msgid)
-	var atQ uint64
-	eventually(t, "the LNK_CIRC reaches Q", func() error {
-		q.mu.Lock()
-		defer q.mu.Unlock()
-		if len(q.rxCircs) == 0 {
-			return fmt.Errorf("not yet")
-		}
-		atQ = q.rxCircs[0]
-		return nil
-	})
+	c := p.open(p.waitSpan("Q").MsgID)
+	atQ := q.firstCircuit(t)
 	accept := &dmsg.Msg{Header: dmsg.Header{MsgID: atQ,
 		Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}}
-	if err := q.send(accept); err != nil {
+	if err := q.Send(accept); err != nil {
 		t.Fatal(err)
 	}
 	c.waitUp()
@@ -411,7 +394,7 @@ func TestARouterSendsOnlyWithinTheNextHopsCredit(t *testing.T) {
 	var producer sync.WaitGroup
 	producer.Go(func() {
 		for seq := uint64(1); sent.Load() < 4*window; seq++ {
-			if c.scope.WaitRoom(ctx) != nil || c.sendOneWay(seq, msg-64) != nil {
+			if c.scope().WaitRoom(ctx) != nil || c.sendOneWay(seq, msg-64) != nil {
 				return
 			}
 			sent.Add(msg)
@@ -437,7 +420,7 @@ func TestARouterSendsOnlyWithinTheNextHopsCredit(t *testing.T) {
 	for _, more := range []int64{100 << 10, window} {
 		total := got.Load()
 		grant := dmsg.NewCreditMsg(atQ, true, uint64(more))
-		if err := q.send(grant); err != nil {
+		if err := q.Send(grant); err != nil {
 			t.Fatal(err)
 		}
 		settled(fmt.Sprintf("Q gets %d more", more), total+more)

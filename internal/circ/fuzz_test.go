@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -137,7 +138,7 @@ func (f *fuzzProgram) send(who int, m *dmsg.Msg) {
 	if f.dead[who] {
 		return
 	}
-	if p.send(m) != nil {
+	if p.Send(m) != nil {
 		f.dead[who] = true
 	}
 }
@@ -253,17 +254,17 @@ func (f *fuzzProgram) run() {
 					m.Cmd |= dmsg.FlagRevCirc
 				}
 				m.SetAux(make([]byte, 64*(i%5)))
-				if p.write(m) != nil {
+				if p.Write(m) != nil {
 					f.dead[w] = true
 					break
 				}
 			}
-			if !f.dead[w] && p.flush() != nil {
+			if !f.dead[w] && p.Flush() != nil {
 				f.dead[w] = true
 			}
 		case opDrop:
 			p, w := f.peer(f.byte())
-			p.nc.Close()
+			p.Close()
 			f.dead[w] = true
 		case opCredit:
 			who, cid, inc, how := f.byte(), f.byte(), f.byte(), f.byte()
@@ -281,7 +282,7 @@ func (f *fuzzProgram) run() {
 			case 5:
 				m.SetAux([]byte{how})
 			}
-			if !f.dead[w] && p.send(m) != nil {
+			if !f.dead[w] && p.Send(m) != nil {
 				f.dead[w] = true
 			}
 		case opFlood:
@@ -295,7 +296,7 @@ func (f *fuzzProgram) run() {
 					m.Cmd |= dmsg.FlagRevCirc
 				}
 				m.SetAux(floodAux)
-				if f.dead[w] || p.send(m) != nil {
+				if f.dead[w] || p.Send(m) != nil {
 					f.dead[w] = true
 					break
 				}
@@ -307,7 +308,7 @@ func (f *fuzzProgram) run() {
 				b[i] = f.byte()
 			}
 			if !f.dead[0] {
-				f.p.rawBytes(b)
+				f.p.WriteRaw(b)
 				f.dead[0] = true // the link is as good as dead
 			}
 		}
@@ -385,15 +386,7 @@ func FuzzCircuit(f *testing.F) {
 		panics := iocom.Panics()
 		fp := &fuzzProgram{t: t, data: data, msgid: 10, qSpan: 2}
 		cfg := fp.byte()
-		var err error
-		if fp.p, err = dialRaw(r.addr(), nil); err != nil {
-			t.Fatal(err)
-		}
-		defer fp.p.close()
-		if fp.q, err = dialRaw(r.addr(), nil); err != nil {
-			t.Fatal(err)
-		}
-		defer fp.q.close()
+		fp.p, fp.q = dialRaw(t, r.addr(), nil), dialRaw(t, r.addr(), nil)
 		window := func(bit byte) uint32 {
 			if cfg&bit != 0 {
 				return dmsg.MinCircWindow
@@ -453,9 +446,10 @@ func FuzzCircuit(f *testing.F) {
 // 3): never a second ABORT|DELETE, never anything after one.
 func (f *fuzzProgram) nothingAfterDelete() error {
 	f.q.mu.Lock()
-	defer f.q.mu.Unlock()
-	for _, id := range f.q.rxCircs {
-		cmds := f.q.circMsgs[txRef{id, false}]
+	ids := slices.Clone(f.q.rxCircs)
+	f.q.mu.Unlock()
+	for _, id := range ids {
+		cmds := f.q.circCmds(txRef{id, false})
 		closed, aborted := false, false
 		for _, c := range cmds {
 			if aborted || closed && c&dmsg.FlagAbort == 0 {
@@ -482,7 +476,7 @@ func healthy(t *testing.T, r *testRouter) error {
 		if !ok {
 			return fmt.Errorf("hA does not hold hB")
 		}
-		target = s.msgid
+		target = s.MsgID
 		return nil
 	}); err != nil {
 		return err
@@ -496,7 +490,7 @@ func healthy(t *testing.T, r *testRouter) error {
 	}
 	c.close()
 	select {
-	case <-c.done:
+	case <-c.ec.Done():
 	case <-ctx.Done():
 		return fmt.Errorf("circuit hA->hB did not close")
 	}

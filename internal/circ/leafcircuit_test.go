@@ -9,34 +9,62 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/endpoint"
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
-// circuit is one end of a circuit at a leaf: its LNK_CIRC transaction,
-// the scope inside, and what has happened in it.
-type circuit struct {
-	l      *leaf
-	opener bool
-	tx     *iocom.Tx
-	scope  *iocom.Scope
+// The commands leaves use inside circuits: a transactional request in the
+// HAMMER2 protocol space (routers never look inside a circuit, so any
+// command works) and DBG_SHELL-style one-way data.
+const (
+	cmdInner  = dmsg.ProtoHM2 | 0x00001001 // HM2 cmd 0x10, 64-byte header
+	cmdOneWay = dmsg.DbgShell
+)
 
-	up   chan struct{} // closed once accepted (REPLY|CREATE at the opener)
-	done chan struct{} // closed once the LNK_CIRC ended here
+// Inner request kinds, the byte after the sequence number.
+const (
+	kindEcho  = 0 // the far end echoes the payload and closes
+	kindCRC   = 1 // the far end answers seq + CRC-32C of the payload and closes
+	kindHold  = 2 // the far end acknowledges and keeps the transaction open
+	headerLen = 9 // seq (8) + kind (1)
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// payload builds an inner request: seq, kind, then size-9 filler bytes
+// derived from seq (so corruption anywhere shows).
+func payload(seq uint64, kind byte, size int) []byte {
+	size = max(size, headerLen)
+	b := make([]byte, size)
+	binary.LittleEndian.PutUint64(b, seq)
+	b[8] = kind
+	x := uint32(seq)*2654435761 + 1
+	for i := headerLen; i < size; i++ {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// circuit is one end of a circuit at a leaf: the endpoint's circuit,
+// which owns its LNK_CIRC, scope and flow control, and on top of it the
+// inner request protocol these tests run and what has happened in it.
+type circuit struct {
+	l  *leaf
+	ec *endpoint.Circuit
 
 	mu         sync.Mutex
-	endCmd     uint32 // the terminating message of the LNK_CIRC
-	endErr     uint32
-	refused    bool // the answer was REPLY|CREATE|DELETE
+	ended      <-chan struct{} // ec.Done(), for the reader goroutine
 	errs       []string
 	lastRxSeq  uint64 // last inner request seq accepted (order check)
 	rxRequests int
 	lastOneWay uint64
 	inner      map[*innerTx]bool // open inner transactions
 	terms      map[uint32]int    // inner terminations by error
-	events     []string          // "inner-term", "circ-end", in order
 
 	sentIDs map[uint64]uint64      // request seq -> msgid we opened it with
 	gotHdrs map[uint64]dmsg.Header // request seq -> header as received
@@ -44,9 +72,6 @@ type circuit struct {
 	nextSeq atomic.Uint64 // sequence numbers of the requests this end sends
 
 	oneWayMsgs, oneWayBytes atomic.Int64
-	// onOneWay, if set, is called for every one-way message (reader
-	// goroutine).
-	onOneWay func(m *dmsg.Msg)
 }
 
 // innerTx is one transaction inside a circuit.
@@ -59,11 +84,23 @@ type innerTx struct {
 	heldOpen bool
 }
 
-func newCircuit(l *leaf, opener bool) *circuit {
-	return &circuit{l: l, opener: opener, up: make(chan struct{}), done: make(chan struct{}),
-		inner: make(map[*innerTx]bool), terms: make(map[uint32]int),
+func newCircuit(l *leaf) *circuit {
+	return &circuit{l: l, inner: make(map[*innerTx]bool), terms: make(map[uint32]int),
 		sentIDs: make(map[uint64]uint64), gotHdrs: make(map[uint64]dmsg.Header)}
 }
+
+// setEnd binds c to its endpoint circuit. The opener does so once
+// OpenCircuit returned, when the far end may already be talking inside.
+func (c *circuit) setEnd(ec *endpoint.Circuit) {
+	c.ec = ec
+	c.mu.Lock()
+	c.ended = ec.Done()
+	c.mu.Unlock()
+}
+
+// scope returns the scope inside the circuit. An accepted circuit has
+// one once the leaf lists it (waitAccepted).
+func (c *circuit) scope() *iocom.Scope { return c.ec.Scope() }
 
 func (c *circuit) errorf(format string, args ...any) {
 	c.mu.Lock()
@@ -71,47 +108,13 @@ func (c *circuit) errorf(format string, args ...any) {
 	c.mu.Unlock()
 }
 
-// circMsg handles the LNK_CIRC transaction's messages at either end.
-func (c *circuit) circMsg(tx *iocom.Tx, m *dmsg.Msg) {
-	c.mu.Lock() // wait until open has filled in the scope
-	scope := c.scope
-	c.mu.Unlock()
-	if m.Cmd&dmsg.FlagDelete == 0 {
-		if c.opener && m.Cmd&dmsg.FlagCreate != 0 {
-			close(c.up)
-		}
-		return
-	}
-	// Children first: every transaction inside ends before the circuit.
-	code := m.Error
-	if code == 0 {
-		code = dmsg.ErrLostLink
-	}
-	if scope != nil {
-		scope.Close(code)
-	}
-	tx.Close()
-	c.mu.Lock()
-	c.endCmd, c.endErr = m.Cmd, m.Error
-	c.refused = m.Cmd&(dmsg.FlagCreate|dmsg.FlagReply) == dmsg.FlagCreate|dmsg.FlagReply
-	c.events = append(c.events, "circ-end")
-	c.mu.Unlock()
-	close(c.done)
-	c.l.mu.Lock()
-	delete(c.l.circs, c)
-	c.l.mu.Unlock()
-}
-
 // waitUp waits until the circuit was accepted.
 func (c *circuit) waitUp() {
 	c.l.tb.Helper()
-	select {
-	case <-c.up:
-	case <-c.done:
-		c.l.tb.Fatalf("leaf %s: circuit %d ended during setup: %s error %s", c.l.label,
-			c.tx.MsgID(), dmsg.CmdString(c.endCmd), dmsg.ErrorString(c.endErr))
-	case <-time.After(waitTimeout):
-		c.l.tb.Fatalf("leaf %s: circuit %d not accepted within %v", c.l.label, c.tx.MsgID(), waitTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := c.ec.Wait(ctx); err != nil {
+		c.l.tb.Fatalf("leaf %s: circuit %d not up: %v", c.l.label, c.ec.ID(), err)
 	}
 }
 
@@ -119,15 +122,13 @@ func (c *circuit) waitUp() {
 // returns the terminating message's cmd and error.
 func (c *circuit) waitDone() (cmd, code uint32) {
 	c.l.tb.Helper()
-	waitChan(c.l.tb, fmt.Sprintf("leaf %s: circuit %d ends", c.l.label, c.tx.MsgID()), c.done)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.endCmd, c.endErr
+	waitChan(c.l.tb, fmt.Sprintf("leaf %s: circuit %d ends", c.l.label, c.ec.ID()), c.ec.Done())
+	return c.ec.End()
 }
 
 func (c *circuit) isDone() bool {
 	select {
-	case <-c.done:
+	case <-c.ec.Done():
 		return true
 	default:
 		return false
@@ -135,7 +136,7 @@ func (c *circuit) isDone() bool {
 }
 
 // close closes the circuit normally: this end DELETEs its LNK_CIRC.
-func (c *circuit) close() { c.tx.Close() }
+func (c *circuit) close() { c.ec.Close() }
 
 // problems returns what went wrong inside the circuit.
 func (c *circuit) problems() []string {
@@ -216,7 +217,11 @@ func (c *circuit) innerEnd(tx *iocom.Tx, it *innerTx, m *dmsg.Msg) {
 		c.errs = append(c.errs, fmt.Sprintf("inner tx seq %d terminated %d times", it.seq, it.ends))
 	}
 	c.terms[m.Error]++
-	c.events = append(c.events, "inner-term")
+	select {
+	case <-c.ended: // nil while the opener is binding: not ended then
+		c.errs = append(c.errs, fmt.Sprintf("inner tx seq %d terminated after its circuit ended", it.seq))
+	default:
+	}
 	delete(c.inner, it)
 	c.mu.Unlock()
 	tx.Close()
@@ -225,9 +230,6 @@ func (c *circuit) innerEnd(tx *iocom.Tx, it *innerTx, m *dmsg.Msg) {
 // OneWay handles one-way messages inside the circuit: data with a
 // sequence number that must increase.
 func (c *circuit) OneWay(_ *iocom.Link, m *dmsg.Msg) {
-	if f := c.onOneWay; f != nil {
-		f(m)
-	}
 	if dmsg.Base(m.Cmd) != cmdOneWay || len(m.Aux) < 8 {
 		return
 	}
@@ -261,7 +263,7 @@ func (c *circuit) request(seq uint64, kind byte, size int, done func(ok bool)) e
 	c.mu.Lock()
 	c.inner[it] = true
 	c.mu.Unlock()
-	tx, err := c.scope.Open(m, func(tx *iocom.Tx, m *dmsg.Msg) {
+	tx, err := c.scope().Open(m, func(tx *iocom.Tx, m *dmsg.Msg) {
 		if first {
 			first = false
 			ok := c.checkReply(seq, kind, p, crc, m)
@@ -318,7 +320,7 @@ func (c *circuit) sendOneWay(seq uint64, size int) error {
 	b := make([]byte, max(size, 8))
 	binary.LittleEndian.PutUint64(b, seq)
 	m.SetAux(b)
-	return c.scope.SendOneWay(m)
+	return c.scope().SendOneWay(m)
 }
 
 // pump runs n requests over the circuit (numbered on from the circuit's
@@ -331,14 +333,14 @@ func (c *circuit) pump(ctx context.Context, n, inflight int, size func(i int) in
 	var good, answered atomic.Int64
 	all := make(chan struct{})
 	for i := range n {
-		if err := c.scope.WaitRoom(ctx); err != nil {
+		if err := c.scope().WaitRoom(ctx); err != nil {
 			return int(good.Load()), err
 		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			return int(good.Load()), ctx.Err()
-		case <-c.done:
+		case <-c.ec.Done():
 			return int(good.Load()), fmt.Errorf("circuit ended")
 		}
 		err := c.request(c.nextSeq.Add(1), kind(i), size(i), func(ok bool) {
@@ -358,7 +360,7 @@ func (c *circuit) pump(ctx context.Context, n, inflight int, size func(i int) in
 	case <-all:
 	case <-ctx.Done():
 		return int(good.Load()), ctx.Err()
-	case <-c.done:
+	case <-c.ec.Done():
 		return int(good.Load()), fmt.Errorf("circuit ended")
 	}
 	return int(good.Load()), nil

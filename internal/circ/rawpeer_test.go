@@ -1,29 +1,27 @@
 package circ_test
 
 import (
-	"bufio"
-	"net"
+	"context"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
-// rawPeer speaks DMSG with nothing but an encoder and a decoder: no state
-// machine, no keepalive. It sends exactly the frames it is told to, so it
-// can break every rule (fuzzing) or skip every cost (benchmarks). Its
-// reader goroutine records what the router opens on it.
+// rawPeer is a dmsgtest peer, which sends exactly the frames it is told
+// to (so it can break every rule, or skip every cost), with the books
+// these tests keep on what the router opens on it, kept by the
+// Recorder's OnMsg hook. Everything it books stays in the record too.
 type rawPeer struct {
-	nc  net.Conn
-	bw  *bufio.Writer
-	enc *dmsg.Encoder
-	seq uint8 // sequence number of the next message, mirroring enc's
-	wmu sync.Mutex
+	*dmsgtest.Peer
+	rec *dmsgtest.Recorder
 
-	// onMsg, if set before start, sees every received message first; it
-	// returns true to skip the bookkeeping (benchmark data path), and m is
-	// then recycled: onMsg must not keep it.
+	// onMsg, if set, sees every received message first; it returns true
+	// to skip the bookkeeping and the record (a benchmark-like data
+	// path), and m is then recycled: onMsg must not keep it.
 	onMsg func(m *dmsg.Msg) bool
 
 	mu      sync.Mutex
@@ -31,37 +29,27 @@ type rawPeer struct {
 	rxCircs []uint64             // LNK_CIRCs the router opened on us, in order
 	circEnd map[uint64]uint32    // our LNK_CIRCs the router ended, with the error
 	circUp  map[uint64]bool      // our LNK_CIRCs the far end accepted
-	// circMsgs lists the cmds of every message the router sent in a
-	// LNK_CIRC transaction (ours or its own), and circErrs the error of
-	// the last one.
-	circMsgs map[txRef][]uint32
-	circErrs map[txRef]uint32
 	// credit adds up the LNK_CREDIT increments received, by circuit.
 	credit map[uint64]uint64
 	// routerConn is the router's LNK_CONN, once received.
 	routerConn *dmsg.Conn
-	pongs      int
 	gotPong    chan struct{} // signalled on every LNK_PING|REPLY
-	done       chan struct{} // closed when the reader stops
 }
 
-// dialRaw connects a raw peer to addr and starts its reader.
-func dialRaw(addr string, onMsg func(*dmsg.Msg) bool) (*rawPeer, error) {
-	nc, err := net.DialTimeout("tcp", addr, waitTimeout)
+// dialRaw connects a raw peer to addr and starts recording what it
+// receives. The test's cleanup closes it.
+func dialRaw(tb testing.TB, addr string, onMsg func(*dmsg.Msg) bool) *rawPeer {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	peer, err := dmsgtest.Dial(ctx, "tcp", addr)
 	if err != nil {
-		return nil, err
+		tb.Fatalf("raw peer: %v", err)
 	}
-	return startRaw(nc, onMsg), nil
-}
-
-// startRaw runs a raw peer over an established connection.
-func startRaw(nc net.Conn, onMsg func(*dmsg.Msg) bool) *rawPeer {
-	p := &rawPeer{nc: nc, bw: bufio.NewWriterSize(nc, 64<<10), onMsg: onMsg,
+	p := &rawPeer{Peer: peer, onMsg: onMsg,
 		spans: make(map[uint64]dmsg.Span), circEnd: make(map[uint64]uint32), circUp: make(map[uint64]bool),
-		circMsgs: make(map[txRef][]uint32), circErrs: make(map[txRef]uint32), credit: make(map[uint64]uint64),
-		gotPong: make(chan struct{}, 1), done: make(chan struct{})}
-	p.enc = dmsg.NewEncoder(p.bw)
-	go p.readLoop()
+		credit: make(map[uint64]uint64), gotPong: make(chan struct{}, 1)}
+	p.rec = peer.Record(tb, dmsgtest.RecordOptions{OnMsg: p.note})
 	return p
 }
 
@@ -80,7 +68,7 @@ func (p *rawPeer) helloWindow(label string, window uint32) error {
 	}
 	m := dmsg.NewConnMsg(dmsg.FlagCreate, &c, false)
 	m.MsgID = 1
-	if err := p.write(m); err != nil {
+	if err := p.Write(m); err != nil {
 		return err
 	}
 	if label != "" {
@@ -88,87 +76,40 @@ func (p *rawPeer) helloWindow(label string, window uint32) error {
 			PeerType: dmsg.PeerHammer2, ProtoVersion: 1, Rnss: 1, ClLabel: "leaves", FsLabel: label}
 		m := dmsg.NewSpanMsg(dmsg.FlagCreate, &s)
 		m.MsgID = 2
-		if err := p.write(m); err != nil {
+		if err := p.Write(m); err != nil {
 			return err
 		}
 	}
-	return p.flush()
-}
-
-// write encodes m into the peer's buffer (not flushed).
-func (p *rawPeer) write(m *dmsg.Msg) error {
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
-	p.nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	p.seq++
-	return p.enc.Encode(m)
-}
-
-func (p *rawPeer) flush() error {
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
-	p.nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	return p.bw.Flush()
-}
-
-// send writes and flushes m.
-func (p *rawPeer) send(m *dmsg.Msg) error {
-	if err := p.write(m); err != nil {
-		return err
-	}
-	return p.flush()
-}
-
-// rawBytes writes b to the socket as is (framing garbage).
-func (p *rawPeer) rawBytes(b []byte) error {
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
-	if err := p.bw.Flush(); err != nil {
-		return err
-	}
-	p.nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	_, err := p.nc.Write(b)
-	return err
+	return p.Flush()
 }
 
 // ping sends a LNK_PING and waits up to d for an answer; the router
 // answers from its reader, so an answer means everything sent before it
-// has been handled.
+// has been handled. Unlike the Recorder's Barrier it does not fail the
+// test: a fuzzed link may well be gone.
 func (p *rawPeer) ping(d time.Duration) bool {
 	select {
 	case <-p.gotPong:
 	default:
 	}
-	if p.send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing}}) != nil {
+	if p.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing}}) != nil {
 		return false
 	}
 	select {
 	case <-p.gotPong:
 		return true
-	case <-p.done:
+	case <-p.rec.Done():
 	case <-time.After(d):
 	}
 	return false
 }
 
-func (p *rawPeer) readLoop() {
-	defer close(p.done)
-	dec := dmsg.NewDecoder(p.nc)
-	for {
-		m, err := dec.Decode()
-		if err != nil {
-			return
-		}
-		if p.onMsg != nil && p.onMsg(m) {
-			m.Release()
-			continue
-		}
-		p.note(m)
+// note keeps the books on what the router opened and closed (the
+// Recorder's OnMsg, on its reader goroutine).
+func (p *rawPeer) note(m *dmsg.Msg) (keep bool) {
+	if p.onMsg != nil && p.onMsg(m) {
+		return false
 	}
-}
-
-// note keeps the books on what the router opened and closed.
-func (p *rawPeer) note(m *dmsg.Msg) {
 	if m.Circuit != 0 {
 		if dmsg.IsCredit(&m.Header) {
 			c, _ := m.Credit()
@@ -176,25 +117,19 @@ func (p *rawPeer) note(m *dmsg.Msg) {
 			p.credit[m.Circuit] += c.Increment
 			p.mu.Unlock()
 		}
-		return
+		return true
 	}
 	base := dmsg.Base(m.Cmd)
 	create, del := m.Cmd&dmsg.FlagCreate != 0, m.Cmd&dmsg.FlagDelete != 0
 	reply := m.Cmd&(dmsg.FlagReply|dmsg.FlagRevTrans) != 0
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.isCircLocked(m, base, reply) {
-		k := txRef{m.MsgID, reply}
-		p.circMsgs[k] = append(p.circMsgs[k], m.Cmd)
-		p.circErrs[k] = m.Error
-	}
 	switch {
 	case (base == dmsg.LnkConn || base == dmsg.LnkConnV2) && create && !reply:
 		if c, err := m.Conn(); err == nil {
 			p.routerConn = &c
 		}
 	case base == dmsg.LnkPing && m.Cmd&dmsg.FlagReply != 0:
-		p.pongs++
 		select {
 		case p.gotPong <- struct{}{}:
 		default:
@@ -217,31 +152,7 @@ func (p *rawPeer) note(m *dmsg.Msg) {
 	case !reply && del:
 		delete(p.spans, m.MsgID)
 	}
-}
-
-// isCircLocked reports whether m belongs to a LNK_CIRC transaction: one
-// the router opened on us, or (a reply) one of ours, which are the only
-// transactions a raw peer opens besides its LNK_CONN (1) and span (2).
-func (p *rawPeer) isCircLocked(m *dmsg.Msg, base uint32, reply bool) bool {
-	if base == dmsg.LnkCirc && m.Cmd&dmsg.FlagCreate != 0 && !reply {
-		return true
-	}
-	if reply {
-		return m.MsgID > 2
-	}
-	for _, id := range p.rxCircs {
-		if id == m.MsgID {
-			return true
-		}
-	}
-	return false
-}
-
-// circCmds returns the cmds the router sent in a LNK_CIRC transaction.
-func (p *rawPeer) circCmds(tx txRef) []uint32 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]uint32(nil), p.circMsgs[tx]...)
+	return true
 }
 
 // txRef names a transaction on the peer's link: its msgid, and whether
@@ -251,12 +162,38 @@ type txRef struct {
 	ours  bool
 }
 
+// circMsgs returns, from the record, every message the router sent in
+// transaction tx: besides its LNK_CONN (1) and span (2), a raw peer
+// opens only LNK_CIRCs, and the router's msgids name its own
+// transactions alone.
+func (p *rawPeer) circMsgs(tx txRef) []*dmsg.Msg {
+	var out []*dmsg.Msg
+	for _, m := range p.rec.All() {
+		reply := m.Cmd&(dmsg.FlagReply|dmsg.FlagRevTrans) != 0
+		if m.Circuit == 0 && m.MsgID == tx.msgid && reply == tx.ours {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// circCmds returns the cmds the router sent in a LNK_CIRC transaction.
+func (p *rawPeer) circCmds(tx txRef) []uint32 {
+	var cmds []uint32
+	for _, m := range p.circMsgs(tx) {
+		cmds = append(cmds, m.Cmd)
+	}
+	return cmds
+}
+
 // circErr returns the error of the last message the router sent in a
 // LNK_CIRC transaction.
 func (p *rawPeer) circErr(tx txRef) uint32 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.circErrs[tx]
+	ms := p.circMsgs(tx)
+	if len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].Error
 }
 
 // circEnded returns the error the router ended our LNK_CIRC msgid with,
@@ -288,7 +225,19 @@ func (p *rawPeer) spanFor(label string) (uint64, bool) {
 	return 0, false
 }
 
+// firstCircuit waits for the first LNK_CIRC the router opens on the peer
+// and returns its msgid.
+func (p *rawPeer) firstCircuit(tb testing.TB) uint64 {
+	tb.Helper()
+	m := p.rec.Find("a LNK_CIRC aimed at the raw peer", func(m *dmsg.Msg) bool {
+		return m.Circuit == 0 && dmsg.Base(m.Cmd) == dmsg.LnkCirc && m.Cmd&dmsg.FlagCreate != 0 &&
+			m.Cmd&(dmsg.FlagReply|dmsg.FlagRevTrans) == 0
+	})
+	return m.MsgID
+}
+
+// close closes the peer's stream and waits for its reader.
 func (p *rawPeer) close() {
-	p.nc.Close()
-	<-p.done
+	p.Close()
+	<-p.rec.Done()
 }

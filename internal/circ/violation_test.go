@@ -19,11 +19,7 @@ func TestCircuitViolationStaysInCircuit(t *testing.T) {
 	victim := dialLeaf(t, rs[0].addr(), "victim", leafOptions{})
 	other := dialLeaf(t, rs[0].addr(), "other", leafOptions{})
 	keep := other.openTo("victim")
-	p, err := dialRaw(rs[0].addr(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.close()
+	p := dialRaw(t, rs[0].addr(), nil)
 	if err := p.hello("bad"); err != nil {
 		t.Fatal(err)
 	}
@@ -37,11 +33,11 @@ func TestCircuitViolationStaysInCircuit(t *testing.T) {
 	})
 	m := dmsg.NewCircMsg(dmsg.FlagCreate, &dmsg.Circ{Target: span})
 	m.MsgID = 50
-	p.send(m)
+	p.Send(m)
 	victim.waitAccepted(1)
 	bad := dmsg.NewMsg(cmdInner | dmsg.FlagDelete)
 	bad.MsgID, bad.Circuit = 77, 50
-	p.send(bad)
+	p.Send(bad)
 	// The router answers the ping after it has queued the bad frame for
 	// the victim; a request on the other circuit queued after that can
 	// only be answered if the victim survived the bad frame.
