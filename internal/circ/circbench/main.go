@@ -22,7 +22,10 @@
 // 11.2): the sender writes only within the credit the router granted, and
 // the receiver grants credit back half a window at a time as it reads.
 // The ideal relay and its endpoints have no flow control and check
-// nothing, so that they are as fast as a relay can be.
+// nothing, so that they are as fast as a relay can be. The endpoints are
+// the same on both, raw on purpose: they write through a dmsgtest peer,
+// bursts as frames encoded in advance, and cut what they read into frames
+// by the header alone, so that the figures compare relays, not endpoints.
 package main
 
 import (
@@ -40,6 +43,7 @@ import (
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // window is the window the endpoints grant the router on their circuits.
@@ -153,56 +157,83 @@ func relayFrames(dst io.Writer, src io.Reader) error {
 }
 
 // ---------------------------------------------------------------------------
-// The stream both endpoints write: messages and pre-encoded bursts, with
-// one sequence number.
+// The stream both endpoints write: single messages through a dmsgtest
+// peer, which numbers and encodes them, and bursts of one message encoded
+// once in advance, whose frames are written as they are.
 
 type stream struct {
 	mu  sync.Mutex
-	nc  net.Conn
-	bw  *bufio.Writer
-	seq uint8
+	p   *dmsgtest.Peer
+	bw  *bufio.Writer // bursts, batched as a dmsgd link's writer batches
+	pos uint8         // the stream's position in the current turn
+	lag uint8         // burst frames the peer's sequence has not counted
 }
 
 func newStream(nc net.Conn) *stream {
-	return &stream{nc: nc, bw: bufio.NewWriterSize(nc, 64<<10)}
+	p := dmsgtest.NewPeer(nc)
+	return &stream{p: p, bw: bufio.NewWriterSize(rawWriter{p}, 64<<10)}
+}
+
+// rawWriter writes bytes to a peer's stream as they are.
+type rawWriter struct{ p *dmsgtest.Peer }
+
+func (w rawWriter) Write(b []byte) (int, error) {
+	if err := w.p.WriteRaw(b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// catchUpLocked writes out the bursts and moves the peer's sequence past
+// their frames, so that its next message follows them.
+func (s *stream) catchUpLocked() error {
+	if err := s.bw.Flush(); err != nil {
+		return err
+	}
+	pad := dmsg.NewMsg(dmsg.LnkPad)
+	for ; s.lag > 0; s.lag-- {
+		if _, err := s.p.Frame(pad); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // send writes and flushes messages.
 func (s *stream) send(msgs ...*dmsg.Msg) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, m := range msgs {
-		c := *m
-		c.Salt = uint32(s.seq)
-		b, err := dmsg.AppendMsg(nil, &c)
-		if err != nil {
-			return err
-		}
-		s.seq++
-		if _, err := s.bw.Write(b); err != nil {
-			return err
-		}
+	if err := s.catchUpLocked(); err != nil {
+		return err
 	}
-	return s.bw.Flush()
+	s.pos += uint8(len(msgs))
+	return s.p.Send(msgs...)
 }
 
-// turn is one message encoded 256 times, as message 0..255 of a stream:
-// writing frames from position seq on keeps the stream's sequence.
+// turn is one message encoded 256 times, as the stream's next 256
+// messages: since sequence numbers wrap at 256, writing its frames from
+// the stream's position on keeps the stream's sequence.
 type turn struct {
 	b    []byte
 	size int // of one frame
 }
 
-func newTurn(m *dmsg.Msg) (*turn, error) {
+// newTurn encodes m as a turn starting at the stream's position.
+func (s *stream) newTurn(m *dmsg.Msg) (*turn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.catchUpLocked(); err != nil {
+		return nil, err
+	}
 	t := &turn{size: m.EncodedSize()}
-	for i := range 256 {
-		c := *m
-		c.Salt = uint32(i)
-		var err error
-		if t.b, err = dmsg.AppendMsg(t.b, &c); err != nil {
+	for range 256 {
+		b, err := s.p.Frame(m)
+		if err != nil {
 			return nil, err
 		}
+		t.b = append(t.b, b...)
 	}
+	s.pos = 0
 	return t, nil
 }
 
@@ -211,12 +242,13 @@ func (s *stream) writeFrames(t *turn, n int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for n > 0 {
-		k := min(n, 256-int(s.seq))
-		off := int(s.seq) * t.size
+		k := min(n, 256-int(s.pos))
+		off := int(s.pos) * t.size
 		if _, err := s.bw.Write(t.b[off : off+k*t.size]); err != nil {
 			return err
 		}
-		s.seq += uint8(k)
+		s.pos += uint8(k)
+		s.lag += uint8(k)
 		n -= k
 	}
 	return nil
@@ -532,7 +564,7 @@ func (s *sender) commands() error {
 			m := dmsg.NewMsg(dmsg.DbgShell)
 			m.Circuit = s.circuit
 			m.SetAux(make([]byte, n))
-			if s.turn, err = newTurn(m); err == nil {
+			if s.turn, err = s.s.newTurn(m); err == nil {
 				fmt.Println("prepped")
 			}
 		case "burst":
