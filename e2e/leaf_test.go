@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 	"github.com/dmsgd/dmsgd/internal/endpoint"
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
@@ -23,7 +23,7 @@ import (
 type leaf struct {
 	*endpoint.Endpoint
 	t    *testing.T
-	conn *pausableConn
+	conn *dmsgtest.GatedConn
 	data chan *dmsg.Msg // what arrived inside any of the leaf's circuits
 }
 
@@ -56,7 +56,7 @@ func dialLeafWith(t *testing.T, port int, label string, opts leafOptions) *leaf 
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &leaf{t: t, conn: &pausableConn{TCPConn: nc.(*net.TCPConn)}, data: make(chan *dmsg.Msg, 1024)}
+	l := &leaf{t: t, conn: dmsgtest.NewGatedConn(nc), data: make(chan *dmsg.Msg, 1024)}
 	id := config.NodeIDFor("leaf-" + label)
 	c := dmsg.Conn{PeerMask: ^uint64(0), PfsMask: ^uint64(0), PeerType: dmsg.PeerHammer2, ProtoVersion: 1,
 		FsLabel: label, PfsFsid: id}
@@ -79,7 +79,7 @@ func dialLeafWith(t *testing.T, port int, label string, opts leafOptions) *leaf 
 }
 
 func (l *leaf) close() {
-	l.conn.resume()
+	l.conn.Release()
 	l.Close()
 }
 
@@ -151,8 +151,8 @@ func (l *leaf) until(what string, cond func() bool) {
 
 // pause stops the leaf's reader, as a consumer that stops reading its
 // socket; resume lets it go on.
-func (l *leaf) pause()  { l.conn.pause() }
-func (l *leaf) resume() { l.conn.resume() }
+func (l *leaf) pause()  { l.conn.Hold() }
+func (l *leaf) resume() { l.conn.Release() }
 
 // ended reports whether c's LNK_CIRC has ended at this end.
 func ended(c *endpoint.Circuit) bool {
@@ -197,46 +197,4 @@ func (d circuitData) OneWay(l *iocom.Link, m *dmsg.Msg) {
 	case d <- m:
 	case <-l.Closed():
 	}
-}
-
-// pausableConn is a leaf's socket, whose reads the test can hold: while
-// paused, the link's reader waits before reading, and what the router
-// sends piles up in the kernel and then in the router.
-type pausableConn struct {
-	*net.TCPConn
-	mu   sync.Mutex
-	gate chan struct{} // not nil while paused
-}
-
-func (c *pausableConn) Read(p []byte) (int, error) {
-	c.mu.Lock()
-	g := c.gate
-	c.mu.Unlock()
-	if g != nil {
-		<-g
-	}
-	return c.TCPConn.Read(p)
-}
-
-// Close lets a paused reader go, to find the socket closed.
-func (c *pausableConn) Close() error {
-	c.resume()
-	return c.TCPConn.Close()
-}
-
-func (c *pausableConn) pause() {
-	c.mu.Lock()
-	if c.gate == nil {
-		c.gate = make(chan struct{})
-	}
-	c.mu.Unlock()
-}
-
-func (c *pausableConn) resume() {
-	c.mu.Lock()
-	if c.gate != nil {
-		close(c.gate)
-		c.gate = nil
-	}
-	c.mu.Unlock()
 }

@@ -68,7 +68,7 @@ func TestCircuitWithoutFlowControlIsHeldByItsLink(t *testing.T) {
 		}
 	})
 
-	sink.gate.hold()
+	sink.gate.Hold()
 	const msgSize = 64 << 10
 	var sent atomic.Int64
 	var longestWait atomic.Int64
@@ -129,7 +129,7 @@ func TestCircuitWithoutFlowControlIsHeldByItsLink(t *testing.T) {
 	}
 	checkNoProblems(t, other, otherFar)
 
-	sink.gate.release()
+	sink.gate.Release()
 	if _, code := stuckFar.waitDone(); code != dmsg.ErrIO {
 		t.Errorf("stuck circuit ended at the consumer with %s, want IO", dmsg.ErrorString(code))
 	}

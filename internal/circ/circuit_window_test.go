@@ -85,7 +85,7 @@ func TestAStalledCircuitLeavesItsLinksFlowing(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	base := ms.HeapInuse
 
-	sink.gate.hold()
+	sink.gate.Hold()
 	stalledAt := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -150,7 +150,7 @@ func TestAStalledCircuitLeavesItsLinksFlowing(t *testing.T) {
 	t.Logf("X aborted %v after the consumer stopped reading", time.Since(stalledAt).Round(time.Millisecond))
 	waitRelayed(t, rs, 1)
 	echoRate(t, y, 200)
-	sink.gate.release()
+	sink.gate.Release()
 	if _, code := xFar.waitDone(); code != dmsg.ErrIO {
 		t.Errorf("X ended at the consumer with %s, want IO", dmsg.ErrorString(code))
 	}
@@ -262,7 +262,7 @@ func TestAPeerPastItsWindowLosesOnlyThatCircuit(t *testing.T) {
 	}
 	p.mu.Unlock()
 
-	sink.gate.hold()
+	sink.gate.Hold()
 	// The router grants more only as it writes toward the stopped sink,
 	// whose socket takes at most its kernel buffers: past that, P is over.
 	limit := int64(window) + 2*socketBuffers(t) + 8<<20
@@ -311,7 +311,7 @@ func TestAPeerPastItsWindowLosesOnlyThatCircuit(t *testing.T) {
 		}
 		return nil
 	})
-	sink.gate.release()
+	sink.gate.Release()
 	if _, code := sinkEnd.waitDone(); code != dmsg.ErrParam {
 		t.Errorf("the overrun circuit ended at the sink with %s, want PARAM", dmsg.ErrorString(code))
 	}

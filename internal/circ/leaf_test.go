@@ -12,6 +12,7 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 	"github.com/dmsgd/dmsgd/internal/endpoint"
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
@@ -44,8 +45,8 @@ type leaf struct {
 	label  string
 	opts   leafOptions
 	ep     *endpoint.Endpoint
-	conn   *iocom.Link // the endpoint's link
-	gate   *gatedConn  // with gated: holds the leaf's reads
+	conn   *iocom.Link         // the endpoint's link
+	gate   *dmsgtest.GatedConn // with gated: holds the leaf's reads
 	advert *endpoint.Advert
 
 	mu       sync.Mutex
@@ -72,7 +73,7 @@ func dialLeaf(tb testing.TB, addr, label string, opts leafOptions) *leaf {
 	l := &leaf{tb: tb, label: label, opts: opts, accepted: make(map[*endpoint.Circuit]*circuit)}
 	timeout := 10 * time.Second // room for a loaded machine
 	if opts.gated {
-		l.gate = newGatedConn(nc)
+		l.gate = dmsgtest.NewGatedConn(nc)
 		nc = l.gate
 		timeout = -1 // a held reader must not count the router as silent
 	}
