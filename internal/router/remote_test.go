@@ -194,17 +194,28 @@ func TestRemoteOutputBeyondItsLimitAbortsTheCircuit(t *testing.T) {
 	}
 }
 
-// Every line of a long answer arrives, in order: output is never dropped
-// because the caller is slower than the link.
+// Every line of a long answer arrives, in order, through the shell socket:
+// output is never dropped because the caller is slower than the link, nor
+// because the whole of it is larger than one DMSG message may carry.
 func TestRemoteOutputArrivesWhole(t *testing.T) {
 	r := newRouter(t, "r")
 	var lines []string
-	for i := range 50000 {
+	for i := range 120000 { // about 1.4 MB, past dmsg.MaxAuxSize
 		lines = append(lines, fmt.Sprintf("line %d\n", i))
 	}
 	far := dialFarShell(t, r, "far", farLines, dmsg.MinCircWindow, lines...)
 	waitNode(t, r, "far")
-	got := strings.Join(r.Remote("far", "tree"), "")
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	sh, err := endpoint.DialShell(ctx, "unix", r.socket, "tester")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	got, err := sh.Shell(ctx, "@far tree")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if want := strings.Join(far.lines, ""); got != want {
 		gl := strings.SplitAfter(got, "\n")
 		t.Fatalf("@far tree returned %d bytes in %d lines, want %d bytes in %d; last line %q",

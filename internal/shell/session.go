@@ -163,7 +163,16 @@ func (s *Session) remote(arg string) (async bool) {
 		s.out("usage: @<node> <cmd>\n")
 		return false
 	}
-	s.background(func() { s.lines(s.env.Remote(label, cmd)) })
+	s.background(func() {
+		// The far router's output comes back whole; it goes on in
+		// chunks, as tree's does, so that no message outgrows DMSG's aux
+		// limit however much the far end sent.
+		w := newChunkWriter(s.out)
+		for _, l := range s.env.Remote(label, cmd) {
+			w.WriteString(l)
+		}
+		w.Flush()
+	})
 	return true
 }
 
