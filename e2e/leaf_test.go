@@ -93,7 +93,7 @@ func (l *leaf) flow() bool {
 // and returns its msgid.
 func (l *leaf) waitSpan(label string) uint64 {
 	l.t.Helper()
-	s, err := l.WaitSpan(leafCtx(l.t, 30*time.Second), label)
+	s, err := l.WaitRelay(leafCtx(l.t, 30*time.Second), label)
 	if err != nil {
 		l.t.Fatalf("leaf: %v", err)
 	}

@@ -178,7 +178,7 @@ func TestTheShellOverACircuitCannotMakeADaemonDial(t *testing.T) {
 	}
 	t.Cleanup(func() { p.Close() })
 	ctx := leafCtx(t, time.Minute)
-	s, err := p.WaitSpan(ctx, "n1")
+	s, err := p.WaitRelay(ctx, "n1")
 	if err != nil {
 		t.Fatal(err)
 	}

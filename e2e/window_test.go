@@ -92,7 +92,7 @@ func spanDelay(t *testing.T, d *daemon, watch *leaf, label string) time.Duration
 	deadline := time.After(30 * time.Second)
 	for {
 		changed := watch.Changes()
-		if len(watch.SpansOf(label)) > 0 {
+		if len(watch.RelaysOf(label)) > 0 {
 			return time.Since(start)
 		}
 		select {

@@ -138,14 +138,14 @@ func (l *leaf) acceptCircuit(ec *endpoint.Circuit) iocom.Handler {
 
 // spanFor returns the best span the leaf holds for the node labelled
 // label.
-func (l *leaf) spanFor(label string) (endpoint.Span, bool) { return l.ep.Best(label) }
+func (l *leaf) spanFor(label string) (endpoint.Relay, bool) { return l.ep.Best(label) }
 
 // waitSpan waits until the leaf holds a span for label and returns it.
-func (l *leaf) waitSpan(label string) endpoint.Span {
+func (l *leaf) waitSpan(label string) endpoint.Relay {
 	l.tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	s, err := l.ep.WaitSpan(ctx, label)
+	s, err := l.ep.WaitRelay(ctx, label)
 	if err != nil {
 		l.tb.Fatalf("leaf %s: %v", l.label, err)
 	}
@@ -199,7 +199,7 @@ func (l *leaf) checkClean() error {
 	if n := l.ep.OpenCircuits(); n != 0 {
 		return fmt.Errorf("leaf %s: %d circuit(s) open", l.label, n)
 	}
-	want := len(l.ep.Spans())
+	want := len(l.ep.Relays())
 	if !l.ep.ConnState().Closed {
 		want++ // our LNK_CONN
 	}

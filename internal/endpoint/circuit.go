@@ -22,7 +22,8 @@ type Circuit struct {
 	up   chan struct{} // closed once accepted
 	done chan struct{} // closed once the LNK_CIRC ended here
 
-	shell shellOutput
+	shellMu sync.Mutex // one shell command at a time in the circuit
+	shell   shellOutput
 
 	mu     sync.Mutex // also held while the opener sets tx and scope
 	tx     *iocom.Tx
@@ -68,7 +69,7 @@ func OpenCircuit(link *iocom.Link, target uint64, h iocom.Handler) (*Circuit, er
 		return nil, fmt.Errorf("open circuit: %w", err)
 	}
 	c.tx = tx
-	scope, err := link.OpenScope(tx.MsgID(), true, c)
+	scope, err := link.OpenScope(tx.MsgID(), true, (*scopeHandler)(c))
 	if err != nil {
 		tx.Abort(dmsg.ErrLostLink)
 		return nil, fmt.Errorf("open circuit scope: %w", err)
@@ -89,20 +90,22 @@ func (e *Endpoint) OpenCircuit(target uint64, h iocom.Handler) (*Circuit, error)
 	return c, nil
 }
 
-// track keeps c among the endpoint's circuits until it ends.
+// track keeps c among the endpoint's circuits until it ends. Under c.mu,
+// which circMsg holds while it ends the circuit: either the circuit ended
+// already and is not tracked, or its end will find onEnd set.
 func (e *Endpoint) track(c *Circuit) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.done:
+		return
+	default:
+	}
 	c.onEnd = e.untrack
-	c.mu.Unlock()
 	e.mu.Lock()
 	e.circuits[c] = true
 	e.notifyLocked()
 	e.mu.Unlock()
-	select {
-	case <-c.done: // ended before it was tracked
-		e.untrack(c)
-	default:
-	}
 }
 
 func (e *Endpoint) untrack(c *Circuit) {
@@ -123,16 +126,19 @@ func (e *Endpoint) acceptCircuit(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	}
 	c := newCircuit(e.link, false, nil)
 	c.tx, c.target = tx, body.Target
-	if c.h = e.cfg.AcceptCircuit(c); c.h == nil {
-		tx.CloseError(dmsg.ErrCantCirc)
-		return nil
-	}
-	scope, err := e.link.OpenScope(tx.MsgID(), false, c)
+	scope, err := e.link.OpenScope(tx.MsgID(), false, (*scopeHandler)(c))
 	if err != nil {
 		tx.CloseError(dmsg.ErrCantCirc)
 		return nil
 	}
 	c.scope = scope
+	// Asked once the scope exists, so that AcceptCircuit may already
+	// send into the circuit; what it sends goes after the answer below.
+	if c.h = e.cfg.AcceptCircuit(c); c.h == nil {
+		scope.Close(dmsg.ErrCantCirc)
+		tx.CloseError(dmsg.ErrCantCirc)
+		return nil
+	}
 	tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
 	close(c.up)
 	e.mu.Lock()
@@ -142,7 +148,10 @@ func (e *Endpoint) acceptCircuit(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	return c.circMsg
 }
 
-// Accepted returns the circuits the endpoint accepted, in order.
+// Accepted returns the circuits the endpoint accepted, in order, ended
+// ones included. It is a record for tests and tools that live as long as
+// their endpoint: a long-lived endpoint takes its circuits as
+// AcceptCircuit hands them over, since the record keeps every one.
 func (e *Endpoint) Accepted() []*Circuit {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -180,8 +189,8 @@ func (c *Circuit) circMsg(tx *iocom.Tx, m *dmsg.Msg) {
 	c.mu.Lock()
 	c.endCmd, c.endErr = m.Cmd, m.Error
 	onEnd := c.onEnd
-	c.mu.Unlock()
 	close(c.done)
+	c.mu.Unlock()
 	c.shell.wake()
 	if onEnd != nil {
 		onEnd(c)
@@ -194,21 +203,32 @@ func (c *Circuit) Up() <-chan struct{} { return c.up }
 // Done is closed once the circuit's LNK_CIRC has ended at this end.
 func (c *Circuit) Done() <-chan struct{} { return c.done }
 
-// Wait waits until the far end accepted the circuit, and returns a
-// *CircuitError if it ended first.
+// Wait waits until the far end accepted the circuit, and returns why it
+// did not if it ended first: a *CircuitError, or the far end's protocol
+// violation.
 func (c *Circuit) Wait(ctx context.Context) error {
 	select {
 	case <-c.up:
 		return nil
 	case <-c.done:
-		return c.Err()
+		select {
+		case <-c.up: // accepted, then ended
+			return nil
+		default:
+		}
+		if err := c.Err(); err != nil {
+			return err
+		}
+		cmd, code := c.End()
+		return &CircuitError{Cmd: cmd, Code: code}
 	case <-ctx.Done():
 		return fmt.Errorf("circuit %d not accepted: %w", c.tx.MsgID(), ctx.Err())
 	}
 }
 
 // Err returns how the circuit ended: nil while it is open or when it was
-// closed without an error, a *CircuitError otherwise.
+// closed without an error; the far end's protocol violation if it broke
+// the protocol inside the circuit; a *CircuitError otherwise.
 func (c *Circuit) Err() error {
 	select {
 	case <-c.done:
@@ -265,18 +285,23 @@ func (c *Circuit) Close() error { return c.tx.Close() }
 // Abort tears the circuit down with code (LNK_ERROR|ABORT|DELETE).
 func (c *Circuit) Abort(code uint32) error { return c.tx.Abort(code) }
 
+// scopeHandler is the circuit as its scope's iocom.Handler, kept out of
+// the circuit's own API.
+type scopeHandler Circuit
+
 // Accept hands transactions the far end opens inside the circuit to the
 // circuit's handler.
-func (c *Circuit) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
-	if c.h == nil {
+func (h *scopeHandler) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+	if h.h == nil {
 		return nil
 	}
-	return c.h.Accept(tx, m)
+	return h.h.Accept(tx, m)
 }
 
-// OneWay takes debug shell output while a Shell command runs, and hands
-// every other one-way message to the circuit's handler.
-func (c *Circuit) OneWay(l *iocom.Link, m *dmsg.Msg) {
+// OneWay takes debug shell output once a Shell command was sent, and
+// hands every other one-way message to the circuit's handler.
+func (h *scopeHandler) OneWay(l *iocom.Link, m *dmsg.Msg) {
+	c := (*Circuit)(h)
 	if c.shell.active() && c.shell.take(m) {
 		if c.shell.overLimit() {
 			// On the reader goroutine, as Scope.Close wants: what the
@@ -292,15 +317,17 @@ func (c *Circuit) OneWay(l *iocom.Link, m *dmsg.Msg) {
 }
 
 // ScopeFailed records a far end that broke the protocol inside the
-// circuit, tells the handler if it wants to know, and aborts the circuit
-// with PARAM.
-func (c *Circuit) ScopeFailed(s *iocom.Scope, err error) {
+// circuit, tells the handler if it wants to know, ends a Shell command
+// waiting in it, and aborts the circuit with PARAM.
+func (h *scopeHandler) ScopeFailed(s *iocom.Scope, err error) {
+	c := (*Circuit)(h)
+	failed := fmt.Errorf("circuit %d: far end broke the protocol: %w", c.tx.MsgID(), err)
 	c.mu.Lock()
-	c.failed = fmt.Errorf("circuit %d: far end broke the protocol: %w", c.tx.MsgID(), err)
+	c.failed = failed
 	c.mu.Unlock()
 	if f, ok := c.h.(iocom.ScopeFailer); ok {
 		f.ScopeFailed(s, err)
 	}
-	c.shell.wake()
+	c.shell.fail(failed)
 	c.tx.Abort(dmsg.ErrParam)
 }

@@ -5,11 +5,11 @@
 //   - introducing the node with LNK_CONN and answering the router's
 //     LNK_CONN (endpoint.go), which also puts per-circuit flow control
 //     (docs/PROTOCOL.md 11.2) in force when both sides offer it;
-//   - advertising and withdrawing the node's own spans, and keeping the
-//     spans the router relays to it, with a way to wait for changes
-//     (spans.go);
+//   - advertising and withdrawing the node's own advertisements, and
+//     keeping the relays the router sends it (advertisements of other
+//     nodes), with a way to wait for changes (adverts.go);
 //   - opening circuits toward a span and accepting circuits aimed at the
-//     node's own spans, with transactions and one-way messages inside
+//     node's own advertisements, with transactions and one-way messages inside
 //     (circuit.go);
 //   - running debug shell commands, on the link itself or inside a
 //     circuit, with the output bounded (shell.go).
@@ -23,6 +23,7 @@
 // `dmsgd shell` and `dmsgd map`, the router's `@node` command (which opens
 // its circuit on a router link with OpenCircuit) and the test peers that
 // behave. Peers that must misbehave on the wire use internal/dmsgtest
-// instead. It imports only the codec and iocom, so that it can be made
-// public as it is.
+// instead. It imports nothing of dmsgd but the codec (internal/dmsg) and
+// iocom, whose types its API shows; made public together with them, it
+// needs nothing else.
 package endpoint

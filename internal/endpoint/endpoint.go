@@ -38,11 +38,14 @@ type Config struct {
 }
 
 // Endpoint is one node's end of a link to a router. Its methods may be
-// called from any goroutine.
+// called from any goroutine, except that those that wait (Ready,
+// WaitRouter, WaitRelay, Shell, Close) must not be called from a handler,
+// which runs on the link's reader: they wait for that reader.
 type Endpoint struct {
-	cfg    Config
-	link   *iocom.Link
-	connTx *iocom.Tx // our LNK_CONN; nil with NoConn
+	cfg     Config
+	link    *iocom.Link
+	connTx  *iocom.Tx // our LNK_CONN; nil with NoConn
+	connErr error     // why our LNK_CONN could not be sent
 
 	shellMu sync.Mutex // one shell command at a time on the link
 	shell   shellOutput
@@ -50,7 +53,7 @@ type Endpoint struct {
 	mu          sync.Mutex
 	conn        ConnState
 	routerConns []*RouterConn
-	spans       map[uint64]*Span   // spans the router holds open on us
+	relays      map[uint64]*Relay  // relays the router holds open on us
 	adverts     map[uint64]*Advert // our advertisements still open
 	circuits    map[*Circuit]bool  // circuits not yet ended
 	accepted    []*Circuit         // circuits accepted, in order
@@ -95,18 +98,19 @@ func Dial(ctx context.Context, network, address string, cfg Config) (*Endpoint, 
 // New starts an endpoint over an established stream: it sends its
 // LNK_CONN (unless cfg.NoConn) and starts the link. Close ends it.
 func New(nc net.Conn, cfg Config) *Endpoint {
-	e := &Endpoint{cfg: cfg, spans: make(map[uint64]*Span), adverts: make(map[uint64]*Advert),
+	e := &Endpoint{cfg: cfg, relays: make(map[uint64]*Relay), adverts: make(map[uint64]*Advert),
 		circuits: make(map[*Circuit]bool), changed: make(chan struct{})}
 	lc := cfg.Link
-	lc.Handler = e
+	lc.Handler = (*linkHandler)(e)
 	if lc.Logger == nil {
 		lc.Logger = zap.NewNop()
 	}
 	e.link = iocom.NewLink(nc, lc)
 	if !cfg.NoConn {
 		// Opened before the link starts, so it is the first message
-		// on the wire; it cannot fail on a link that has not started.
-		e.connTx, _ = e.link.Open(dmsg.NewConnMsg(0, &cfg.Conn, cfg.V2), e.ourConnMsg)
+		// on the wire. It fails only for a malformed LNK_CONN, which
+		// Ready then reports.
+		e.connTx, e.connErr = e.link.Open(dmsg.NewConnMsg(0, &cfg.Conn, cfg.V2), e.ourConnMsg)
 	}
 	e.link.Start()
 	go func() {
@@ -131,7 +135,8 @@ func (e *Endpoint) Close() error {
 }
 
 // Changes returns a channel closed at the next change the endpoint
-// records: a span, a LNK_CONN, a circuit, shell output or the link's loss.
+// records: a relay, an advertisement's answer, a LNK_CONN, a circuit or
+// the link's loss.
 func (e *Endpoint) Changes() <-chan struct{} {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -150,7 +155,7 @@ func (e *Endpoint) notifyLocked() {
 	e.changed = make(chan struct{})
 }
 
-// Wait waits until cond, called with the endpoint's state locked, holds;
+// wait waits until cond, called with the endpoint's state locked, holds;
 // it fails when ctx ends or the link goes down first.
 func (e *Endpoint) wait(ctx context.Context, what string, cond func() bool) error {
 	for {
@@ -185,6 +190,9 @@ func (e *Endpoint) ConnState() ConnState {
 
 // Ready waits until the router acknowledged our LNK_CONN.
 func (e *Endpoint) Ready(ctx context.Context) error {
+	if e.connErr != nil {
+		return fmt.Errorf("LNK_CONN: %w", e.connErr)
+	}
 	var st ConnState
 	err := e.wait(ctx, "LNK_CONN acknowledged", func() bool {
 		st = e.conn
@@ -241,9 +249,14 @@ func (e *Endpoint) ourConnMsg(tx *iocom.Tx, m *dmsg.Msg) {
 	}
 }
 
+// linkHandler is the endpoint as its link's iocom.Handler, kept out of
+// the endpoint's own API.
+type linkHandler Endpoint
+
 // Accept handles the transactions the router opens on the link: its
-// LNK_CONN, the spans it relays and circuits aimed at our spans.
-func (e *Endpoint) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+// LNK_CONN, its relays and circuits aimed at our advertisements.
+func (h *linkHandler) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
+	e := (*Endpoint)(h)
 	switch dmsg.Base(m.Cmd) {
 	case dmsg.LnkConn, dmsg.LnkConnV2:
 		return e.acceptRouterConn(tx, m)
@@ -256,11 +269,7 @@ func (e *Endpoint) Accept(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 }
 
 // OneWay takes the debug shell's output on the link itself.
-func (e *Endpoint) OneWay(_ *iocom.Link, m *dmsg.Msg) {
-	if e.shell.take(m) {
-		e.notify()
-	}
-}
+func (h *linkHandler) OneWay(_ *iocom.Link, m *dmsg.Msg) { h.shell.take(m) }
 
 // acceptRouterConn records the router's LNK_CONN, puts per-circuit flow
 // control in force when both sides offered it (docs/PROTOCOL.md 11.1),

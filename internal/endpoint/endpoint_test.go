@@ -77,7 +77,7 @@ func TestTwoEndpointsTalkOverACircuitAcrossTwoRouters(t *testing.T) {
 	if _, _, ok := near.Link().CircWindows(); !ok {
 		t.Fatal("flow control not in force though both LNK_CONNs offer it")
 	}
-	s, err := near.WaitSpan(ctxFor(t), "far")
+	s, err := near.WaitRelay(ctxFor(t), "far")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestACircuitToANodeThatRefusesItEndsWithCantCirc(t *testing.T) {
 		t.Fatal(err)
 	}
 	near := dial(t, r, endpoint.Config{Conn: node("near")})
-	s, err := near.WaitSpan(ctxFor(t), "far")
+	s, err := near.WaitRelay(ctxFor(t), "far")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestAWithdrawnAdvertisementLeavesEveryEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	near := dial(t, r, endpoint.Config{Conn: node("near")})
-	if _, err := near.WaitSpan(ctxFor(t), "far"); err != nil {
+	if _, err := near.WaitRelay(ctxFor(t), "far"); err != nil {
 		t.Fatal(err)
 	}
 	testnet.Eventually(t, "the router acknowledges the advertisement", func() error {
@@ -175,7 +175,7 @@ func TestAWithdrawnAdvertisementLeavesEveryEndpoint(t *testing.T) {
 	})
 	ad.Withdraw()
 	testnet.Eventually(t, "near no longer holds far", func() error {
-		if n := len(near.SpansOf("far")); n != 0 {
+		if n := len(near.RelaysOf("far")); n != 0 {
 			return errors.New("still held")
 		}
 		return nil
@@ -195,7 +195,7 @@ func TestTheShellRunsCommandsOnTheSocketAndInsideACircuit(t *testing.T) {
 	}
 
 	near := dial(t, r, endpoint.Config{Conn: node("near")})
-	s, err := near.WaitSpan(ctxFor(t), "R")
+	s, err := near.WaitRelay(ctxFor(t), "R")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,12 +50,18 @@ func DialShell(ctx context.Context, network, address, label string) (*Endpoint, 
 }
 
 // Shell runs one command line on the router's shell over the link and
-// returns its output without the prompt. "" asks for a prompt alone.
+// returns its output without the prompt. "" asks for a prompt alone. A
+// command that fails (over the limit, ctx ended) leaves its remaining
+// output to be dropped, up to its prompt, so that the next command gets
+// its own.
 func (e *Endpoint) Shell(ctx context.Context, line string) (string, error) {
 	e.shellMu.Lock()
 	defer e.shellMu.Unlock()
 	e.shell.begin()
 	if err := e.link.SendOneWay(shellMsg(line)); err != nil {
+		if errors.Is(err, iocom.ErrClosed) {
+			err = ErrLinkClosed
+		}
 		return "", err
 	}
 	return e.shell.collect(ctx, e.link.Done(), func() error { return ErrLinkClosed })
@@ -70,8 +76,12 @@ func (e *Endpoint) ShellAsync() string { return e.shell.drain() }
 func (e *Endpoint) SetShellLimit(n int) { e.shell.setLimit(n) }
 
 // Shell runs one command line on the shell of the router the circuit
-// leads to, and returns its output without the prompt.
+// leads to, and returns its output without the prompt. Once a circuit
+// has run a command, the shell's replies on it are the shell's: they no
+// longer reach the circuit's handler.
 func (c *Circuit) Shell(ctx context.Context, line string) (string, error) {
+	c.shellMu.Lock()
+	defer c.shellMu.Unlock()
 	c.shell.begin()
 	if err := c.scope.SendOneWay(shellMsg(line)); err != nil {
 		if !errors.Is(err, iocom.ErrClosed) {
@@ -113,12 +123,14 @@ func shellMsg(line string) *dmsg.Msg {
 // ready to use.
 type shellOutput struct {
 	mu      sync.Mutex
-	texts   []string
-	bytes   int  // received since the command began
-	limit   int  // 0: none
-	over    bool // bytes went over limit
-	abort   bool // over, and the owner has not been told yet
-	started bool // a command was sent
+	texts   []string // received, not yet taken
+	bytes   int      // received since the command began
+	limit   int      // 0: none
+	over    bool     // bytes went over limit: the rest of the output is dropped
+	abort   bool     // over, and the owner has not been told yet
+	owed    int      // prompts of abandoned commands still to come: drop up to them
+	failed  error    // the output can no longer come (a broken circuit)
+	started bool     // a command was sent
 	ready   chan struct{}
 }
 
@@ -158,16 +170,32 @@ func (s *shellOutput) active() bool {
 	return s.started
 }
 
+// fail ends every wait for output with err.
+func (s *shellOutput) fail(err error) {
+	s.mu.Lock()
+	s.failed = err
+	s.mu.Unlock()
+	s.wake()
+}
+
 // take keeps m if it is shell output and reports whether it was.
 func (s *shellOutput) take(m *dmsg.Msg) bool {
 	if dmsg.Base(m.Cmd) != dmsg.DbgShell || m.Cmd&dmsg.FlagReply == 0 {
 		return false
 	}
 	text := strings.TrimRight(string(m.Aux), "\x00")
+	prompt := text == dmsg.ShellPrompt
 	s.mu.Lock()
 	switch {
+	case s.owed > 0:
+		// Output of a command its caller gave up on.
+		if prompt {
+			s.owed--
+		}
+	case prompt:
+		s.texts = append(s.texts, text)
 	case s.over:
-	case s.limit > 0 && text != dmsg.ShellPrompt && s.bytes+len(text) > s.limit:
+	case s.limit > 0 && s.bytes+len(text) > s.limit:
 		s.over, s.abort = true, true
 	default:
 		s.texts = append(s.texts, text)
@@ -187,8 +215,23 @@ func (s *shellOutput) overLimit() bool {
 	return was
 }
 
+// abandon gives up on the command being collected: what is left of its
+// output, up to and including its prompt, is dropped, now or as it comes.
+// Called with s.mu held.
+func (s *shellOutput) abandonLocked() {
+	for i, t := range s.texts {
+		if t == dmsg.ShellPrompt {
+			s.texts = s.texts[i+1:]
+			return
+		}
+	}
+	s.texts = nil
+	s.owed++
+}
+
 // collect gathers output up to the next prompt. It gives up when ctx
-// ends, or when done is closed and nothing is left, with closed().
+// ends, when the output went over the limit or can no longer come, or
+// when done is closed and nothing is left, with closed().
 func (s *shellOutput) collect(ctx context.Context, done <-chan struct{}, closed func() error) (string, error) {
 	var b strings.Builder
 	for {
@@ -202,15 +245,18 @@ func (s *shellOutput) collect(ctx context.Context, done <-chan struct{}, closed 
 			}
 			b.WriteString(t)
 		}
-		over, limit, ch := s.over, s.limit, s.readyLocked()
-		s.mu.Unlock()
-		if over {
-			return b.String(), fmt.Errorf("%w of %d bytes", ErrOutputLimit, limit)
+		var err error
+		switch {
+		case s.failed != nil:
+			err = s.failed
+		case s.over:
+			err = fmt.Errorf("%w of %d bytes", ErrOutputLimit, s.limit)
+			s.abandonLocked()
 		}
-		select {
-		case <-ch:
-			continue
-		default:
+		ch := s.readyLocked()
+		s.mu.Unlock()
+		if err != nil {
+			return b.String(), err
 		}
 		select {
 		case <-ch:
@@ -220,6 +266,9 @@ func (s *shellOutput) collect(ctx context.Context, done <-chan struct{}, closed 
 			}
 			return b.String(), closed()
 		case <-ctx.Done():
+			s.mu.Lock()
+			s.abandonLocked()
+			s.mu.Unlock()
 			return b.String(), ctx.Err()
 		}
 	}

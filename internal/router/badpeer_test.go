@@ -119,7 +119,7 @@ func TestASpanBeyondMaxSpansPerLinkIsRefusedAndTheLinkStays(t *testing.T) {
 	if err := r.lacks("s3"); err != nil {
 		t.Error(err)
 	}
-	if len(watcher.SpansOf("s3")) != 0 {
+	if len(watcher.RelaysOf("s3")) != 0 {
 		t.Error("the watcher received the refused span")
 	}
 	if origin.ConnState().Closed {

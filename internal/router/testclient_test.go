@@ -100,7 +100,7 @@ func (l *leaf) advertise(s dmsg.Span) *endpoint.Advert {
 // labels returns the sorted distinct fs_labels of the open spans.
 func (l *leaf) labels() []string {
 	var out []string
-	for _, s := range l.Spans() {
+	for _, s := range l.Relays() {
 		if !slices.Contains(out, s.FsLabel) {
 			out = append(out, s.FsLabel)
 		}
@@ -111,15 +111,15 @@ func (l *leaf) labels() []string {
 
 // waitSpans waits until the leaf holds exactly n spans of label, each at
 // one of dists when any are given.
-func (l *leaf) waitSpans(label string, n int, dists ...uint32) []endpoint.Span {
+func (l *leaf) waitSpans(label string, n int, dists ...uint32) []endpoint.Relay {
 	l.tb.Helper()
-	var got []endpoint.Span
+	var got []endpoint.Relay
 	what := fmt.Sprintf("%s holds %d span(s) of %s", l.label, n, label)
 	if len(dists) > 0 {
 		what += fmt.Sprintf(" at dist %v", dists)
 	}
 	eventually(l.tb, what, func() error {
-		got = l.SpansOf(label)
+		got = l.RelaysOf(label)
 		if len(got) != n {
 			return fmt.Errorf("holds %d: %+v", len(got), got)
 		}

@@ -324,7 +324,7 @@ func TestARouterRefusesItsOwnAdvertisementFromAPeer(t *testing.T) {
 	r := newRouter(t, "r", withMaxRelays(1))
 	echo := dialLeaf(t, r.tcpURL(), leafConfig{Label: "echo"})
 	echo.waitSpans("r", 1, 0)
-	mirror := echo.SpansOf("r")[0].Span
+	mirror := echo.RelaysOf("r")[0].Span
 	mirror.Dist, mirror.Rnss = 3, 1 // as if it had come back around a loop
 	ad := echo.advertise(mirror)
 	eventually(t, "r refuses the echo of itself", func() error {
@@ -347,7 +347,7 @@ dmsgd_spans_refused_total{reason="own_node"} 1
 
 	watcher := dialLeaf(t, r.tcpURL(), leafConfig{Label: "watcher"})
 	watcher.waitSpans("r", 1)
-	if got := watcher.SpansOf("r")[0].Span.Dist; got != 0 {
+	if got := watcher.RelaysOf("r")[0].Span.Dist; got != 0 {
 		t.Errorf("the watcher holds r at dist %d, want r's own advertisement at dist 0", got)
 	}
 }
@@ -368,7 +368,7 @@ func TestAPeerIsNotOfferedItsOwnAdvertisement(t *testing.T) {
 	// meant to about pfs: a link is FIFO.
 	other.advertise(hammer2Span("later", "h2", 0, 1))
 	home.waitSpans("later", 1)
-	if got := home.SpansOf("pfs"); len(got) != 0 {
+	if got := home.RelaysOf("pfs"); len(got) != 0 {
 		t.Fatalf("pfs was offered its own advertisement: %+v", got)
 	}
 }
@@ -393,7 +393,7 @@ func TestAPeerDeletingARelayGetsTheNextLinkUntilTheNodeChanges(t *testing.T) {
 	waitRnss := func(what string, want uint32) {
 		t.Helper()
 		eventually(t, what, func() error {
-			got := watcher.SpansOf("pfs")
+			got := watcher.RelaysOf("pfs")
 			if len(got) != 1 || got[0].Span.Rnss != want {
 				return fmt.Errorf("watcher holds %+v", got)
 			}
@@ -402,7 +402,7 @@ func TestAPeerDeletingARelayGetsTheNextLinkUntilTheNodeChanges(t *testing.T) {
 	}
 	waitRnss("the watcher holds the best path", rnssOf(1))
 
-	if err := watcher.DropSpan(watcher.SpansOf("pfs")[0].MsgID); err != nil {
+	if err := watcher.DropRelay(watcher.RelaysOf("pfs")[0].MsgID); err != nil {
 		t.Fatal(err)
 	}
 	waitRnss("the watcher is offered the next path", rnssOf(2))

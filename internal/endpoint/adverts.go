@@ -3,7 +3,6 @@ package endpoint
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -11,26 +10,27 @@ import (
 	"github.com/dmsgd/dmsgd/internal/iocom"
 )
 
-// Span is an advertisement the router relays to the endpoint and still
-// holds open: the msgid of its LNK_SPAN names it as the target of a
+// Relay is an advertisement the router relays to the endpoint (a relay,
+// in the glossary of docs/PROTOCOL.md) and still holds open: its span,
+// and the msgid of its LNK_SPAN, which names it as the target of a
 // circuit.
-type Span struct {
+type Relay struct {
 	MsgID uint64
 	dmsg.Span
 
 	tx *iocom.Tx
 }
 
-// acceptSpan acknowledges and records a span the router relays, until the
-// router withdraws it.
+// acceptSpan acknowledges and records a relay, until the router
+// withdraws it.
 func (e *Endpoint) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 	s, err := m.Span()
 	if err != nil {
 		return nil
 	}
-	sp := &Span{MsgID: tx.MsgID(), Span: s, tx: tx}
+	r := &Relay{MsgID: tx.MsgID(), Span: s, tx: tx}
 	e.mu.Lock()
-	e.spans[sp.MsgID] = sp
+	e.relays[r.MsgID] = r
 	e.notifyLocked()
 	e.mu.Unlock()
 	tx.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkError}})
@@ -39,62 +39,62 @@ func (e *Endpoint) acceptSpan(tx *iocom.Tx, m *dmsg.Msg) iocom.TxHandler {
 			return
 		}
 		e.mu.Lock()
-		delete(e.spans, sp.MsgID)
+		delete(e.relays, r.MsgID)
 		e.notifyLocked()
 		e.mu.Unlock()
 		tx.Close()
 	}
 }
 
-// Spans returns the spans the endpoint holds, by msgid.
-func (e *Endpoint) Spans() []Span {
-	return e.spansWhere(func(*Span) bool { return true })
+// Relays returns the relays the endpoint holds, by msgid.
+func (e *Endpoint) Relays() []Relay {
+	return e.relaysWhere(func(*Relay) bool { return true })
 }
 
-// SpansOf returns the spans of the node labelled label, by msgid.
-func (e *Endpoint) SpansOf(label string) []Span {
-	return e.spansWhere(func(s *Span) bool { return s.FsLabel == label })
+// RelaysOf returns the relays of the node labelled label, by msgid.
+func (e *Endpoint) RelaysOf(label string) []Relay {
+	return e.relaysWhere(func(s *Relay) bool { return s.FsLabel == label })
 }
 
-func (e *Endpoint) spansWhere(keep func(*Span) bool) []Span {
+func (e *Endpoint) relaysWhere(keep func(*Relay) bool) []Relay {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var out []Span
-	for _, s := range e.spans {
+	var out []Relay
+	for _, s := range e.relays {
 		if keep(s) {
 			out = append(out, *s)
 		}
 	}
-	slices.SortFunc(out, func(a, b Span) int { return cmp.Compare(a.MsgID, b.MsgID) })
+	slices.SortFunc(out, func(a, b Relay) int { return cmp.Compare(a.MsgID, b.MsgID) })
 	return out
 }
 
-// Best returns the nearest span of the node labelled label (the lowest
+// Best returns the nearest relay of the node labelled label (the lowest
 // distance, then the oldest).
-func (e *Endpoint) Best(label string) (Span, bool) {
+func (e *Endpoint) Best(label string) (Relay, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.bestLocked(label)
 }
 
-func (e *Endpoint) bestLocked(label string) (Span, bool) {
-	var best *Span
-	for _, s := range e.spans {
+func (e *Endpoint) bestLocked(label string) (Relay, bool) {
+	var best *Relay
+	for _, s := range e.relays {
 		if s.FsLabel == label && (best == nil || s.Dist < best.Dist || s.Dist == best.Dist && s.MsgID < best.MsgID) {
 			best = s
 		}
 	}
 	if best == nil {
-		return Span{}, false
+		return Relay{}, false
 	}
 	return *best, true
 }
 
-// WaitSpan waits until the endpoint holds a span of the node labelled
+// WaitRelay waits until the endpoint holds a relay of the node labelled
 // label and returns the best one.
-func (e *Endpoint) WaitSpan(ctx context.Context, label string) (Span, error) {
-	var s Span
-	err := e.wait(ctx, "a span of "+label, func() bool {
+func (e *Endpoint) WaitRelay(ctx context.Context, label string) (Relay, error) {
+	var s Relay
+	err := e.wait(ctx, "a relay of "+label, func() bool {
 		var ok bool
 		s, ok = e.bestLocked(label)
 		return ok
@@ -102,14 +102,14 @@ func (e *Endpoint) WaitSpan(ctx context.Context, label string) (Span, error) {
 	return s, err
 }
 
-// DropSpan closes, from our side, a span the router holds open on us:
+// DropRelay closes, from our side, a relay the router holds open on us:
 // the router must take it back and not offer it on this link again.
-func (e *Endpoint) DropSpan(msgid uint64) error {
+func (e *Endpoint) DropRelay(msgid uint64) error {
 	e.mu.Lock()
-	s := e.spans[msgid]
+	s := e.relays[msgid]
 	e.mu.Unlock()
 	if s == nil {
-		return fmt.Errorf("drop span %016x: no such span", msgid)
+		return fmt.Errorf("drop relay %016x: no such relay", msgid)
 	}
 	return s.tx.Close()
 }
@@ -131,9 +131,6 @@ type AdvertState struct {
 	Ended   bool   // it ended, from either side
 	Error   uint32 // of the router's terminating message
 }
-
-// ErrNoLink reports a send on a link that is already down.
-var ErrNoLink = errors.New("link closed")
 
 // Advertise opens a LNK_SPAN carrying s. It does not wait for the
 // router's answer (State, or Changes, tell it).
