@@ -9,6 +9,7 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // circEnds keeps, for one raw peer, every message the daemon sent in each
@@ -162,10 +163,8 @@ func TestACircuitAbortedJustAfterSetupEndsOnceAtEachEnd(t *testing.T) {
 			qmu.Lock()
 			round := qRound
 			qmu.Unlock()
-			accept := &dmsg.Msg{Header: dmsg.Header{MsgID: m.MsgID,
-				Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}}
-			withdraw := &dmsg.Msg{Header: dmsg.Header{MsgID: uint64(firstSpan + round),
-				Cmd: dmsg.LnkError | dmsg.FlagDelete}}
+			accept := dmsgtest.Ack(m.MsgID)
+			withdraw := dmsgtest.CloseTx(uint64(firstSpan + round))
 			if round%3 != 2 {
 				qEnds.accepted(m.MsgID)
 			}

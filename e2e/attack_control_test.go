@@ -204,7 +204,7 @@ func (c *controlLeaf) pingLoop(every time.Duration) {
 		c.pending = append(c.pending, len(c.pings))
 		c.pings = append(c.pings, pingRec{sent: time.Now(), took: -1})
 		c.mu.Unlock()
-		if c.p.Send(pingMsg()) != nil {
+		if c.p.Send(dmsgtest.Ping()) != nil {
 			return
 		}
 	}
@@ -221,7 +221,7 @@ func (c *controlLeaf) churnLoop(sc *scale) {
 		if !c.change(seq, true, advertSpan(msgid, churnLabel, seqID(2, 0, 0), seq), sc) {
 			return
 		}
-		if !c.change(seq, false, closeTx(msgid), sc) {
+		if !c.change(seq, false, dmsgtest.CloseTx(msgid), sc) {
 			return
 		}
 	}

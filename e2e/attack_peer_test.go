@@ -95,31 +95,6 @@ func advertSpan(msgid uint64, label string, id uuid.UUID, seq uint64) *dmsg.Msg 
 
 func spanSeq(s dmsg.Span) uint64 { return bin.LittleEndian.Uint64(s.Media[:]) }
 
-func pingMsg() *dmsg.Msg { return &dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing}} }
-
-func pingReply() *dmsg.Msg { return &dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing | dmsg.FlagReply}} }
-
-// shellLine is a DBG_SHELL command line (an empty one asks for the prompt).
-func shellLine(line string) *dmsg.Msg {
-	m := dmsg.NewMsg(dmsg.DbgShell)
-	if line != "" {
-		m.SetAux(append([]byte(line), 0))
-	}
-	return m
-}
-
-// closeTx ends, from our side, a transaction we opened.
-func closeTx(msgid uint64) *dmsg.Msg {
-	return &dmsg.Msg{Header: dmsg.Header{MsgID: msgid, Cmd: dmsg.LnkError | dmsg.FlagDelete}}
-}
-
-// answer replies inside a transaction the router opened: flags among
-// CREATE and DELETE, with error code.
-func answer(msgid uint64, flags, code uint32) *dmsg.Msg {
-	return &dmsg.Msg{Header: dmsg.Header{MsgID: msgid, Error: code,
-		Cmd: dmsg.LnkError | flags | dmsg.FlagReply | dmsg.FlagRevTrans}}
-}
-
 // politeness is the book a well-behaved peer keeps on the transactions
 // the router opens on it, so that it answers each as docs/PROTOCOL.md 3 asks:
 // LNK_CONNs are acknowledged and kept open (or refused, for a shell
@@ -148,7 +123,7 @@ func (pl *politeness) handle(p *dmsgtest.Peer, m *dmsg.Msg) (create, del bool) {
 	}
 	if f&(dmsg.FlagCreate|dmsg.FlagDelete) == 0 {
 		if m.MsgID == 0 && dmsg.Base(m.Cmd) == dmsg.LnkPing {
-			p.Write(pingReply())
+			p.Write(dmsgtest.Pong())
 		}
 		return false, false
 	}
@@ -162,12 +137,12 @@ func (pl *politeness) handle(p *dmsgtest.Peer, m *dmsg.Msg) (create, del bool) {
 	isConn := base == dmsg.LnkConn || base == dmsg.LnkConnV2
 	switch {
 	case create && del:
-		p.Write(answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, 0))
+		p.Write(dmsgtest.Answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, 0))
 	case create && isConn && pl.refuse:
-		p.Write(answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, dmsg.ErrNoSupp))
+		p.Write(dmsgtest.Answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, dmsg.ErrNoSupp))
 		pl.opened[m.MsgID] = closedByUs
 	case create && isConn:
-		p.Write(answer(m.MsgID, dmsg.FlagCreate, 0))
+		p.Write(dmsgtest.Answer(m.MsgID, dmsg.FlagCreate, 0))
 		pl.opened[m.MsgID] = acknowledged
 	case create:
 		pl.opened[m.MsgID] = unanswered
@@ -177,9 +152,9 @@ func (pl *politeness) handle(p *dmsgtest.Peer, m *dmsg.Msg) (create, del bool) {
 		switch {
 		case !ok || state == closedByUs:
 		case state == acknowledged:
-			p.Write(answer(m.MsgID, dmsg.FlagDelete, 0))
+			p.Write(dmsgtest.Answer(m.MsgID, dmsg.FlagDelete, 0))
 		default:
-			p.Write(answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, 0))
+			p.Write(dmsgtest.Answer(m.MsgID, dmsg.FlagCreate|dmsg.FlagDelete, 0))
 		}
 	}
 	return create, del

@@ -24,7 +24,7 @@ func TestAttackPingsFromAPeerThatNeverReads(t *testing.T) {
 		limits: sc.limits(map[string]string{"queue_bytes_per_link": "256KiB", "slow_consumer_grace": "1s"}),
 		budget: sc.budget(256 * mib),
 		run: func(e *attackEnv) {
-			ping := pingMsg()
+			ping := dmsgtest.Ping()
 			floodWithoutReading(e, "pings", []*dmsg.Msg{leafConn(1, "pinger", dmsg.PeerHammer2, 0)},
 				func(uint64) *dmsg.Msg { return ping }, uint64(sc.pick(1_000_000, 10_000_000)), 1024)
 		},
@@ -43,7 +43,7 @@ func TestAttackShellTreesForAPeerThatNeverReads(t *testing.T) {
 		budget:  func(base int64) int64 { return base + int64(sc.pick(64, 256))*mib },
 		prepare: func(e *attackEnv) { bigTree(e, spans) },
 		run: func(e *attackEnv) {
-			tree := shellLine("tree json")
+			tree := dmsgtest.ShellLine("tree json")
 			floodWithoutReading(e, "`tree json`", []*dmsg.Msg{leafConn(1, "tree-asker", dmsg.PeerClient, 0)},
 				func(uint64) *dmsg.Msg { return tree }, uint64(sc.pick(400, 300)), 1)
 		},

@@ -314,14 +314,14 @@ func shellRun(network, addr, line string, timeout time.Duration) (string, time.D
 		switch {
 		case create && (base == dmsg.LnkConn || base == dmsg.LnkConnV2) && !asked:
 			asked = true
-			p.Write(shellLine(""))
+			p.Write(dmsgtest.ShellLine(""))
 		case base == dmsg.DbgShell && m.Cmd&dmsg.FlagReply != 0 && m.MsgID == 0:
 			text := strings.TrimRight(string(m.Aux), "\x00")
 			switch {
 			case text == "debug> ":
 				prompts++
 				if prompts == 1 {
-					p.Write(shellLine(line))
+					p.Write(dmsgtest.ShellLine(line))
 				}
 			case prompts == 1:
 				out.WriteString(text)

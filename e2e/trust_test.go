@@ -21,6 +21,7 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 	"github.com/dmsgd/dmsgd/internal/endpoint"
 )
 
@@ -452,10 +453,9 @@ func TestALibdmsgPeerLinkStillCarriesSpansInASigningCluster(t *testing.T) {
 	c := dialRawPeer(t, plainPort, func(p *rawPeer, m *dmsg.Msg) {
 		switch {
 		case dmsg.Base(m.Cmd) == dmsg.LnkConn && m.Cmd&dmsg.FlagCreate != 0:
-			p.Send(&dmsg.Msg{Header: dmsg.Header{MsgID: m.MsgID, Error: dmsg.ErrNoSupp,
-				Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagDelete | dmsg.FlagReply | dmsg.FlagRevTrans}})
+			p.Send(dmsgtest.Refuse(m.MsgID, dmsg.ErrNoSupp))
 		case m.Cmd&dmsg.FlagCreate != 0 && m.Cmd&dmsg.FlagReply == 0:
-			p.Send(&dmsg.Msg{Header: dmsg.Header{MsgID: m.MsgID, Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}})
+			p.Send(dmsgtest.Ack(m.MsgID))
 		}
 	})
 	c.Send(capture[0], capture[2])

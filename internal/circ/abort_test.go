@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // TestEveryAbortSendsOneAbortDelete: when the target's span goes away,
@@ -44,8 +45,7 @@ func TestEveryAbortSendsOneAbortDelete(t *testing.T) {
 			}
 			atQ := q.firstCircuit(t)
 			if tc.accept {
-				accept := &dmsg.Msg{Header: dmsg.Header{MsgID: atQ,
-					Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}}
+				accept := dmsgtest.Ack(atQ)
 				if err := q.Send(accept); err != nil {
 					t.Fatal(err)
 				}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // These tests run circuits between leaves that speak CIRC_WINDOW
@@ -379,8 +380,7 @@ func TestARouterSendsOnlyWithinTheNextHopsCredit(t *testing.T) {
 	p := dialLeaf(t, rs[0].addr(), "P", leafOptions{})
 	c := p.open(p.waitSpan("Q").MsgID)
 	atQ := q.firstCircuit(t)
-	accept := &dmsg.Msg{Header: dmsg.Header{MsgID: atQ,
-		Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}}
+	accept := dmsgtest.Ack(atQ)
 	if err := q.Send(accept); err != nil {
 		t.Fatal(err)
 	}

@@ -68,7 +68,7 @@ func (r *Recorder) readLoop() {
 			return
 		}
 		if r.opts.AutoPong && IsPing(m) {
-			r.p.Send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing | dmsg.FlagReply}})
+			r.p.Send(Pong())
 		}
 		if r.opts.OnMsg != nil && !r.opts.OnMsg(m) {
 			m.Release()

@@ -100,8 +100,7 @@ func TestAFarEndBreakingTheProtocolEndsAShellInItsCircuitAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	lnkCirc := rec.Expect("the LNK_CIRC", func(m *dmsg.Msg) bool { return dmsg.Base(m.Cmd) == dmsg.LnkCirc })
-	router.Send(&dmsg.Msg{Header: dmsg.Header{
-		Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans, MsgID: lnkCirc.MsgID}})
+	router.Send(dmsgtest.Ack(lnkCirc.MsgID))
 	if err := c.Wait(ctxFor(t)); err != nil {
 		t.Fatal(err)
 	}

@@ -156,7 +156,7 @@ func TestAnInheritedShellSocketIsTheShellSocket(t *testing.T) {
 	p := dialRaw(t, "unix://"+cfg.Shell.Socket, true)
 	p.send(connMsg(dmsg.Conn{PeerType: dmsg.PeerClient, PeerMask: ^uint64(0), ProtoVersion: 1, FsLabel: "op"}, false, 0x1000))
 	p.Expect("the router's LNK_CONN", isConnCreate)
-	p.send(shellMsg("span 127.0.0.1:1"))
+	p.send(dmsgtest.ShellLine("span 127.0.0.1:1"))
 	out := p.Expect("the answer to span", func(m *dmsg.Msg) bool { return isShellReply(m) && dmsgtest.Text(m) != shell.Prompt })
 	if !strings.HasPrefix(dmsgtest.Text(out), "Connection to 127.0.0.1:1 failed") {
 		t.Fatalf("a privileged command on the inherited shell socket was not run: %q", dmsgtest.Text(out))

@@ -105,7 +105,7 @@ func (p *routerPeer) openCircuit(target uint64) uint64 {
 // up to the prompt.
 func (p *routerPeer) run(circ uint64, line string) string {
 	p.tb.Helper()
-	m := shellMsg(line)
+	m := dmsgtest.ShellLine(line)
 	m.Circuit = circ
 	p.send(m)
 	var out strings.Builder
@@ -124,7 +124,7 @@ func (p *routerPeer) run(circ uint64, line string) string {
 // runLink sends a shell command on the link itself (circuit 0).
 func (p *routerPeer) runLink(line string) string {
 	p.tb.Helper()
-	p.send(shellMsg(line))
+	p.send(dmsgtest.ShellLine(line))
 	var out strings.Builder
 	for {
 		r := p.Expect("shell output", isShellReply)
@@ -295,9 +295,9 @@ func TestAFloodOfShellCommandsFromATCPPeerWritesAFewShortLines(t *testing.T) {
 			const n = 200
 			for i := range n {
 				if i%2 == 0 {
-					p.send(shellMsg("help " + pad)) // read-only
+					p.send(dmsgtest.ShellLine("help " + pad)) // read-only
 				} else {
-					p.send(shellMsg("span 127.0.0.1:1 " + pad)) // privileged
+					p.send(dmsgtest.ShellLine("span 127.0.0.1:1 " + pad)) // privileged
 				}
 			}
 			eventually(t, "every command answered", func() error {
@@ -345,13 +345,13 @@ func TestBackgroundShellCommandsOfPeersAreBounded(t *testing.T) {
 	eventually(t, "r holds ghost", func() error { return r.Holds("ghost") })
 
 	p := dialRouterPeer(t, r.tcpURL(), "mallory")
-	p.send(shellMsg("@ghost tree"))
+	p.send(dmsgtest.ShellLine("@ghost tree"))
 	if out := p.runLink("@ghost tree"); !strings.Contains(out, "refused: busy: the previous command") {
 		t.Fatalf("a second @node on the same session answered %q", out)
 	}
 	self := p.spanOf("r").MsgID
 	c1, c2 := p.openCircuit(self), p.openCircuit(self)
-	m := shellMsg("@ghost tree")
+	m := dmsgtest.ShellLine("@ghost tree")
 	m.Circuit = c1
 	p.send(m) // the second task running
 	if out := p.run(c2, "@ghost tree"); !strings.Contains(out, "limits.max_shell_tasks") {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // A peer that breaks the framing or the transaction rules loses its own
@@ -34,17 +35,17 @@ func TestABadPeerOnlyLosesItsOwnLink(t *testing.T) {
 			p.SendMangled(connMsg(c, false, 0x1000), func(b []byte) { b[0x100] ^= 0xff })
 		}},
 		{"a DBG_SHELL whose aux CRC does not match", func(p *rawPeer) {
-			p.SendMangled(shellMsg("help"), func(b []byte) { b[dmsg.BaseHeaderSize] ^= 0xff })
+			p.SendMangled(dmsgtest.ShellLine("help"), func(b []byte) { b[dmsg.BaseHeaderSize] ^= 0xff })
 		}},
 		{"a message out of sequence", func(p *rawPeer) {
 			conn(p)
-			p.SendMangled(shellMsg("help"), func(b []byte) { b[4]++ })
+			p.SendMangled(dmsgtest.ShellLine("help"), func(b []byte) { b[4]++ })
 		}},
 		{"an extended header size of 0", func(p *rawPeer) {
-			p.SendMangled(shellMsg(""), func(b []byte) { b[0x20] = 0 })
+			p.SendMangled(dmsgtest.ShellLine(""), func(b []byte) { b[0x20] = 0 })
 		}},
 		{"aux data over the 1 MiB limit", func(p *rawPeer) {
-			p.SendMangled(shellMsg(""), func(b []byte) { binary.LittleEndian.PutUint32(b[0x28:], 2<<20) })
+			p.SendMangled(dmsgtest.ShellLine(""), func(b []byte) { binary.LittleEndian.PutUint32(b[0x28:], 2<<20) })
 		}},
 		{"a DELETE for a transaction that does not exist", func(p *rawPeer) {
 			conn(p)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dmsgd/dmsgd/internal/config"
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // libdmsgConn is the LNK_CONN a libdmsg 2014+ peer sends: ROUTER, every
@@ -55,12 +56,12 @@ func TestTheLNKCONNExchangeFallsBackToTheLibdmsgFormOnce(t *testing.T) {
 			return true
 		}},
 		{"when the peer refuses the 0x1108 form with NOSUPP", func(p *rawPeer, first uint64) bool {
-			p.send(refusal(first, dmsg.ErrNoSupp))
+			p.send(dmsgtest.Refuse(first, dmsg.ErrNoSupp))
 			return false
 		}},
 		{"when the peer does both, as a libdmsg shell does", func(p *rawPeer, first uint64) bool {
 			p.send(connMsg(libdmsgConn(), true, 0x1000))
-			p.send(refusal(first, dmsg.ErrNoSupp))
+			p.send(dmsgtest.Refuse(first, dmsg.ErrNoSupp))
 			return true
 		}},
 		{"when the peer's 0x1106 form arrives before the router sent anything", nil},
@@ -102,7 +103,7 @@ func TestTheLNKCONNExchangeFallsBackToTheLibdmsgFormOnce(t *testing.T) {
 
 			// Refusing the libdmsg form too ends the exchange: the router
 			// closes its side and sends no third LNK_CONN.
-			p.send(refusal(second.MsgID, dmsg.ErrNoSupp))
+			p.send(dmsgtest.Refuse(second.MsgID, dmsg.ErrNoSupp))
 			rest := p.Barrier()
 			var closed bool
 			for _, m := range rest {
@@ -261,7 +262,7 @@ func TestATargetsConnFormForcesTheLNKCONNForm(t *testing.T) {
 		first := p.Expect("the router's 0x1108 LNK_CONN", isCmd(dmsg.LnkConn, dmsg.FlagCreate))
 		// Both signs that would make an auto target fall back.
 		p.send(connMsg(libdmsgConn(), true, 0x1000))
-		p.send(refusal(first.MsgID, dmsg.ErrNoSupp))
+		p.send(dmsgtest.Refuse(first.MsgID, dmsg.ErrNoSupp))
 		rest := p.Barrier()
 		for _, m := range rest {
 			if dmsg.Base(m.Cmd) == dmsg.LnkConnV2 {

@@ -30,7 +30,7 @@ func TestAPeerNotReadingItsShellOutputIsClosedAsASlowConsumer(t *testing.T) {
 		if i == 0 {
 			return connMsg(libdmsgConn(), false, 0x1000)
 		}
-		return shellMsg("tree json")
+		return dmsgtest.ShellLine("tree json")
 	})
 	defer stop()
 	eventually(t, "the flooding link is closed", func() error {

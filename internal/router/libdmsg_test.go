@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // cPeer plays the libdmsg 2014+ service on a raw link: it sends its
@@ -19,10 +20,10 @@ func dialCPeer(t *testing.T, r *testRouter, node string) *rawPeer {
 	p := dialRaw(t, r.tcpURL(), true)
 	p.send(connMsg(libdmsgConn(), true, 0x1000))
 	first := p.Expect("the router's 0x1108 LNK_CONN", isCmd(dmsg.LnkConn, dmsg.FlagCreate))
-	p.send(refusal(first.MsgID, dmsg.ErrNoSupp))
+	p.send(dmsgtest.Refuse(first.MsgID, dmsg.ErrNoSupp))
 	p.Rewind()
 	second := p.Expect("the router's 0x1106 LNK_CONN", isCmd(dmsg.LnkConnV2, dmsg.FlagCreate))
-	p.send(ack(second.MsgID))
+	p.send(dmsgtest.Ack(second.MsgID))
 	s := hammer2Span(node, "c-cluster", 1, 5)
 	ad := dmsg.NewSpanMsg(dmsg.FlagCreate, &s)
 	ad.MsgID = 0x2000

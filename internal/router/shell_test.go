@@ -104,14 +104,14 @@ func (s *cShell) event() string {
 		m := s.p.Next("shell output")
 		switch {
 		case isConnCreate(m):
-			s.p.send(refusal(m.MsgID, dmsg.ErrNoSupp))
+			s.p.send(dmsgtest.Refuse(m.MsgID, dmsg.ErrNoSupp))
 			if dmsg.Base(m.Cmd) == dmsg.LnkConnV2 && !s.hello {
 				s.hello = true
-				s.p.send(shellMsg(""))
+				s.p.send(dmsgtest.ShellLine(""))
 			}
 		case isCmd(dmsg.LnkSpan, dmsg.FlagCreate)(m):
 			s.spans = append(s.spans, m.MsgID)
-			s.p.send(ack(m.MsgID))
+			s.p.send(dmsgtest.Ack(m.MsgID))
 		case dmsgtest.IsPing(m):
 			s.p.send(&dmsg.Msg{Header: dmsg.Header{Cmd: dmsg.LnkPing | dmsg.FlagReply}})
 			return evPing
@@ -139,7 +139,7 @@ func (s *cShell) untilPrompt() []string {
 // run sends one command line and collects its output up to the prompt.
 func (s *cShell) run(line string) []string {
 	s.tb.Helper()
-	s.p.send(shellMsg(line))
+	s.p.send(dmsgtest.ShellLine(line))
 	return s.untilPrompt()
 }
 

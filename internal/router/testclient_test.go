@@ -200,29 +200,6 @@ func connMsg(c dmsg.Conn, v2 bool, msgid uint64) *dmsg.Msg {
 	return m
 }
 
-// refusal answers the router's transaction msgid with
-// LNK_ERROR|CREATE|DELETE|REPLY|REVTRANS (0xe80fff01), as shells do.
-func refusal(msgid uint64, code uint32) *dmsg.Msg {
-	return &dmsg.Msg{Header: dmsg.Header{
-		Cmd:   dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagDelete | dmsg.FlagReply | dmsg.FlagRevTrans,
-		MsgID: msgid, Error: code}}
-}
-
-// ack answers the router's transaction msgid with
-// LNK_ERROR|CREATE|REPLY|REVTRANS (0xa80fff01), leaving it open.
-func ack(msgid uint64) *dmsg.Msg {
-	return &dmsg.Msg{Header: dmsg.Header{
-		Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans, MsgID: msgid}}
-}
-
-func shellMsg(line string) *dmsg.Msg {
-	m := dmsg.NewMsg(dmsg.DbgShell)
-	if line != "" {
-		m.SetAux(append([]byte(line), 0))
-	}
-	return m
-}
-
 // Predicates over received messages.
 
 func isCmd(base, flags uint32) func(*dmsg.Msg) bool {
