@@ -95,9 +95,13 @@ func runServe(cmd *cobra.Command, _ []string) error {
 // leaves room for it.
 const shutdownGrace = 5 * time.Second
 
+// signalEcho is how soon after the first a signal is taken for the same
+// one delivered twice rather than a second request.
+const signalEcho = 500 * time.Millisecond
+
 // shutdownOnSignal waits for SIGTERM or SIGINT, or for ctx to end, then
 // shuts the router down within shutdownGrace; a second signal meanwhile
-// closes what is still open at once. Links that had not drained when the
+// (not the first one delivered twice) closes what is still open at once. Links that had not drained when the
 // grace ended are logged, not an error: the daemon still stopped as told.
 func shutdownOnSignal(ctx context.Context, r *router.Router, sigs <-chan os.Signal, log *zap.Logger) error {
 	select {
@@ -110,11 +114,22 @@ func shutdownOnSignal(ctx context.Context, r *router.Router, sigs <-chan os.Sign
 	grace, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	go func() {
-		select {
-		case sig := <-sigs:
-			log.Warn("second signal: closing every link now", zap.Stringer("signal", sig))
-			cancel()
-		case <-grace.Done():
+		// One Ctrl-C under a supervisor or make reaches us more than
+		// once (the terminal's process group, then the parent passing
+		// it on): only a signal sent again later means "now".
+		ignoreUntil := time.Now().Add(signalEcho)
+		for {
+			select {
+			case sig := <-sigs:
+				if time.Now().Before(ignoreUntil) {
+					continue
+				}
+				log.Warn("second signal: closing every link now", zap.Stringer("signal", sig))
+				cancel()
+				return
+			case <-grace.Done():
+				return
+			}
 		}
 	}()
 	if err := r.Shutdown(grace); err != nil {
