@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/dmsgd/dmsgd/internal/dmsg"
+	"github.com/dmsgd/dmsgd/internal/dmsgtest"
 )
 
 // The receiving endpoint.
@@ -76,8 +77,7 @@ func (r *receiver) join(dec *dmsg.Decoder, label string) error {
 		}
 		if dmsg.Base(m.Cmd) == dmsg.LnkCirc && m.Cmd&dmsg.FlagCreate != 0 && m.Circuit == 0 {
 			r.circuit = m.MsgID
-			accept := &dmsg.Msg{Header: dmsg.Header{MsgID: m.MsgID,
-				Cmd: dmsg.LnkError | dmsg.FlagCreate | dmsg.FlagReply | dmsg.FlagRevTrans}}
+			accept := dmsgtest.Ack(m.MsgID)
 			return r.s.send(accept)
 		}
 	}
